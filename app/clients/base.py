@@ -1,0 +1,470 @@
+"""BaseServiceClient: one upstream, one session, every call through the resilience pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from types import TracebackType
+from typing import Any, ParamSpec, Self, TypeVar
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from app.clients.config import ClientConfig
+from app.clients.exceptions import (
+    ClientConnectionError,
+    ClientError,
+    ClientResponseError,
+    ClientTimeoutError,
+    ErrorContext,
+)
+from app.clients.policies import breaker_from_config, bulkhead_from_config, retry_from_config
+from app.clients.response import (
+    BodyTooLargeError,
+    decode_body,
+    decode_error,
+    read_body,
+    status_error,
+)
+from app.clients.session import new_session
+from app.clients.sync import LoopThread, sync_twin
+from app.clients.urls import EndpointResolver
+from app.observability.context import request_id_var
+from app.observability.redaction import REDACTED, is_secret_key, redact, register_secret, truncate
+from app.resilience.breaker import CircuitBreakerPolicy
+from app.resilience.bulkhead import Bulkhead
+from app.resilience.clock import MONOTONIC, Clock
+from app.resilience.deadline import Deadline
+from app.resilience.pipeline import CallRecord, Pipeline
+from app.resilience.retry import IDEMPOTENT_METHODS, RetryPolicy
+
+__all__ = ["BaseServiceClient", "operation"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+logger = logging.getLogger("app.clients")
+
+_MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def operation(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Mark a service method: a typed error passing through gains ``operation`` = its name."""
+    name = method.__name__
+
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except ClientError as error:
+            error.operation = name
+            raise
+
+    wrapper.__name__ = name
+    wrapper.__qualname__ = method.__qualname__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+class _Outbound:
+    """What every attempt of one logical call sends."""
+
+    __slots__ = ("body", "headers", "params", "record", "session", "url")
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        url: URL,
+        params: dict[str, Any] | None,
+        body: bytes | None,
+        headers: dict[str, str],
+        record: CallRecord,
+    ) -> None:
+        self.session = session
+        self.url = url
+        self.params = params
+        self.body = body
+        self.headers = headers
+        self.record = record
+
+
+class BaseServiceClient:
+    """A typed, resilient HTTP client for one upstream service.
+
+    Every call runs through the pipeline (bulkhead, deadline, retry, breaker, attempt
+    timeout) and ends in the decoded body or a ``ClientError`` from DESIGN §4. Policies
+    and the session may be injected (the container does); otherwise the client builds
+    its own from ``config`` and owns them. Sync twins (``get_sync`` …) run on a private
+    event-loop thread with a session of their own, and share the policies.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig | Mapping[str, Any],
+        *,
+        session: aiohttp.ClientSession | None = None,
+        breaker: CircuitBreakerPolicy | None = None,
+        bulkhead: Bulkhead | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Clock = MONOTONIC,
+    ) -> None:
+        cfg = config if isinstance(config, ClientConfig) else ClientConfig.model_validate(config)
+        self.config = cfg
+        self.service_name = cfg.service_name
+        self.clock = clock
+        self.breaker = breaker if breaker is not None else breaker_from_config(cfg, clock)
+        self.bulkhead = bulkhead if bulkhead is not None else bulkhead_from_config(cfg)
+        self.retry = retry if retry is not None else retry_from_config(cfg)
+        self._pipeline = Pipeline(
+            bulkhead=self.bulkhead,
+            breaker=self.breaker,
+            retry=self.retry,
+            attempt_timeout=cfg.timeout_seconds,
+            clock=clock,
+        )
+        self._resolver = EndpointResolver(cfg.base_url)
+        self._origin = URL(cfg.base_url).origin()
+        self._session = session
+        self._owns_session = session is None
+        self._sync = LoopThread(cfg.service_name)
+        self._sync_session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._headers: dict[str, str] = {"Accept": "application/json"}
+        if cfg.api_key is not None:
+            key = cfg.api_key.get_secret_value()
+            register_secret(key)
+            self._headers[cfg.api_key_header] = key
+        self._log_calls = cfg.enable_request_logging
+
+    def __repr__(self) -> str:
+        name, url = type(self).__name__, self.config.base_url
+        return f"{name}(service_name={self.service_name!r}, base_url={url!r})"
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close_sync()
+
+    async def close(self) -> None:
+        """Close the sessions this client opened (an injected one belongs to its owner)."""
+        self._closed = True
+        if self._owns_session and self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+        if self._sync.loop is not None:
+            future = asyncio.run_coroutine_threadsafe(self._close_sync_session(), self._sync.loop)
+            await asyncio.wrap_future(future)
+            self._sync.stop()
+
+    def close_sync(self) -> None:
+        """Close what the sync twins opened: their session and their loop thread."""
+        if self._sync.loop is not None:
+            self._sync.run(self._close_sync_session)
+            self._sync.stop()
+        if self._session is None or not self._owns_session:
+            self._closed = True
+
+    async def _close_sync_session(self) -> None:
+        if self._sync_session is not None:
+            session, self._sync_session = self._sync_session, None
+            await session.close()
+
+    def _run_sync(self, fn: Callable[P, Coroutine[Any, Any, R]], *a: P.args, **kw: P.kwargs) -> R:
+        return self._sync.run(fn, *a, **kw)
+
+    def _current_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        loop = asyncio.get_running_loop()
+        if loop is self._sync.loop:
+            if self._sync_session is None:
+                self._sync_session = new_session(self.config)
+            return self._sync_session
+        if self._session is None:
+            self._session = new_session(self.config)
+        return self._session
+
+    # -- the four verbs and their sync twins -----------------------------------------
+
+    async def get(
+        self,
+        endpoint: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        path_params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        idempotent: bool | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """GET ``endpoint``; retried by default."""
+        return await self.request(
+            "GET", endpoint, params=params, json=json, headers=headers, path_params=path_params,
+            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key,
+        )  # fmt: skip
+
+    async def post(
+        self,
+        endpoint: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        path_params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        idempotent: bool | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """POST ``endpoint``; retried only with ``idempotent=True`` or an ``idempotency_key``."""
+        return await self.request(
+            "POST", endpoint, params=params, json=json, headers=headers, path_params=path_params,
+            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key,
+        )  # fmt: skip
+
+    async def put(
+        self,
+        endpoint: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        path_params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        idempotent: bool | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """PUT ``endpoint``; retried by default."""
+        return await self.request(
+            "PUT", endpoint, params=params, json=json, headers=headers, path_params=path_params,
+            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key,
+        )  # fmt: skip
+
+    async def delete(
+        self,
+        endpoint: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        path_params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        idempotent: bool | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """DELETE ``endpoint``; retried by default."""
+        return await self.request(
+            "DELETE", endpoint, params=params, json=json, headers=headers, path_params=path_params,
+            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key,
+        )  # fmt: skip
+
+    get_sync = sync_twin(get)
+    post_sync = sync_twin(post)
+    put_sync = sync_twin(put)
+    delete_sync = sync_twin(delete)
+
+    # -- one logical call ------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        path_params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        idempotent: bool | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Send one logical call through the pipeline and return the decoded body.
+
+        ``timeout`` is the deadline of the whole call (retries included); without it,
+        ``total_timeout_seconds`` applies, and without that there is none.
+        """
+        method = method.upper()
+        url = self._resolver.resolve(endpoint, path_params)  # ValueError before anything is sent
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        session = self._current_session()
+        request_id = request_id_var.get() or uuid.uuid4().hex
+        hdrs = dict(self._headers)
+        if headers:
+            hdrs.update(headers)
+        hdrs["X-Request-ID"] = request_id
+        if idempotency_key is not None:
+            hdrs["Idempotency-Key"] = idempotency_key
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT_METHODS or idempotency_key is not None
+        body = None
+        if json is not None:
+            body = orjson.dumps(json)
+            hdrs["Content-Type"] = "application/json"
+        query = dict(params) if params else None
+
+        record = CallRecord(self.service_name, method, endpoint, request_id)
+        clock = self.clock
+        deadline = Deadline.after(
+            clock, timeout if timeout is not None else self.config.total_timeout_seconds
+        )
+        started = clock.now()
+
+        attempt = functools.partial(
+            self._send,
+            _Outbound(
+                session=session, url=url, params=query, body=body, headers=hdrs, record=record
+            ),
+        )
+        try:
+            result = await self._pipeline.execute(attempt, record, deadline, idempotent=idempotent)
+        except ClientError as error:
+            if self._log_calls:
+                self._log_call(record, clock.now() - started, error, json, None)
+            raise
+        if self._log_calls:
+            self._log_call(record, clock.now() - started, None, json, result)
+        return result
+
+    async def _send(self, out: _Outbound, timeout: float) -> Any:
+        """One attempt: send, read a bounded body, decode or map the status to an error."""
+        record, session, headers = out.record, out.session, out.headers
+        method, url, params, body = record.method, out.url, out.params, out.body
+        ctx: ErrorContext = {
+            "service_name": self.service_name,
+            "method": record.method,
+            "endpoint": record.endpoint,
+        }
+        try:
+            async with asyncio.timeout(timeout):
+                for _ in range(_MAX_REDIRECTS + 1):
+                    async with session.request(
+                        method,
+                        url,
+                        params=params,
+                        data=body,
+                        headers=headers,
+                        allow_redirects=False,
+                    ) as resp:
+                        status = resp.status
+                        record.status = status
+                        if status in _REDIRECTS and self.config.follow_redirects:
+                            method, url, body = self._redirect(resp, method, url, body, ctx)
+                            params = None  # the Location carries the query
+                            continue
+                        return await self._finish(resp, ctx)
+                raise ClientResponseError("too many redirects", status=record.status, **ctx)
+        except TimeoutError as exc:
+            raise ClientTimeoutError(f"no response within {timeout:.3f}s", **ctx) from exc
+        except aiohttp.ClientConnectorError as exc:
+            # The connection was never made, so the request was never sent.
+            raise ClientConnectionError("connect failed", request_sent=False, **ctx) from exc
+        except aiohttp.ClientError as exc:
+            raise ClientConnectionError(f"connection broke: {type(exc).__name__}", **ctx) from exc
+        finally:
+            if logger.isEnabledFor(logging.DEBUG):
+                self._log_attempt(record, params)
+
+    def _redirect(
+        self,
+        resp: aiohttp.ClientResponse,
+        method: str,
+        url: URL,
+        body: bytes | None,
+        ctx: ErrorContext,
+    ) -> tuple[str, URL, bytes | None]:
+        location = resp.headers.get("Location")
+        if not location:
+            raise ClientResponseError("redirect without Location", status=resp.status, **ctx)
+        target = url.join(URL(location))
+        if target.origin() != self._origin:
+            # Following would hand our API key to another origin.
+            raise ClientResponseError(
+                "refusing a cross-origin redirect", status=resp.status, location=location, **ctx
+            )
+        if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+            return "GET", target, None
+        return method, target, body
+
+    async def _finish(self, resp: aiohttp.ClientResponse, ctx: ErrorContext) -> Any:
+        status = resp.status
+        limit = self.config.max_response_bytes
+        try:
+            raw = await read_body(resp, limit)
+        except BodyTooLargeError:
+            resp.close()  # drop the connection rather than drain an oversized body
+            if status >= 300:
+                raise status_error(status, resp.headers, "", b"", **ctx) from None
+            raise decode_error(f"body over the {limit}-byte limit", status, **ctx) from None
+        if status >= 300:
+            raise status_error(status, resp.headers, resp.content_type, raw, **ctx)
+        try:
+            return decode_body(status, resp.content_type, resp.charset, raw)
+        except ValueError as exc:
+            raise decode_error(f"body is not valid {resp.content_type}", status, **ctx) from exc
+
+    # -- logging -------------------------------------------------------------------
+
+    def _log_call(
+        self,
+        record: CallRecord,
+        seconds: float,
+        error: ClientError | None,
+        sent: Any,
+        received: Any,
+    ) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        fields: dict[str, Any] = {
+            "service": record.service,
+            "method": record.method,
+            "endpoint": record.endpoint,
+            "status": record.status,
+            "duration_ms": round(seconds * 1000, 3),
+            "attempts": record.attempts,
+            "outcome": "success" if error is None else error.outcome,
+            "error": None if error is None else type(error).__name__,
+            "request_id": record.request_id,
+        }
+        if self.config.log_request_body and sent is not None:
+            fields["request_body"] = truncate(orjson.dumps(redact(sent), default=str).decode())
+        if self.config.log_response_body and received is not None:
+            fields["response_body"] = truncate(orjson.dumps(redact(received), default=str).decode())
+        logger.info("call %s %s %s", record.method, record.endpoint, fields["outcome"],
+                   extra={"fields": fields})  # fmt: skip
+
+    def _log_attempt(self, record: CallRecord, params: Mapping[str, Any] | None) -> None:
+        fields = {
+            "service": record.service,
+            "method": record.method,
+            "endpoint": record.endpoint,
+            "attempt": record.attempts,
+            "status": record.status,
+            "request_id": record.request_id,
+            "params": {k: REDACTED if is_secret_key(k) else v for k, v in (params or {}).items()},
+        }
+        logger.debug("attempt %s %s", record.method, record.endpoint, extra={"fields": fields})

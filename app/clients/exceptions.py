@@ -1,0 +1,252 @@
+"""The typed error tree every client raises (DESIGN §4)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypedDict
+
+__all__ = [
+    "AuthenticationError",
+    "BulkheadFullError",
+    "CircuitBreakerOpenError",
+    "ClientAuthenticationError",
+    "ClientConnectionError",
+    "ClientError",
+    "ClientResponseError",
+    "ClientTimeoutError",
+    "ClientValidationError",
+    "DataValidationError",
+    "ErrorContext",
+    "RateLimitedError",
+    "ResourceNotFoundError",
+    "ResponseDecodeError",
+    "RetryExhaustedError",
+    "ServerError",
+    "ServiceError",
+    "ServiceTimeoutError",
+    "ServiceUnavailableError",
+    "error_for_status",
+    "retry_exhausted",
+]
+
+
+class ErrorContext(TypedDict):
+    """Where an error happened: passed as ``**context`` to every error's constructor."""
+
+    service_name: str
+    method: str
+    endpoint: str
+
+
+class ServiceError(Exception):
+    """Root of every error a call to another service can end in."""
+
+
+class ServiceUnavailableError(ServiceError):
+    """The dependency cannot serve the call now (down, sick, shedding load)."""
+
+
+class ServiceTimeoutError(ServiceError):
+    """The call ran out of time."""
+
+
+class DataValidationError(ServiceError):
+    """The request or the response did not have the expected shape."""
+
+
+class AuthenticationError(ServiceError):
+    """The dependency refused our credentials."""
+
+
+class ClientError(ServiceError):
+    """Base of every error raised by a service client.
+
+    The message names the service, the method and the endpoint template; it never holds
+    a secret, the filled-in URL or a body.
+    """
+
+    #: Default reason text for the class, used when the raise site gives none.
+    reason: ClassVar[str] = "request failed"
+    #: The outcome label logs and metrics count this error under.
+    outcome: ClassVar[str] = "error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        service_name: str = "",
+        method: str = "",
+        endpoint: str = "",
+        status: int | None = None,
+        attempts: int = 1,
+        retry_after: float | None = None,
+        detail: str | None = None,
+        code: str | None = None,
+        location: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        self.service_name = service_name
+        self.method = method
+        self.endpoint = endpoint
+        self.status = status
+        self.attempts = attempts
+        self.retry_after = retry_after
+        self.detail = detail
+        self.code = code
+        self.location = location
+        self.operation = operation
+        self._message = message or self.reason
+        super().__init__(self._message)
+
+    def __str__(self) -> str:
+        where = " ".join(p for p in (self.method, self.endpoint) if p)
+        head = f"{self.service_name}: " if self.service_name else ""
+        if self.operation:
+            head += f"{self.operation}: "
+        if where:
+            head += f"{where}: "
+        tail = f" (HTTP {self.status})" if self.status is not None else ""
+        if self.attempts > 1:
+            tail += f" after {self.attempts} attempts"
+        return f"{head}{self._message}{tail}"
+
+    def context(self) -> dict[str, Any]:
+        """The error's attributes, for logs and API responses."""
+        return {
+            "error": type(self).__name__,
+            "service": self.service_name,
+            "method": self.method,
+            "endpoint": self.endpoint,
+            "status": self.status,
+            "attempts": self.attempts,
+            "retry_after": self.retry_after,
+        }
+
+
+class ClientConnectionError(ClientError, ServiceUnavailableError):
+    """Connect refused, DNS failure, or the connection broke before a full response."""
+
+    reason = "connection failed"
+    outcome = "connection_error"
+
+    def __init__(self, message: str | None = None, *, request_sent: bool = True, **kw: Any) -> None:
+        # A connection that failed before the request left is safe to retry for any method.
+        self.request_sent = request_sent
+        super().__init__(message, **kw)
+
+
+class ClientTimeoutError(ClientError, ServiceTimeoutError):
+    """The attempt timeout or the call's deadline ran out."""
+
+    reason = "timed out"
+    outcome = "timeout"
+
+
+class ClientValidationError(ClientError, DataValidationError):
+    """The upstream rejected the request as invalid (HTTP 400 or 422)."""
+
+    reason = "request rejected as invalid"
+    outcome = "client_error"
+
+
+class ClientAuthenticationError(ClientError, AuthenticationError):
+    """The upstream rejected our credentials (HTTP 401 or 403)."""
+
+    reason = "credentials rejected"
+    outcome = "client_error"
+
+
+class ResourceNotFoundError(ClientError, DataValidationError):
+    """The upstream has no such resource (HTTP 404)."""
+
+    reason = "not found"
+    outcome = "client_error"
+
+
+class RateLimitedError(ClientError, ServiceUnavailableError):
+    """The upstream is rate limiting us (HTTP 429); ``retry_after`` comes from the header."""
+
+    reason = "rate limited"
+    outcome = "rate_limited"
+
+
+class ServerError(ClientError, ServiceUnavailableError):
+    """The upstream failed (HTTP 5xx)."""
+
+    reason = "upstream server error"
+    outcome = "server_error"
+
+
+class ClientResponseError(ClientError, DataValidationError):
+    """Any other 4xx, or a 3xx when redirects are not followed (``location`` kept)."""
+
+    reason = "unexpected response"
+    outcome = "client_error"
+
+
+class ResponseDecodeError(ClientError, DataValidationError):
+    """The body is not the JSON it claims to be, or is over the size limit."""
+
+    reason = "response could not be decoded"
+    outcome = "decode_error"
+
+
+class CircuitBreakerOpenError(ClientError, ServiceUnavailableError):
+    """The breaker is open; nothing was sent. ``retry_after`` is the time to half-open."""
+
+    reason = "circuit breaker open"
+    outcome = "short_circuited"
+
+
+class BulkheadFullError(ClientError, ServiceUnavailableError):
+    """Too many calls in flight and waiting; nothing was sent."""
+
+    reason = "bulkhead full"
+    outcome = "rejected"
+
+
+class RetryExhaustedError(ClientError):
+    """Retries gave up after more than one attempt.
+
+    Raised instances are also instances of the last attempt's error class (see
+    :func:`retry_exhausted`), so ``except ClientTimeoutError`` still catches a call
+    whose every attempt timed out, and the platform category is the last error's.
+    """
+
+    reason = "retries exhausted"
+    last_error: ClientError
+
+
+_STATUS_ERRORS: dict[int, type[ClientError]] = {
+    400: ClientValidationError,
+    422: ClientValidationError,
+    401: ClientAuthenticationError,
+    403: ClientAuthenticationError,
+    404: ResourceNotFoundError,
+    429: RateLimitedError,
+}
+
+
+def error_for_status(status: int) -> type[ClientError]:
+    """The error class for a non-2xx HTTP status (the DESIGN §4 table)."""
+    if status >= 500:
+        return ServerError
+    return _STATUS_ERRORS.get(status, ClientResponseError)
+
+
+_EXHAUSTED: dict[type[ClientError], type[RetryExhaustedError]] = {}
+
+
+def retry_exhausted(last: ClientError) -> RetryExhaustedError:
+    """Wrap the last attempt's error in a ``RetryExhaustedError`` of the same class."""
+    cls = type(last)
+    combined = _EXHAUSTED.get(cls)
+    if combined is None:
+        # One combined class per error class, built once: isinstance works both ways.
+        combined = type(f"RetryExhausted{cls.__name__}", (RetryExhaustedError, cls), {})
+        _EXHAUSTED[cls] = combined
+    err = combined.__new__(combined)
+    err.__dict__.update(last.__dict__)
+    err.args = last.args
+    err.last_error = last
+    err._message = f"retries exhausted: {last._message}"
+    return err

@@ -1,0 +1,28 @@
+"""The aiohttp session a client sends through: kept alive, sized to the bulkhead."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from app.clients.config import ClientConfig
+
+__all__ = ["new_session"]
+
+
+def new_session(config: ClientConfig) -> aiohttp.ClientSession:
+    """A session for one upstream; call from inside the event loop that will use it."""
+    connector = aiohttp.TCPConnector(
+        # The bulkhead is the real concurrency limit; the pool must not be a hidden second one.
+        limit=config.bulkhead_max_concurrent,
+        limit_per_host=0,
+        ttl_dns_cache=300,
+        keepalive_timeout=30,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        # Timeouts are the pipeline's (attempt timeout within the deadline), not aiohttp's.
+        timeout=aiohttp.ClientTimeout(total=None),
+        raise_for_status=False,
+        cookie_jar=aiohttp.DummyCookieJar(),  # service calls are stateless; no cookie leaks
+        headers={"User-Agent": f"resilient-clients/0.1 ({config.service_name})"},
+    )

@@ -1,0 +1,85 @@
+"""Endpoint templates: fill ``{name}`` placeholders safely and never leave the base URL."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from urllib.parse import quote, unquote
+
+from yarl import URL
+
+__all__ = ["EndpointResolver"]
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def _encode_segment_value(value: object) -> str:
+    encoded = quote(str(value), safe="")
+    if encoded in ("", ".", ".."):
+        # quote() leaves dots alone, and an empty value would merge two segments.
+        if not encoded:
+            raise ValueError("path parameter values must not be empty")
+        encoded = encoded.replace(".", "%2E")
+    return encoded
+
+
+class EndpointResolver:
+    """Turns ``(template, path_params)`` into a URL under ``base_url``.
+
+    A template is relative to ``base_url`` (a leading ``/`` is ignored). It is refused
+    with ``ValueError`` when it is absolute, holds a ``..`` or ``.`` segment (also
+    percent-encoded), a query, a fragment or a backslash. Each parameter value is
+    percent-encoded as one segment, so a value cannot add segments. Checked templates
+    are cached; filling them is a string format.
+    """
+
+    __slots__ = ("_base", "_prefix", "_templates")
+
+    def __init__(self, base_url: str) -> None:
+        base = URL(base_url)
+        self._prefix = str(base).rstrip("/") + "/"
+        self._base = base
+        self._templates: dict[str, tuple[str, frozenset[str]]] = {}
+
+    def _check(self, template: str) -> tuple[str, frozenset[str]]:
+        checked = self._templates.get(template)
+        if checked is not None:
+            return checked
+        raw = template.lstrip("/")
+        if template.startswith("//") or _SCHEME.match(template):
+            raise ValueError(f"endpoint {template!r} must be relative to the base URL")
+        if any(c in raw for c in "?#\\") or any(ord(c) < 0x21 for c in raw):
+            raise ValueError(
+                f"endpoint {template!r} must be a plain path (use params= for queries)"
+            )
+        for segment in unquote(raw).split("/"):
+            if segment in (".", ".."):
+                raise ValueError(f"endpoint {template!r} must not contain '.' or '..' segments")
+        names = frozenset(_PLACEHOLDER.findall(raw))
+        # Escape every brace that is not a placeholder, so str.format fills only those.
+        fmt = _PLACEHOLDER.sub(lambda m: "\0" + m.group(1) + "\1", raw)
+        fmt = fmt.replace("{", "{{").replace("}", "}}").replace("\0", "{").replace("\1", "}")
+        prefix = self._prefix.replace("{", "{{").replace("}", "}}")
+        checked = (prefix + fmt, names)
+        if len(self._templates) < 1024:  # bounded: templates are code, not data
+            self._templates[template] = checked
+        return checked
+
+    def resolve(self, template: str, path_params: Mapping[str, object] | None = None) -> URL:
+        """The absolute URL for ``template`` filled from ``path_params``."""
+        fmt, names = self._check(template)
+        given = path_params or {}
+        if names or given:
+            missing = names - given.keys()
+            extra = given.keys() - names
+            if missing or extra:
+                raise ValueError(
+                    f"endpoint {template!r}: missing path params {sorted(missing)}, "
+                    f"unexpected {sorted(extra)}"
+                )
+            url = fmt.format_map({k: _encode_segment_value(v) for k, v in given.items()})
+        else:
+            url = fmt.replace("{{", "{").replace("}}", "}")
+        # encoded=True: yarl must not decode %2F or %2E back into path structure.
+        return URL(url, encoded=True)

@@ -1,0 +1,61 @@
+"""The dependency-injector container: provider declarations only."""
+
+from __future__ import annotations
+
+from dependency_injector import containers, providers
+from dependency_injector.ext.starlette import Lifespan
+
+from app.clients.analysis_engine import AnalysisEngineClient
+from app.clients.config import ClientConfig
+from app.clients.ml_workbench import MLWorkbenchClient
+from app.clients.policies import breaker_from_config, bulkhead_from_config, retry_from_config
+from app.clients.resources import client_resource, session_resource
+from app.resilience.clock import MONOTONIC
+from settings import load_settings
+
+__all__ = ["Container", "UpstreamContainer"]
+
+
+class UpstreamContainer(containers.DeclarativeContainer):
+    """One upstream: its config slice, policies (Singletons), session and client (Resources)."""
+
+    config = providers.Dependency(instance_of=ClientConfig)
+    client_class = providers.Dependency(instance_of=type)
+    clock = providers.Object(MONOTONIC)
+
+    breaker = providers.Singleton(breaker_from_config, config, clock)
+    bulkhead = providers.Singleton(bulkhead_from_config, config)
+    retry = providers.Singleton(retry_from_config, config)
+
+    session = providers.Resource(session_resource, config)
+    client = providers.Resource(
+        client_resource,
+        client_class,
+        config,
+        session=session,
+        breaker=breaker,
+        bulkhead=bulkhead,
+        retry=retry,
+        clock=clock,
+    )
+
+
+class Container(containers.DeclarativeContainer):
+    """The gateway's container; its lifespan opens and closes every Resource."""
+
+    __self__ = providers.Self()
+
+    settings = providers.Singleton(load_settings)
+
+    analysis_engine = providers.Container(
+        UpstreamContainer,
+        config=settings.provided.analysis_engine,
+        client_class=providers.Object(AnalysisEngineClient),
+    )
+    ml_workbench = providers.Container(
+        UpstreamContainer,
+        config=settings.provided.ml_workbench,
+        client_class=providers.Object(MLWorkbenchClient),
+    )
+
+    lifespan = providers.Singleton(Lifespan, __self__)

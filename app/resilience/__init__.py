@@ -1,0 +1,24 @@
+"""Resilience policies, one module each, and the pipeline that orders them."""
+
+from app.resilience.breaker import BreakerRejectedError, CircuitBreakerPolicy
+from app.resilience.bulkhead import Bulkhead, BulkheadRejectedError
+from app.resilience.clock import MONOTONIC, Clock, MonotonicClock
+from app.resilience.deadline import Deadline
+from app.resilience.pipeline import CallRecord, Pipeline, is_breaker_failure
+from app.resilience.retry import RetryPolicy, parse_retry_after
+
+__all__ = [
+    "MONOTONIC",
+    "BreakerRejectedError",
+    "Bulkhead",
+    "BulkheadRejectedError",
+    "CallRecord",
+    "CircuitBreakerPolicy",
+    "Clock",
+    "Deadline",
+    "MonotonicClock",
+    "Pipeline",
+    "RetryPolicy",
+    "is_breaker_failure",
+    "parse_retry_after",
+]

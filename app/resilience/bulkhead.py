@@ -1,0 +1,128 @@
+"""Bulkhead: a cap on calls in flight plus a bounded, FIFO wait queue."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections import deque
+
+__all__ = ["Bulkhead", "BulkheadRejectedError"]
+
+
+class BulkheadRejectedError(Exception):
+    """The bulkhead is full: every slot is taken and the wait queue is full."""
+
+
+class Bulkhead:
+    """At most ``max_concurrent`` calls in flight and ``max_waiting`` waiting.
+
+    A call beyond both is rejected at once. A waiting call gives up when its timeout
+    (the call's remaining deadline) runs out. Slots go to waiters in arrival order.
+    The bulkhead is shared by a client's async calls and its sync twins, which run on
+    another event loop, so its state is guarded by a thread lock and waiters on
+    another loop are woken through that loop.
+    """
+
+    __slots__ = ("_in_flight", "_lock", "_waiters", "max_concurrent", "max_waiting", "rejections")
+
+    def __init__(self, max_concurrent: int = 100, max_waiting: int = 100) -> None:
+        if max_concurrent < 1 or max_waiting < 0:
+            raise ValueError("max_concurrent must be >= 1 and max_waiting >= 0")
+        self.max_concurrent = max_concurrent
+        self.max_waiting = max_waiting
+        self.rejections = 0
+        self._in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._lock = threading.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        """Calls holding a slot now."""
+        return self._in_flight
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a slot now."""
+        return len(self._waiters)
+
+    def try_acquire(self) -> bool:
+        """Take a slot without waiting; False when none is free (or others wait first)."""
+        with self._lock:
+            if self._in_flight < self.max_concurrent and not self._waiters:
+                self._in_flight += 1
+                return True
+            return False
+
+    async def acquire(self, timeout: float = math.inf) -> None:
+        """Take a slot, waiting at most ``timeout`` seconds.
+
+        Raises ``BulkheadRejectedError`` at once when the queue is full, and
+        ``TimeoutError`` when the wait outlives ``timeout``.
+        """
+        with self._lock:
+            if self._in_flight < self.max_concurrent and not self._waiters:
+                self._in_flight += 1
+                return
+            if len(self._waiters) >= self.max_waiting or timeout <= 0:
+                self.rejections += 1
+                raise BulkheadRejectedError
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+        try:
+            if timeout == math.inf:
+                await waiter
+            else:
+                async with asyncio.timeout(timeout):
+                    await waiter
+        except BaseException:
+            self._abandon(waiter)
+            raise
+
+    def _abandon(self, waiter: asyncio.Future[None]) -> None:
+        with self._lock:
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass
+            else:
+                return
+        # The slot was handed over while the wait was being cancelled: pass it on.
+        if waiter.done() and not waiter.cancelled():
+            self.release()
+
+    def release(self) -> None:
+        """Give a slot back, handing it straight to the oldest live waiter."""
+        with self._lock:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    break
+            else:
+                self._in_flight -= 1
+                return
+        self._wake(waiter)
+
+    def _wake(self, waiter: asyncio.Future[None]) -> None:
+        loop = waiter.get_loop()
+        try:
+            same_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            self._hand_over(waiter)
+        else:
+            loop.call_soon_threadsafe(self._hand_over, waiter)
+
+    def _hand_over(self, waiter: asyncio.Future[None]) -> None:
+        if waiter.done():
+            # Cancelled between being picked and being woken: the slot goes on.
+            self.release()
+        else:
+            waiter.set_result(None)
+
+    def __repr__(self) -> str:
+        return (
+            f"Bulkhead(max_concurrent={self.max_concurrent}, max_waiting={self.max_waiting}, "
+            f"in_flight={self._in_flight}, queued={len(self._waiters)})"
+        )

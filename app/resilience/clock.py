@@ -1,0 +1,41 @@
+"""The monotonic clock every time-dependent policy reads, injectable for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+__all__ = ["MONOTONIC", "Clock", "MonotonicClock"]
+
+
+class Clock(Protocol):
+    """A monotonic time source in seconds, and a way to wait on it."""
+
+    def now(self) -> float:
+        """Seconds on a monotonic scale; only differences mean anything."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` on this clock."""
+        ...
+
+
+class MonotonicClock:
+    """The real clock: ``time.monotonic`` and ``asyncio.sleep``."""
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        """Seconds from ``time.monotonic``."""
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep on the running event loop."""
+        await asyncio.sleep(seconds)
+
+    def __repr__(self) -> str:
+        return "MonotonicClock()"
+
+
+MONOTONIC: Clock = MonotonicClock()

@@ -1,0 +1,117 @@
+"""Retry policy: which failures are retried, and how long to wait (backoff with jitter).
+
+The wait sequence comes from the ``backoff`` library's ``expo`` generator and
+``full_jitter``. Its decorators are not used: backoff 2.2.1 measures ``max_time`` with
+``datetime.now()``, the wall clock, so a clock step (NTP, DST on naive time) stretches
+or cuts the budget. The pipeline instead bounds retries by a deadline read from the
+injected monotonic clock.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Iterator
+
+import backoff
+
+from app.clients.exceptions import (
+    ClientConnectionError,
+    ClientError,
+    ClientTimeoutError,
+    RateLimitedError,
+    ServerError,
+)
+
+__all__ = ["RetryPolicy", "parse_retry_after"]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def parse_retry_after(value: str | None, wall: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None  # RFC 9110 dates are GMT; a zone-less one is not a valid HTTP-date
+    # An HTTP-date is absolute wall time, so the wall clock is the right one here.
+    return max(0.0, when.timestamp() - wall())
+
+
+class RetryPolicy:
+    """When to retry a failed attempt and how long to wait first.
+
+    * Retried: connection errors, attempt timeouts, and statuses in ``retry_on_status``.
+    * Only for idempotent calls (GET, PUT, DELETE, or ``idempotent=True``), except a
+      connection that failed before the request was sent, which is safe for any method.
+    * Wait before retry n: ``min(max_delay, base_delay * backoff_factor**(n-1))``, drawn
+      uniformly from ``[0, that]`` when ``jitter`` is on (full jitter).
+    * A ``Retry-After`` on a 429 or 503 replaces the computed wait, capped by ``max_delay``.
+    """
+
+    __slots__ = (
+        "backoff_factor",
+        "base_delay",
+        "jitter",
+        "max_delay",
+        "max_retries",
+        "retry_on_status",
+    )
+
+    def __init__(
+        self,
+        max_retries: int = 3,
+        base_delay: float = 0.5,
+        max_delay: float = 10.0,
+        backoff_factor: float = 2.0,
+        *,
+        jitter: bool = True,
+        retry_on_status: frozenset[int] = frozenset({429, 502, 503, 504}),
+    ) -> None:
+        if max_retries < 0 or base_delay < 0 or max_delay < base_delay or backoff_factor < 1:
+            raise ValueError("invalid retry policy")
+        self.max_retries = max_retries
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.backoff_factor = backoff_factor
+        self.jitter = jitter
+        self.retry_on_status = retry_on_status
+
+    def is_retryable(self, error: ClientError, *, idempotent: bool) -> bool:
+        """True when a retry of this failed attempt is safe and may help."""
+        if isinstance(error, ClientConnectionError):
+            return idempotent or not error.request_sent
+        if isinstance(error, ClientTimeoutError):
+            return idempotent
+        if isinstance(error, ServerError | RateLimitedError) or error.status is not None:
+            return idempotent and error.status in self.retry_on_status
+        return False
+
+    def waits(self) -> Iterator[float]:
+        """The computed (jittered) waits before retries 1, 2, 3 and on."""
+        gen = backoff.expo(
+            base=self.backoff_factor, factor=self.base_delay, max_value=self.max_delay
+        )
+        next(gen)  # backoff's generators are primed with one next() before the first value
+        for value in gen:
+            yield backoff.full_jitter(value) if self.jitter else value
+
+    def wait_for(self, computed: float, error: ClientError) -> float:
+        """The wait before the next attempt: the server's ``Retry-After`` wins when given."""
+        if error.retry_after is not None and error.status in (429, 503):
+            return min(error.retry_after, self.max_delay)
+        return computed
+
+    def __repr__(self) -> str:
+        return (
+            f"RetryPolicy(max_retries={self.max_retries}, base_delay={self.base_delay}, "
+            f"max_delay={self.max_delay}, backoff_factor={self.backoff_factor}, "
+            f"jitter={self.jitter}, retry_on_status={sorted(self.retry_on_status)})"
+        )
