@@ -1,8 +1,21 @@
 """Typed, resilient service clients: the public API of the framework."""
 
-from app.clients.analysis_engine import AnalysisEngineClient
-from app.clients.base import BaseServiceClient, operation
-from app.clients.config import ClientConfig
+from app.clients.analysis_engine import (
+    AnalysisEngineClient,
+    Candle,
+    IndicatorRequest,
+    IndicatorResult,
+    IndicatorsResponse,
+    PriceSeries,
+    RegimeResponse,
+)
+from app.clients.base import (
+    BaseServiceClient,
+    operation,
+)
+from app.clients.config import (
+    ClientConfig,
+)
 from app.clients.exceptions import (
     AuthenticationError,
     BulkheadFullError,
@@ -14,6 +27,7 @@ from app.clients.exceptions import (
     ClientTimeoutError,
     ClientValidationError,
     DataValidationError,
+    ErrorContext,
     RateLimitedError,
     ResourceNotFoundError,
     ResponseDecodeError,
@@ -28,14 +42,21 @@ from app.clients.factory import (
     get_client,
     get_ml_workbench_client,
     register_client_config,
+    reset_factory,
+    use_container,
 )
-from app.clients.ml_workbench import MLWorkbenchClient
+from app.clients.ml_workbench import (
+    MLWorkbenchClient,
+    ModelInfo,
+    Prediction,
+)
 
 __all__ = [
     "AnalysisEngineClient",
     "AuthenticationError",
     "BaseServiceClient",
     "BulkheadFullError",
+    "Candle",
     "CircuitBreakerOpenError",
     "ClientAuthenticationError",
     "ClientConfig",
@@ -45,8 +66,16 @@ __all__ = [
     "ClientTimeoutError",
     "ClientValidationError",
     "DataValidationError",
+    "ErrorContext",
+    "IndicatorRequest",
+    "IndicatorResult",
+    "IndicatorsResponse",
     "MLWorkbenchClient",
+    "ModelInfo",
+    "Prediction",
+    "PriceSeries",
     "RateLimitedError",
+    "RegimeResponse",
     "ResourceNotFoundError",
     "ResponseDecodeError",
     "RetryExhaustedError",
@@ -59,4 +88,6 @@ __all__ = [
     "get_ml_workbench_client",
     "operation",
     "register_client_config",
+    "reset_factory",
+    "use_container",
 ]

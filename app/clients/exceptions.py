@@ -24,8 +24,6 @@ __all__ = [
     "ServiceError",
     "ServiceTimeoutError",
     "ServiceUnavailableError",
-    "error_for_status",
-    "retry_exhausted",
 ]
 
 

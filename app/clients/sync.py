@@ -33,11 +33,21 @@ class LoopThread:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(
-                    target=loop.run_forever, name=f"{self._name}-sync", daemon=True
+                    target=self._serve, args=(loop,), name=f"{self._name}-sync", daemon=True
                 )
                 thread.start()
                 self._loop, self._thread = loop, thread
             return self._loop
+
+    @staticmethod
+    def _serve(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            # Finished on its own thread: stop() may be called from inside another loop.
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
     def run(self, fn: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` on the private loop and wait for its result."""
@@ -67,8 +77,6 @@ class LoopThread:
             return
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
 
 
 class SyncCapable(Protocol):

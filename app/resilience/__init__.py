@@ -8,7 +8,6 @@ from app.resilience.pipeline import CallRecord, Pipeline, is_breaker_failure
 from app.resilience.retry import RetryPolicy, parse_retry_after
 
 __all__ = [
-    "MONOTONIC",
     "BreakerRejectedError",
     "Bulkhead",
     "BulkheadRejectedError",
@@ -16,6 +15,7 @@ __all__ = [
     "CircuitBreakerPolicy",
     "Clock",
     "Deadline",
+    "MONOTONIC",
     "MonotonicClock",
     "Pipeline",
     "RetryPolicy",

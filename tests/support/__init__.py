@@ -1,0 +1,1 @@
+"""Shared test helpers: a driven clock, real upstream servers, misbehaving TCP peers."""
