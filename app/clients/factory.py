@@ -59,19 +59,20 @@ def reset_factory() -> None:
         _clients.clear()
 
 
-def _upstream(container: Container, service_name: str) -> UpstreamContainer | None:
+def _upstream(container: Container, service_name: str) -> tuple[str, UpstreamContainer | None]:
+    """The canonical name (the container section, for its upstreams) and the sub-container."""
     for section in ("analysis_engine", "ml_workbench"):
         sub: UpstreamContainer = getattr(container, section)
         if service_name in (section, sub.config().service_name):
-            return sub
-    return None
+            return section, sub
+    return service_name, None
 
 
 def register_client_config(name: str, config: ClientConfig | Mapping[str, Any]) -> None:
     """Register the config of a service by name; a container upstream's name overrides it."""
     cfg = config if isinstance(config, ClientConfig) else ClientConfig.model_validate(config)
     with _lock:
-        sub = _upstream(_default_container(), name)
+        name, sub = _upstream(_default_container(), name)
         if sub is not None:
             sub.config.override(cfg)
             sub.reset_singletons()
@@ -101,7 +102,7 @@ def get_client(
     """
     with _lock:
         container = _default_container()
-        sub = _upstream(container, service_name)
+        service_name, sub = _upstream(container, service_name)
         if sub is not None:
             base = sub.config()
         elif service_name in _registered:

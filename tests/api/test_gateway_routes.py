@@ -1,0 +1,238 @@
+"""Gateway routes with the clients swapped through DI overrides (fakes are for this layer only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+from dependency_injector import providers
+
+from app.clients import (
+    BulkheadFullError,
+    CircuitBreakerOpenError,
+    ClientAuthenticationError,
+    ClientConnectionError,
+    ClientTimeoutError,
+    ClientValidationError,
+    ResourceNotFoundError,
+    ResponseDecodeError,
+    ServerError,
+)
+from app.clients.exceptions import retry_exhausted
+from app.main import create_app
+from tests.support.asgi import serve
+
+INDICATORS = {
+    "symbol": "EURUSD",
+    "timeframe": "1h",
+    "results": [
+        {"name": "SMA", "params": {"period": 20}, "values": [None, 1.1], "timestamps": ["a", "b"]},
+        {"name": "SMA", "params": {"period": 50}, "values": [None, 1.0], "timestamps": ["a", "b"]},
+        {"name": "RSI", "params": {"period": 14}, "values": [None, 60.0], "timestamps": ["a", "b"]},
+        {"name": "ATR", "params": {"period": 14}, "values": [None, 0.01], "timestamps": ["a", "b"]},
+        {
+            "name": "MACD",
+            "params": {"fast": 12, "slow": 26, "signal": 9},
+            "values": [None, 0.002],
+            "timestamps": ["a", "b"],
+            "components": {
+                "macd": [None, 0.002],
+                "signal": [None, 0.001],
+                "histogram": [None, 0.001],
+            },
+        },
+        {
+            "name": "BBANDS",
+            "params": {"period": 20, "stddev": 2.0},
+            "values": [None, 1.1],
+            "timestamps": ["a", "b"],
+            "components": {"upper": [None, 1.2], "middle": [None, 1.1], "lower": [None, 1.0]},
+        },
+    ],
+}
+REGIME = {
+    "symbol": "EURUSD",
+    "timeframe": "1h",
+    "regime": "ranging",
+    "confidence": 0.7,
+    "metrics": {},
+}
+
+
+class FakeAnalysis:
+    """Stands in for AnalysisEngineClient; records calls, or raises ``error``."""
+
+    service_name = "analysis-engine-service"
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def get_technical_indicators(self, *args: Any) -> dict[str, Any]:
+        self.calls.append(("indicators", args))
+        if self.error:
+            raise self.error
+        return INDICATORS
+
+    async def detect_market_regime(self, *args: Any) -> dict[str, Any]:
+        self.calls.append(("regime", args))
+        if self.error:
+            raise self.error
+        return REGIME
+
+
+class FakeWorkbench:
+    service_name = "ml-workbench-service"
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.features: dict[str, float] | None = None
+
+    async def predict(
+        self, model_id: str, symbol: str, timeframe: str, features: dict[str, float]
+    ) -> dict[str, Any]:
+        self.features = features
+        if self.error:
+            raise self.error
+        return {"model_id": model_id, "symbol": symbol, "prediction": "up", "probability": 0.8}
+
+
+async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any, aiohttp.ClientResponse]:
+    async with http.get(url) as resp:
+        return resp.status, await resp.json(), resp
+
+
+async def test_override_changes_what_indicators_returns(container, http) -> None:
+    """container.analysis_engine.client.override(fake) changes the route's answer."""
+    fake = FakeAnalysis()
+    container.analysis_engine.client.override(providers.Object(fake))
+    async with serve(create_app(container)) as base:
+        status, body, _ = await get(
+            http,
+            f"{base}/api/v1/indicators/eurusd?timeframe=4h&indicators=SMA:20,MACD,BBANDS:20:2.5",
+        )
+    assert status == 200
+    assert body == INDICATORS
+    ((kind, args),) = fake.calls
+    assert kind == "indicators"
+    assert args[0] == "EURUSD"
+    assert args[1] == "4h"
+    assert args[2] == [
+        {"name": "SMA", "params": {"period": 20}},
+        {"name": "MACD", "params": {"fast": 12, "slow": 26, "signal": 9}},
+        {"name": "BBANDS", "params": {"period": 20, "stddev": 2.5}},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/api/v1/indicators/EURUSD?indicators=FOO:3", "unknown indicator"),
+        ("/api/v1/indicators/EURUSD?indicators=SMA:-3", "positive"),
+        ("/api/v1/indicators/EURUSD?indicators=SMA:x", "number"),
+        ("/api/v1/indicators/EURUSD?indicators=SMA:1:2", "at most 1"),
+        ("/api/v1/indicators/EURUSD?timeframe=2h", "timeframe"),
+        ("/api/v1/indicators/EURUSD?limit=0", "limit"),
+        ("/api/v1/indicators/EUR-USD", "symbol"),
+        ("/api/v1/regime/EURUSD?timeframe=1w", "timeframe"),
+    ],
+)
+async def test_bad_requests_get_422_with_the_reason(container, http, path, reason) -> None:
+    """The caller's bad input is a 422 whose detail names the problem; nothing goes upstream."""
+    fake = FakeAnalysis()
+    container.analysis_engine.client.override(providers.Object(fake))
+    async with serve(create_app(container)) as base:
+        status, body, _ = await get(http, base + path)
+    assert status == 422
+    assert reason in str(body["detail"])
+    assert fake.calls == []
+
+
+ERRORS = [
+    (ClientTimeoutError("timed out"), 504, None),
+    (retry_exhausted(ClientTimeoutError("timed out", attempts=3)), 504, None),
+    (CircuitBreakerOpenError("open", retry_after=12.2), 503, "13"),
+    (BulkheadFullError("full"), 503, None),
+    (ServerError("HTTP 503", status=503, retry_after=4), 503, "4"),
+    (ClientConnectionError("refused"), 503, None),
+    (ResourceNotFoundError("nope", status=404), 404, None),
+    (ClientValidationError("bad", status=422, detail="period out of range"), 422, None),
+    (ClientAuthenticationError("denied", status=401), 502, None),
+    (ResponseDecodeError("garbage", status=200), 502, None),
+]
+
+
+@pytest.mark.parametrize(("error", "status", "retry_after"), ERRORS, ids=lambda e: type(e).__name__)
+async def test_upstream_errors_map_to_gateway_statuses(
+    container, http, error, status, retry_after
+) -> None:
+    """Timeout 504; open, full or unavailable 503 (+Retry-After); 404; 422; credentials 502."""
+    container.analysis_engine.client.override(providers.Object(FakeAnalysis(error)))
+    async with serve(create_app(container)) as base:
+        got, body, resp = await get(http, f"{base}/api/v1/regime/EURUSD")
+    assert got == status
+    assert resp.headers.get("Retry-After") == retry_after
+    assert body["error"] == type(error).__name__
+    if status == 422:
+        assert body["detail"] == "period out of range"
+
+
+async def test_signals_combine_indicators_regime_and_prediction(container, http) -> None:
+    """A signal carries indicators, regime, the features sent and the prediction."""
+    workbench = FakeWorkbench()
+    container.analysis_engine.client.override(providers.Object(FakeAnalysis()))
+    container.ml_workbench.client.override(providers.Object(workbench))
+    async with serve(create_app(container)) as base:
+        status, body, _ = await get(http, f"{base}/api/v1/signals/EURUSD")
+    assert status == 200
+    assert body["degraded"] == []
+    assert body["prediction"]["prediction"] == "up"
+    assert body["action"] == "buy"
+    assert body["regime"]["regime"] == "ranging"
+    assert workbench.features == pytest.approx(
+        {"rsi_14": 0.6, "macd_hist_atr": 0.1, "sma_trend_atr": 10.0, "bb_width": 0.2 / 1.1}
+    )
+    assert body["indicators"]["MACD_12_26_9"]["histogram"] == 0.001
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ClientTimeoutError("slow"),
+        CircuitBreakerOpenError("open"),
+        ServerError("HTTP 500", status=500),
+    ],
+)
+async def test_signals_degrade_when_the_workbench_fails(container, http, error) -> None:
+    """ML Workbench down, slow or breaker-open: still 200, prediction null, degraded named."""
+    container.analysis_engine.client.override(providers.Object(FakeAnalysis()))
+    container.ml_workbench.client.override(providers.Object(FakeWorkbench(error)))
+    async with serve(create_app(container)) as base:
+        status, body, _ = await get(http, f"{base}/api/v1/signals/EURUSD")
+    assert status == 200
+    assert body["prediction"] is None
+    assert body["action"] is None
+    assert body["degraded"] == ["ml-workbench-service"]
+    assert body["regime"] == REGIME
+
+
+async def test_signals_fail_when_the_analysis_engine_fails(container, http) -> None:
+    """Without the Analysis Engine there is no signal: the mapped status, with Retry-After."""
+    container.analysis_engine.client.override(
+        providers.Object(FakeAnalysis(CircuitBreakerOpenError("open", retry_after=3)))
+    )
+    container.ml_workbench.client.override(providers.Object(FakeWorkbench()))
+    async with serve(create_app(container)) as base:
+        status, _, resp = await get(http, f"{base}/api/v1/signals/EURUSD")
+    assert status == 503
+    assert resp.headers["Retry-After"] == "3"
+
+
+async def test_request_id_is_echoed_and_generated(container, http) -> None:
+    """A well-formed inbound X-Request-ID is echoed; a missing or hostile one is replaced."""
+    async with serve(create_app(container)) as base:
+        async with http.get(f"{base}/health", headers={"X-Request-ID": "abc-123"}) as resp:
+            assert resp.headers["X-Request-ID"] == "abc-123"
+        async with http.get(f"{base}/health", headers={"X-Request-ID": "bad id\u00e9"}) as resp:
+            assert len(resp.headers["X-Request-ID"]) == 32
