@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m app
+	$(BIN)/python -m launcher
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

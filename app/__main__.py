@@ -20,7 +20,14 @@ def main() -> int:
         return 2
     configure_logging(settings.log_level, json=settings.log_json)
     app = create_app()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
     return 0
 
 

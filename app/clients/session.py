@@ -18,7 +18,7 @@ def new_session(config: ClientConfig) -> aiohttp.ClientSession:
         ttl_dns_cache=300,
         keepalive_timeout=30,
     )
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         # Timeouts are the pipeline's (attempt timeout within the deadline), not aiohttp's.
         timeout=aiohttp.ClientTimeout(total=None),
@@ -26,3 +26,9 @@ def new_session(config: ClientConfig) -> aiohttp.ClientSession:
         cookie_jar=aiohttp.DummyCookieJar(),  # service calls are stateless; no cookie leaks
         headers={"User-Agent": f"resilient-clients/0.1 ({config.service_name})"},
     )
+    # aiohttp quietly resends an idempotent request once when the server disconnects.
+    # Retries are the pipeline's alone: a hidden one would double the load on a sick
+    # upstream and falsify attempt counts, retry budgets and the breaker's tally.
+    # There is no public switch; tests/integration/test_error_table.py pins this.
+    session._retry_connection = False
+    return session

@@ -89,6 +89,26 @@ async def test_broken_responses_are_connection_errors(make_client, behaviour) ->
     assert info.value.__cause__ is not None
 
 
+async def test_a_dropped_connection_is_not_silently_resent(make_client) -> None:
+    """Aiohttp would resend a GET once on a disconnect; the client's sessions do not."""
+    accepted = 0
+
+    async def count_and_reset(reader, writer) -> None:
+        nonlocal accepted
+        accepted += 1
+        await rawtcp.reset(reader, writer)
+
+    async with rawtcp.raw_server(count_and_reset) as url:
+        client = make_client(url, max_retries=0)
+        with pytest.raises(ClientConnectionError):
+            await client.get("thing")
+        client2 = make_client(url, max_retries=2, circuit_breaker_failure_threshold=10)
+        with pytest.raises(ClientConnectionError) as info:
+            await client2.get("thing")
+    assert info.value.attempts == 3
+    assert accepted == 1 + 3  # one connection per attempt, none hidden
+
+
 async def test_attempt_timeout_is_a_timeout_error(make_client) -> None:
     """A peer that never answers ends in ClientTimeoutError (a ServiceTimeoutError)."""
     async with rawtcp.raw_server(rawtcp.hang) as url:

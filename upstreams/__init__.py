@@ -1,0 +1,1 @@
+"""Reference upstreams: the Analysis Engine and the ML Workbench (HTTP only; never import app/)."""

@@ -1,0 +1,1 @@
+"""The reference Analysis Engine: prices, technical indicators and market regime."""

@@ -1,0 +1,1 @@
+"""The reference ML Workbench: a model registry and deterministic direction predictions."""
