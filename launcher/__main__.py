@@ -11,13 +11,17 @@ from types import FrameType
 from launcher.platform import Platform, PortInUseError, plan
 from settings import SettingsError
 
+#: Each service's port variable and default: the gateway, the Analysis Engine, the ML Workbench.
+PORTS = (("APP_PORT", "8000"), ("AE_PORT", "8001"), ("MLW_PORT", "8002"))
+
 
 def main() -> int:
     """Start the platform, print where it is, and stop it cleanly on a signal."""
     try:
-        platform = Platform(plan(profile=os.environ.get("APP_ENV", "local")))
+        ports = (int(os.environ.get(name, default)) for name, default in PORTS)
+        platform = Platform(plan(*ports, profile=os.environ.get("APP_ENV", "local")))
         platform.check_ports()
-    except (PortInUseError, SettingsError) as exc:
+    except (PortInUseError, SettingsError, ValueError) as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()
@@ -32,7 +36,8 @@ def main() -> int:
     except (RuntimeError, TimeoutError, PortInUseError) as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 1
-    gateway, analysis, workbench = (s.url for s in sorted(platform.services, key=lambda s: s.port))
+    urls = {s.name: s.url for s in platform.services}
+    gateway, analysis, workbench = urls["gateway"], urls["analysis-engine"], urls["ml-workbench"]
     print(
         f"\nPlatform up (profile {os.environ.get('APP_ENV', 'local')}):\n"
         f"  gateway          {gateway}   (docs {gateway}/docs)\n"

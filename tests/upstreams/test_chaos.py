@@ -101,3 +101,29 @@ async def test_chaos_is_off_in_production(http) -> None:
             assert resp.status == 404
         async with http.get(f"{url}/api/v1/prices/EURUSD?limit=1") as resp:
             assert resp.status == 200
+
+
+async def test_delayed_post_keeps_its_body(http, ae) -> None:
+    """Latency on a POST still hands the whole body to the handler."""
+    await chaos(http, ae, latency_ms=50)
+    req = {"symbol": "EURUSD", "indicators": [{"name": "SMA", "params": {"period": 2}}], "limit": 3}
+    async with http.post(f"{ae}/indicators/calculate", json=req) as resp:
+        assert resp.status == 200
+        assert len((await resp.json())["results"][0]["values"]) == 3
+
+
+async def test_a_caller_hanging_up_ends_the_injected_wait(http) -> None:
+    """A client that gives up is not waited for: the server can shut down at once, not in 30 s."""
+    server = serve(create_app(AnalysisEngineSettings(app_env="test")))
+    url = await server.__aenter__()
+    try:
+        await chaos(http, f"{url}/api/v1", latency_ms=30_000)
+        with pytest.raises(TimeoutError):
+            async with http.get(
+                f"{url}/api/v1/prices/EURUSD", timeout=aiohttp.ClientTimeout(total=0.2)
+            ):
+                pass
+    finally:
+        started = time.monotonic()
+        await server.__aexit__(None, None, None)
+    assert time.monotonic() - started < 2

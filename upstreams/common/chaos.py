@@ -116,15 +116,19 @@ class ChaosMiddleware:
         if delay > 0:
             stats.delayed += 1
             budget = parse_timeout_header(scope["headers"])
-            if budget is not None and budget < delay:
+            past_deadline = budget is not None and budget < delay
+            gone, receive = await _wait(
+                receive, budget if budget is not None and past_deadline else delay
+            )
+            if gone:
+                return  # the caller hung up: nobody to answer, no work to do
+            if past_deadline:
                 # The caller will have given up before the answer arrives: say so at its deadline.
-                await asyncio.sleep(budget)
                 stats.deadline_exceeded += 1
                 await _reply(
                     send, 504, b'{"detail":"deadline exceeded","code":"deadline_exceeded"}'
                 )
                 return
-            await asyncio.sleep(delay)
         if config.drop_connection_rate and rng.random() < config.drop_connection_rate:
             stats.connections_dropped += 1
             transport = _transport(send)
@@ -153,6 +157,32 @@ class ChaosMiddleware:
             await _reply(send, config.error_status, body, headers)
             return
         await self.app(scope, receive, send)
+
+
+async def _wait(receive: Receive, seconds: float) -> tuple[bool, Receive]:
+    """Sleep ``seconds`` unless the client disconnects first.
+
+    Returns whether it disconnected, and a ``receive`` that replays the body messages
+    read while watching, so the app still gets the whole request.
+    """
+    buffered: list[Message] = []
+
+    async def until_disconnect() -> None:
+        while (message := await receive())["type"] != "http.disconnect":
+            buffered.append(message)
+
+    try:
+        async with asyncio.timeout(seconds):
+            await until_disconnect()
+    except TimeoutError:
+        gone = False
+    else:
+        gone = True
+
+    async def replay() -> Message:
+        return buffered.pop(0) if buffered else await receive()
+
+    return gone, replay
 
 
 async def _reply(
