@@ -8,7 +8,16 @@ from dependency_injector.ext.starlette import Lifespan
 from app.clients.analysis_engine import AnalysisEngineClient
 from app.clients.config import ClientConfig
 from app.clients.ml_workbench import MLWorkbenchClient
-from app.clients.policies import breaker_from_config, bulkhead_from_config, retry_from_config
+from app.clients.policies import (
+    adaptive_from_config,
+    breaker_from_config,
+    budget_from_config,
+    bulkhead_from_config,
+    hedging_from_config,
+    observer_from_config,
+    rate_limiter_from_config,
+    retry_from_config,
+)
 from app.clients.resources import client_resource, session_resource
 from app.resilience.clock import MONOTONIC
 from settings import load_settings
@@ -17,7 +26,11 @@ __all__ = ["Container", "UpstreamContainer"]
 
 
 class UpstreamContainer(containers.DeclarativeContainer):
-    """One upstream: its config slice, policies (Singletons), session and client (Resources)."""
+    """One upstream: its config slice, policies (Singletons), session and client (Resources).
+
+    The optional policies (budget, rate limiter, hedging, adaptive limit) are None
+    when their feature is off in the config.
+    """
 
     config = providers.Dependency(instance_of=ClientConfig)
     client_class = providers.Dependency(instance_of=type)
@@ -26,6 +39,11 @@ class UpstreamContainer(containers.DeclarativeContainer):
     breaker = providers.Singleton(breaker_from_config, config, clock)
     bulkhead = providers.Singleton(bulkhead_from_config, config)
     retry = providers.Singleton(retry_from_config, config)
+    budget = providers.Singleton(budget_from_config, config, clock)
+    rate_limiter = providers.Singleton(rate_limiter_from_config, config, clock)
+    hedging = providers.Singleton(hedging_from_config, config)
+    adaptive = providers.Singleton(adaptive_from_config, config)
+    observer = providers.Singleton(observer_from_config, config, breaker, bulkhead, clock)
 
     session = providers.Resource(session_resource, config)
     client = providers.Resource(
@@ -36,6 +54,11 @@ class UpstreamContainer(containers.DeclarativeContainer):
         breaker=breaker,
         bulkhead=bulkhead,
         retry=retry,
+        budget=budget,
+        rate_limiter=rate_limiter,
+        hedging=hedging,
+        adaptive=adaptive,
+        observer=observer,
         clock=clock,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.api import RequestIdMiddleware, install_error_handlers
+from app.api import RequestContextMiddleware, install_error_handlers
 from app.api.routes import gateway, health
 from app.clients.factory import use_container
 from app.containers import Container
@@ -31,7 +31,7 @@ def create_app(container: Container | None = None) -> FastAPI:
     )
     app.state.container = container
     app.state.settings = settings
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(gateway.router)

@@ -24,18 +24,12 @@ __all__ = [
     "SettingsDep",
 ]
 
-AnalysisEngineDep = Annotated[
-    AnalysisEngineClient, Depends(Provide[Container.analysis_engine.client])
-]
+AnalysisEngineDep = Annotated[AnalysisEngineClient, Depends(Provide[Container.analysis_engine.client])]
 MLWorkbenchDep = Annotated[MLWorkbenchClient, Depends(Provide[Container.ml_workbench.client])]
 SettingsDep = Annotated[Settings, Depends(Provide[Container.settings])]
 AnalysisEngineBreakerDep = Annotated[
     CircuitBreakerPolicy, Depends(Provide[Container.analysis_engine.breaker])
 ]
-MLWorkbenchBreakerDep = Annotated[
-    CircuitBreakerPolicy, Depends(Provide[Container.ml_workbench.breaker])
-]
-AnalysisEngineBulkheadDep = Annotated[
-    Bulkhead, Depends(Provide[Container.analysis_engine.bulkhead])
-]
+MLWorkbenchBreakerDep = Annotated[CircuitBreakerPolicy, Depends(Provide[Container.ml_workbench.breaker])]
+AnalysisEngineBulkheadDep = Annotated[Bulkhead, Depends(Provide[Container.analysis_engine.bulkhead])]
 MLWorkbenchBulkheadDep = Annotated[Bulkhead, Depends(Provide[Container.ml_workbench.bulkhead])]

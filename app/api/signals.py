@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from app.clients.analysis_engine import AnalysisEngineClient, IndicatorResult, IndicatorsResponse
-from app.clients.exceptions import ClientError
+from app.clients.exceptions import ClientResponseError
+from app.clients.fallback import collect_degraded
 from app.clients.ml_workbench import MLWorkbenchClient
 
-__all__ = ["SIGNAL_INDICATORS", "build_signal", "derive_features"]
+__all__ = ["SIGNAL_INDICATORS", "BadUpstreamAnswerError", "build_signal", "derive_features"]
 
-logger = logging.getLogger("app.signals")
+
+class BadUpstreamAnswerError(ClientResponseError):
+    """The Analysis Engine answered without what a signal needs (mapped to 502)."""
+
+    reason = "the Analysis Engine's answer lacks what a signal needs"
+
 
 #: What a signal needs from the Analysis Engine.
 SIGNAL_INDICATORS: list[dict[str, Any]] = [
@@ -95,22 +100,17 @@ async def build_signal(
         # Callers and the error handlers expect the typed error itself.
         raise group_error.exceptions[0] from None
     indicators, regime = indicators_task.result(), regime_task.result()
-    degraded: list[str] = []
-    prediction: dict[str, Any] | None = None
-    features: dict[str, float] | None = None
     try:
         features = derive_features(indicators)
-        prediction = dict(await workbench.predict(model_id, symbol, timeframe, features))
-    except (ClientError, ValueError) as exc:
-        # The signal is still worth serving without the model: degrade, don't fail.
-        logger.warning("prediction unavailable: %s", exc)
-        degraded.append(workbench.service_name)
+    except ValueError as exc:
+        raise BadUpstreamAnswerError(str(exc)) from None
+    # The signal is still worth serving without the model: it degrades, it does not fail.
+    with collect_degraded() as degraded:
+        prediction = await workbench.predict(model_id, symbol, timeframe, features, fallback=None)
     action = None
     if prediction is not None:
         p_up = (
-            prediction["probability"]
-            if prediction["prediction"] == "up"
-            else 1 - prediction["probability"]
+            prediction["probability"] if prediction["prediction"] == "up" else 1 - prediction["probability"]
         )
         action = "buy" if p_up >= 0.55 else "sell" if p_up <= 0.45 else "hold"
     return {
@@ -119,7 +119,7 @@ async def build_signal(
         "indicators": _latest(indicators["results"]),
         "regime": regime,
         "features": features,
-        "prediction": prediction,
+        "prediction": dict(prediction) if prediction is not None else None,
         "action": action,
         "degraded": degraded,
     }

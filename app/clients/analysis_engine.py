@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NotRequired, TypedDict, cast
 
 from app.clients.base import BaseServiceClient, operation
+from app.clients.fallback import NO_FALLBACK
 from app.clients.sync import sync_twin
 
 __all__ = [
@@ -78,15 +79,22 @@ class RegimeResponse(TypedDict):
 
 
 class AnalysisEngineClient(BaseServiceClient):
-    """Client of the Analysis Engine."""
+    """Client of the Analysis Engine.
+
+    Every method takes ``fallback=`` (see ``BaseServiceClient.request``); with one, an
+    unavailable or timed-out call returns the fallback's value instead.
+    """
 
     @operation
-    async def get_prices(self, symbol: str, timeframe: str = "1h", limit: int = 200) -> PriceSeries:
+    async def get_prices(
+        self, symbol: str, timeframe: str = "1h", limit: int = 200, *, fallback: Any = NO_FALLBACK
+    ) -> PriceSeries:
         """OHLC candles for ``symbol``, oldest first."""
         data = await self.get(
             "prices/{symbol}",
             path_params={"symbol": symbol},
             params={"timeframe": timeframe, "limit": limit},
+            fallback=fallback,
         )
         return cast(PriceSeries, data)
 
@@ -97,6 +105,8 @@ class AnalysisEngineClient(BaseServiceClient):
         timeframe: str = "1h",
         indicators: Sequence[IndicatorRequest | Mapping[str, Any]] = (),
         limit: int = 200,
+        *,
+        fallback: Any = NO_FALLBACK,
     ) -> IndicatorsResponse:
         """Indicators over the symbol's series; a pure computation, so safely retried."""
         data = await self.post(
@@ -108,16 +118,20 @@ class AnalysisEngineClient(BaseServiceClient):
                 "limit": limit,
             },
             idempotent=True,
+            fallback=fallback,
         )
         return cast(IndicatorsResponse, data)
 
     @operation
-    async def detect_market_regime(self, symbol: str, timeframe: str = "1h") -> RegimeResponse:
+    async def detect_market_regime(
+        self, symbol: str, timeframe: str = "1h", *, fallback: Any = NO_FALLBACK
+    ) -> RegimeResponse:
         """The current market regime of ``symbol``."""
         data = await self.get(
             "market-regime/{symbol}",
             path_params={"symbol": symbol},
             params={"timeframe": timeframe},
+            fallback=fallback,
         )
         return cast(RegimeResponse, data)
 

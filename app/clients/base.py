@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
@@ -22,7 +22,17 @@ from app.clients.exceptions import (
     ClientTimeoutError,
     ErrorContext,
 )
-from app.clients.policies import breaker_from_config, bulkhead_from_config, retry_from_config
+from app.clients.fallback import NO_FALLBACK, falls_back, mark_degraded, resolve
+from app.clients.policies import (
+    adaptive_from_config,
+    breaker_from_config,
+    budget_from_config,
+    bulkhead_from_config,
+    hedging_from_config,
+    observer_from_config,
+    rate_limiter_from_config,
+    retry_from_config,
+)
 from app.clients.response import (
     BodyTooLargeError,
     decode_body,
@@ -33,21 +43,25 @@ from app.clients.response import (
 from app.clients.session import new_session
 from app.clients.sync import LoopThread, sync_twin
 from app.clients.urls import EndpointResolver
-from app.observability.context import request_id_var
-from app.observability.redaction import REDACTED, is_secret_key, redact, register_secret, truncate
+from app.observability.context import inbound_deadline_var, request_id_var
+from app.observability.observer import CallObserver
+from app.observability.redaction import register_secret
+from app.observability.tracing import end_span, start_attempt_span, start_call_span, tracing
+from app.resilience.adaptive import Gradient2Limit
 from app.resilience.breaker import CircuitBreakerPolicy
+from app.resilience.budget import RetryBudget
 from app.resilience.bulkhead import Bulkhead
 from app.resilience.clock import MONOTONIC, Clock
 from app.resilience.deadline import Deadline
+from app.resilience.hedging import HedgingPolicy
 from app.resilience.pipeline import CallRecord, Pipeline
+from app.resilience.ratelimit import RateLimiter
 from app.resilience.retry import IDEMPOTENT_METHODS, RetryPolicy
 
 __all__ = ["BaseServiceClient", "operation"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-logger = logging.getLogger("app.clients")
 
 _MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -73,7 +87,7 @@ def operation(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, A
 class _Outbound:
     """What every attempt of one logical call sends."""
 
-    __slots__ = ("body", "headers", "params", "record", "session", "url")
+    __slots__ = ("body", "forward_deadline", "headers", "params", "record", "session", "url")
 
     def __init__(
         self,
@@ -84,13 +98,25 @@ class _Outbound:
         body: bytes | None,
         headers: dict[str, str],
         record: CallRecord,
+        forward_deadline: bool,
     ) -> None:
+        self.forward_deadline = forward_deadline
         self.session = session
         self.url = url
         self.params = params
         self.body = body
         self.headers = headers
         self.record = record
+
+
+class _Unset:
+    """Marks a policy argument that was not given (None already means "off")."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()
 
 
 class BaseServiceClient:
@@ -111,21 +137,44 @@ class BaseServiceClient:
         breaker: CircuitBreakerPolicy | None = None,
         bulkhead: Bulkhead | None = None,
         retry: RetryPolicy | None = None,
+        budget: RetryBudget | _Unset | None = UNSET,
+        rate_limiter: RateLimiter | _Unset | None = UNSET,
+        hedging: HedgingPolicy | _Unset | None = UNSET,
+        adaptive: Gradient2Limit | _Unset | None = UNSET,
+        observer: CallObserver | None = None,
         clock: Clock = MONOTONIC,
     ) -> None:
         cfg = config if isinstance(config, ClientConfig) else ClientConfig.model_validate(config)
         self.config = cfg
         self.service_name = cfg.service_name
         self.clock = clock
+        # Each policy may be injected (the container shares its Singletons this way);
+        # otherwise it is built from the config, and None means the feature is off.
         self.breaker = breaker if breaker is not None else breaker_from_config(cfg, clock)
         self.bulkhead = bulkhead if bulkhead is not None else bulkhead_from_config(cfg)
         self.retry = retry if retry is not None else retry_from_config(cfg)
+        self.budget = budget_from_config(cfg, clock) if isinstance(budget, _Unset) else budget
+        self.rate_limiter = (
+            rate_limiter_from_config(cfg, clock) if isinstance(rate_limiter, _Unset) else rate_limiter
+        )
+        self.hedging = hedging_from_config(cfg) if isinstance(hedging, _Unset) else hedging
+        self.adaptive = adaptive_from_config(cfg) if isinstance(adaptive, _Unset) else adaptive
+        self.observer = (
+            observer
+            if observer is not None
+            else observer_from_config(cfg, self.breaker, self.bulkhead, clock)
+        )
         self._pipeline = Pipeline(
             bulkhead=self.bulkhead,
             breaker=self.breaker,
             retry=self.retry,
             attempt_timeout=cfg.timeout_seconds,
             clock=clock,
+            events=self.observer,
+            budget=self.budget,
+            rate_limiter=self.rate_limiter,
+            hedging=self.hedging,
+            adaptive=self.adaptive,
         )
         self._resolver = EndpointResolver(cfg.base_url)
         self._origin = URL(cfg.base_url).origin()
@@ -139,7 +188,6 @@ class BaseServiceClient:
             key = cfg.api_key.get_secret_value()
             register_secret(key)
             self._headers[cfg.api_key_header] = key
-        self._log_calls = cfg.enable_request_logging
 
     def __repr__(self) -> str:
         name, url = type(self).__name__, self.config.base_url
@@ -221,11 +269,12 @@ class BaseServiceClient:
         timeout: float | None = None,
         idempotent: bool | None = None,
         idempotency_key: str | None = None,
+        fallback: Any = NO_FALLBACK,
     ) -> Any:
         """GET ``endpoint``; retried by default."""
         return await self.request(
             "GET", endpoint, params=params, json=json, headers=headers, path_params=path_params,
-            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key,
+            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key, fallback=fallback,
         )  # fmt: skip
 
     async def post(
@@ -239,11 +288,12 @@ class BaseServiceClient:
         timeout: float | None = None,
         idempotent: bool | None = None,
         idempotency_key: str | None = None,
+        fallback: Any = NO_FALLBACK,
     ) -> Any:
         """POST ``endpoint``; retried only with ``idempotent=True`` or an ``idempotency_key``."""
         return await self.request(
             "POST", endpoint, params=params, json=json, headers=headers, path_params=path_params,
-            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key,
+            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key, fallback=fallback,
         )  # fmt: skip
 
     async def put(
@@ -257,11 +307,12 @@ class BaseServiceClient:
         timeout: float | None = None,
         idempotent: bool | None = None,
         idempotency_key: str | None = None,
+        fallback: Any = NO_FALLBACK,
     ) -> Any:
         """PUT ``endpoint``; retried by default."""
         return await self.request(
             "PUT", endpoint, params=params, json=json, headers=headers, path_params=path_params,
-            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key,
+            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key, fallback=fallback,
         )  # fmt: skip
 
     async def delete(
@@ -275,11 +326,12 @@ class BaseServiceClient:
         timeout: float | None = None,
         idempotent: bool | None = None,
         idempotency_key: str | None = None,
+        fallback: Any = NO_FALLBACK,
     ) -> Any:
         """DELETE ``endpoint``; retried by default."""
         return await self.request(
             "DELETE", endpoint, params=params, json=json, headers=headers, path_params=path_params,
-            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key,
+            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key, fallback=fallback,
         )  # fmt: skip
 
     get_sync = sync_twin(get)
@@ -301,11 +353,15 @@ class BaseServiceClient:
         timeout: float | None = None,
         idempotent: bool | None = None,
         idempotency_key: str | None = None,
+        fallback: Any = NO_FALLBACK,
     ) -> Any:
         """Send one logical call through the pipeline and return the decoded body.
 
         ``timeout`` is the deadline of the whole call (retries included); without it,
-        ``total_timeout_seconds`` applies, and without that there is none.
+        ``total_timeout_seconds`` applies, and without that there is none. An inbound
+        deadline (``inbound_deadline_var``) shortens it further. ``fallback`` (a value,
+        or a function of the error) answers an unavailable or timed-out call instead of
+        raising; such a result is reported to ``collect_degraded()``.
         """
         method = method.upper()
         url = self._resolver.resolve(endpoint, path_params)  # ValueError before anything is sent
@@ -325,35 +381,62 @@ class BaseServiceClient:
         if json is not None:
             body = orjson.dumps(json)
             hdrs["Content-Type"] = "application/json"
-        query = dict(params) if params else None
 
         record = CallRecord(self.service_name, method, endpoint, request_id)
         clock = self.clock
-        deadline = Deadline.after(
-            clock, timeout if timeout is not None else self.config.total_timeout_seconds
+        deadline = self._deadline(timeout)
+        out = _Outbound(
+            session=session,
+            url=url,
+            params=dict(params) if params else None,
+            body=body,
+            headers=hdrs,
+            record=record,
+            forward_deadline=self.config.propagate_deadline and deadline.bounded,
         )
+        if tracing.enabled:
+            record.span = start_call_span(record, url)
         started = clock.now()
-
-        attempt = functools.partial(
-            self._send,
-            _Outbound(
-                session=session, url=url, params=query, body=body, headers=hdrs, record=record
-            ),
-        )
         try:
-            result = await self._pipeline.execute(attempt, record, deadline, idempotent=idempotent)
+            result = await self._pipeline.execute(
+                functools.partial(self._send, out), record, deadline, idempotent=idempotent
+            )
         except ClientError as error:
-            if self._log_calls:
-                self._log_call(record, clock.now() - started, error, json, None)
+            seconds = clock.now() - started
+            if record.span is not None:
+                end_span(record.span, record, error)
+            if falls_back(fallback, error):
+                self.observer.finished(record, seconds, error, json, None, fallback=True)
+                mark_degraded(self.service_name)
+                return resolve(fallback, error)
+            self.observer.finished(record, seconds, error, json, None)
             raise
-        if self._log_calls:
-            self._log_call(record, clock.now() - started, None, json, result)
+        if record.span is not None:
+            end_span(record.span, record, None)
+        self.observer.finished(record, clock.now() - started, None, json, result)
         return result
+
+    def _deadline(self, timeout: float | None) -> Deadline:
+        """The call's deadline: its own budget, inside the inbound request's, less a margin."""
+        budget = timeout if timeout is not None else self.config.total_timeout_seconds
+        inbound = inbound_deadline_var.get()
+        if inbound is not None:
+            left = inbound - time.monotonic() - self.config.deadline_safety_margin_seconds
+            budget = left if budget is None else min(budget, left)
+        if budget is not None and budget <= 0:
+            # The caller has given up already; an immediate timeout is the honest answer.
+            return Deadline(self.clock, self.clock.now())
+        return Deadline.after(self.clock, budget)
 
     async def _send(self, out: _Outbound, timeout: float) -> Any:
         """One attempt: send, read a bounded body, decode or map the status to an error."""
         record, session, headers = out.record, out.session, out.headers
         method, url, params, body = record.method, out.url, out.params, out.body
+        if out.forward_deadline or record.span is not None:
+            headers = dict(headers)  # per attempt: hedged attempts run side by side
+            if out.forward_deadline:
+                headers["X-Request-Timeout-Ms"] = str(int(timeout * 1000))
+        span = start_attempt_span(record, headers) if record.span is not None else None
         ctx: ErrorContext = {
             "service_name": self.service_name,
             "method": record.method,
@@ -376,18 +459,30 @@ class BaseServiceClient:
                             method, url, body = self._redirect(resp, method, url, body, ctx)
                             params = None  # the Location carries the query
                             continue
-                        return await self._finish(resp, ctx)
+                        result = await self._finish(resp, ctx)
+                        if span is not None:
+                            end_span(span, record, None)
+                        return result
                 raise ClientResponseError("too many redirects", status=record.status, **ctx)
         except TimeoutError as exc:
-            raise ClientTimeoutError(f"no response within {timeout:.3f}s", **ctx) from exc
+            error: ClientError = ClientTimeoutError(f"no response within {timeout:.3f}s", **ctx)
+            raise_from: BaseException = exc
         except aiohttp.ClientConnectorError as exc:
             # The connection was never made, so the request was never sent.
-            raise ClientConnectionError("connect failed", request_sent=False, **ctx) from exc
+            error = ClientConnectionError("connect failed", request_sent=False, **ctx)
+            raise_from = exc
         except aiohttp.ClientError as exc:
-            raise ClientConnectionError(f"connection broke: {type(exc).__name__}", **ctx) from exc
+            error = ClientConnectionError(f"connection broke: {type(exc).__name__}", **ctx)
+            raise_from = exc
+        except ClientError as exc:
+            if span is not None:
+                end_span(span, record, exc)
+            raise
         finally:
-            if logger.isEnabledFor(logging.DEBUG):
-                self._log_attempt(record, params)
+            CallObserver.attempt(record, params)
+        if span is not None:
+            end_span(span, record, error)
+        raise error from raise_from
 
     def _redirect(
         self,
@@ -426,45 +521,3 @@ class BaseServiceClient:
             return decode_body(status, resp.content_type, resp.charset, raw)
         except ValueError as exc:
             raise decode_error(f"body is not valid {resp.content_type}", status, **ctx) from exc
-
-    # -- logging -------------------------------------------------------------------
-
-    def _log_call(
-        self,
-        record: CallRecord,
-        seconds: float,
-        error: ClientError | None,
-        sent: Any,
-        received: Any,
-    ) -> None:
-        if not logger.isEnabledFor(logging.INFO):
-            return
-        fields: dict[str, Any] = {
-            "service": record.service,
-            "method": record.method,
-            "endpoint": record.endpoint,
-            "status": record.status,
-            "duration_ms": round(seconds * 1000, 3),
-            "attempts": record.attempts,
-            "outcome": "success" if error is None else error.outcome,
-            "error": None if error is None else type(error).__name__,
-            "request_id": record.request_id,
-        }
-        if self.config.log_request_body and sent is not None:
-            fields["request_body"] = truncate(orjson.dumps(redact(sent), default=str).decode())
-        if self.config.log_response_body and received is not None:
-            fields["response_body"] = truncate(orjson.dumps(redact(received), default=str).decode())
-        logger.info("call %s %s %s", record.method, record.endpoint, fields["outcome"],
-                   extra={"fields": fields})  # fmt: skip
-
-    def _log_attempt(self, record: CallRecord, params: Mapping[str, Any] | None) -> None:
-        fields = {
-            "service": record.service,
-            "method": record.method,
-            "endpoint": record.endpoint,
-            "attempt": record.attempts,
-            "status": record.status,
-            "request_id": record.request_id,
-            "params": {k: REDACTED if is_secret_key(k) else v for k, v in (params or {}).items()},
-        }
-        logger.debug("attempt %s %s", record.method, record.endpoint, extra={"fields": fields})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from yarl import URL
@@ -11,6 +11,7 @@ __all__ = ["ClientConfig"]
 
 PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
 Delay = Annotated[float, Field(ge=0, le=3600)]
+Ratio = Annotated[float, Field(gt=0, le=1)]
 
 
 class ClientConfig(BaseModel):
@@ -18,7 +19,9 @@ class ClientConfig(BaseModel):
 
     Defaults are conservative: 3 retries with jittered exponential backoff from 0.5 s
     up to 10 s, a breaker that opens after 5 consecutive failures for 30 s, and a
-    bulkhead of 100 in flight plus 100 waiting.
+    bulkhead of 100 in flight plus 100 waiting. The advanced policies (failure-rate
+    breaker, retry budget, hedging, adaptive concurrency, rate limit) are off until
+    switched on; deadline propagation is on. The README lists each with its anchor.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
@@ -44,10 +47,50 @@ class ClientConfig(BaseModel):
     circuit_breaker_failure_threshold: int = Field(default=5, ge=1, le=10_000)
     circuit_breaker_reset_timeout_seconds: PositiveSeconds = 30.0
     circuit_breaker_half_open_max_calls: int = Field(default=1, ge=1, le=1000)
+    #: ``consecutive`` (aiobreaker's) or ``failure_rate`` over a sliding window (resilience4j's).
+    circuit_breaker_mode: Literal["consecutive", "failure_rate"] = "consecutive"
+    circuit_breaker_failure_rate: Ratio = 0.5
+    circuit_breaker_window_seconds: PositiveSeconds = 30.0
+    #: A count-based window of this many calls instead of the time-based one.
+    circuit_breaker_window_size: int | None = Field(default=None, ge=1, le=100_000)
+    circuit_breaker_minimum_calls: int = Field(default=20, ge=1, le=100_000)
+    slow_call_threshold_seconds: PositiveSeconds | None = None
+    slow_call_rate_threshold: Ratio = 1.0
+    #: Each consecutive opening lasts this much longer (1 = fixed), up to the cap below.
+    circuit_breaker_backoff_factor: float = Field(default=1.0, ge=1.0, le=10.0)
+    circuit_breaker_max_reset_timeout_seconds: PositiveSeconds = 300.0
+    circuit_breaker_reset_jitter: float = Field(default=0.1, ge=0, lt=1)
+
+    # retry budget (Finagle), off by default
+    retry_budget_enabled: bool = False
+    retry_budget_ratio: float = Field(default=0.2, ge=0, le=10)
+    retry_budget_window_seconds: PositiveSeconds = 10.0
+    retry_budget_min_retries_per_second: float = Field(default=10.0, ge=0, le=100_000)
+
+    # deadline propagation (gRPC, Envoy)
+    propagate_deadline: bool = True
+    deadline_safety_margin_seconds: Delay = 0.005
+
+    # hedging (Polly, Finagle backup requests), off by default
+    hedging_enabled: bool = False
+    hedging_delay_seconds: PositiveSeconds = 0.1
+    hedging_percentile: float | None = Field(default=None, gt=0, lt=100)
+    hedging_max_attempts: int = Field(default=2, ge=2, le=10)
 
     # bulkhead
     bulkhead_max_concurrent: int = Field(default=100, ge=1, le=100_000)
     bulkhead_max_waiting: int = Field(default=100, ge=0, le=1_000_000)
+    #: ``fixed``, or ``adaptive``: a Gradient2 limit between the min and max below.
+    bulkhead_mode: Literal["fixed", "adaptive"] = "fixed"
+    adaptive_min_limit: int = Field(default=1, ge=1, le=100_000)
+    adaptive_initial_limit: int = Field(default=20, ge=1, le=100_000)
+    adaptive_smoothing: Ratio = 0.2
+    adaptive_tolerance: float = Field(default=1.5, ge=1.0, le=10.0)
+
+    # client-side rate limit, off by default (None)
+    rate_limit_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
+    rate_limit_burst: int = Field(default=10, ge=1, le=1_000_000)
+    rate_limit_mode: Literal["wait", "fail"] = "wait"
 
     # logging and metrics
     enable_metrics: bool = True
@@ -82,6 +125,12 @@ class ClientConfig(BaseModel):
     def _delays_ordered(self) -> ClientConfig:
         if self.retry_base_delay > self.retry_max_delay:
             raise ValueError("retry_base_delay must not exceed retry_max_delay")
+        if self.bulkhead_mode == "adaptive" and not (
+            self.adaptive_min_limit <= self.adaptive_initial_limit <= self.bulkhead_max_concurrent
+        ):
+            raise ValueError(
+                "adaptive limits need adaptive_min_limit <= adaptive_initial_limit <= bulkhead_max_concurrent"
+            )
         return self
 
     def __repr__(self) -> str:

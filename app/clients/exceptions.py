@@ -92,6 +92,8 @@ class ClientError(ServiceError):
         self.code = code
         self.location = location
         self.operation = operation
+        #: True when a retry was refused because the client's retry budget was spent.
+        self.budget_exhausted = False
         self._message = message or self.reason
         super().__init__(self._message)
 
@@ -105,6 +107,8 @@ class ClientError(ServiceError):
         tail = f" (HTTP {self.status})" if self.status is not None else ""
         if self.attempts > 1:
             tail += f" after {self.attempts} attempts"
+        if self.budget_exhausted:
+            tail += "; retry budget exhausted"
         return f"{head}{self._message}{tail}"
 
     def context(self) -> dict[str, Any]:

@@ -117,7 +117,15 @@ def get_client(
         if client is None:
             if sub is not None:
                 client = client_class(
-                    base, breaker=sub.breaker(), bulkhead=sub.bulkhead(), retry=sub.retry()
+                    base,
+                    breaker=sub.breaker(),
+                    bulkhead=sub.bulkhead(),
+                    retry=sub.retry(),
+                    budget=sub.budget(),
+                    rate_limiter=sub.rate_limiter(),
+                    hedging=sub.hedging(),
+                    adaptive=sub.adaptive(),
+                    observer=sub.observer(),
                 )
             else:
                 client = client_class(base)

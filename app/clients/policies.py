@@ -3,17 +3,40 @@
 from __future__ import annotations
 
 from app.clients.config import ClientConfig
+from app.observability.observer import CallObserver
+from app.resilience.adaptive import Gradient2Limit
 from app.resilience.breaker import CircuitBreakerPolicy
+from app.resilience.budget import RetryBudget
 from app.resilience.bulkhead import Bulkhead
 from app.resilience.clock import MONOTONIC, Clock
+from app.resilience.hedging import HedgingPolicy
 from app.resilience.pipeline import is_breaker_failure
+from app.resilience.ratelimit import RateLimiter
 from app.resilience.retry import RetryPolicy
+from app.resilience.window import CountWindow, OutcomeWindow, TimeWindow
 
-__all__ = ["breaker_from_config", "bulkhead_from_config", "retry_from_config"]
+__all__ = [
+    "adaptive_from_config",
+    "observer_from_config",
+    "breaker_from_config",
+    "budget_from_config",
+    "bulkhead_from_config",
+    "hedging_from_config",
+    "rate_limiter_from_config",
+    "retry_from_config",
+]
 
 
 def breaker_from_config(config: ClientConfig, clock: Clock = MONOTONIC) -> CircuitBreakerPolicy:
     """The client's circuit breaker, counting what ``is_breaker_failure`` counts."""
+    window: OutcomeWindow | None = None
+    if config.circuit_breaker_mode == "failure_rate":
+        size = config.circuit_breaker_window_size
+        window = (
+            CountWindow(size)
+            if size is not None
+            else TimeWindow(config.circuit_breaker_window_seconds, clock)
+        )
     return CircuitBreakerPolicy(
         failure_threshold=config.circuit_breaker_failure_threshold,
         reset_timeout_seconds=config.circuit_breaker_reset_timeout_seconds,
@@ -21,6 +44,56 @@ def breaker_from_config(config: ClientConfig, clock: Clock = MONOTONIC) -> Circu
         is_failure=is_breaker_failure,
         clock=clock,
         name=config.service_name,
+        window=window,
+        failure_rate=config.circuit_breaker_failure_rate,
+        minimum_calls=config.circuit_breaker_minimum_calls,
+        slow_call_threshold=config.slow_call_threshold_seconds,
+        slow_call_rate=config.slow_call_rate_threshold,
+        backoff_factor=config.circuit_breaker_backoff_factor,
+        max_reset_timeout_seconds=config.circuit_breaker_max_reset_timeout_seconds,
+        # Jitter only spreads growing break durations; a fixed one stays exact.
+        reset_jitter=config.circuit_breaker_reset_jitter
+        if config.circuit_breaker_backoff_factor > 1
+        else 0.0,
+    )
+
+
+def budget_from_config(config: ClientConfig, clock: Clock = MONOTONIC) -> RetryBudget | None:
+    """The client's retry budget, or None when off."""
+    if not config.retry_budget_enabled:
+        return None
+    return RetryBudget(
+        ratio=config.retry_budget_ratio,
+        window_seconds=config.retry_budget_window_seconds,
+        min_per_second=config.retry_budget_min_retries_per_second,
+        clock=clock,
+    )
+
+
+def rate_limiter_from_config(config: ClientConfig, clock: Clock = MONOTONIC) -> RateLimiter | None:
+    """The client's rate limiter, or None when off."""
+    if config.rate_limit_per_second is None:
+        return None
+    return RateLimiter(config.rate_limit_per_second, config.rate_limit_burst, config.rate_limit_mode, clock)
+
+
+def hedging_from_config(config: ClientConfig) -> HedgingPolicy | None:
+    """The client's hedging policy, or None when off."""
+    if not config.hedging_enabled:
+        return None
+    return HedgingPolicy(config.hedging_delay_seconds, config.hedging_max_attempts, config.hedging_percentile)
+
+
+def adaptive_from_config(config: ClientConfig) -> Gradient2Limit | None:
+    """The client's adaptive concurrency limit, or None for a fixed bulkhead."""
+    if config.bulkhead_mode != "adaptive":
+        return None
+    return Gradient2Limit(
+        initial_limit=config.adaptive_initial_limit,
+        min_limit=config.adaptive_min_limit,
+        max_limit=config.bulkhead_max_concurrent,
+        smoothing=config.adaptive_smoothing,
+        tolerance=config.adaptive_tolerance,
     )
 
 
@@ -39,3 +112,19 @@ def retry_from_config(config: ClientConfig) -> RetryPolicy:
         jitter=config.retry_jitter,
         retry_on_status=config.retry_on_status,
     )
+
+
+def observer_from_config(
+    config: ClientConfig,
+    breaker: CircuitBreakerPolicy,
+    bulkhead: Bulkhead,
+    clock: Clock = MONOTONIC,
+) -> CallObserver:
+    """The client's observer, listening to its breaker and reading its bulkhead's gauges."""
+    observer = CallObserver(config, clock=clock)
+    breaker.add_state_listener(lambda _breaker, old, new: observer.breaker_changed(old, new))
+    if observer.metrics is not None:
+        observer.metrics.watch(
+            lambda: bulkhead.in_flight, lambda: bulkhead.queued, lambda: bulkhead.max_concurrent
+        )
+    return observer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -38,10 +38,15 @@ async def client_resource(
     bulkhead: Bulkhead,
     retry: RetryPolicy,
     clock: Clock,
+    **optional: Any,
 ) -> AsyncIterator[C]:
-    """The upstream's client on the shared session and policies; closed at shutdown."""
+    """The upstream's client on the shared session and policies; closed at shutdown.
+
+    ``optional`` carries the container's budget, rate limiter, hedging, adaptive limit
+    and observer Singletons (each may be None: that feature is off).
+    """
     client = client_class(
-        config, session=session, breaker=breaker, bulkhead=bulkhead, retry=retry, clock=clock
+        config, session=session, breaker=breaker, bulkhead=bulkhead, retry=retry, clock=clock, **optional
     )
     try:
         yield client

@@ -67,9 +67,7 @@ def _error_fields(content_type: str, body: bytes) -> tuple[str | None, str | Non
         return None, None
     detail, code = data.get("detail"), data.get("code")
     detail_text = detail if isinstance(detail, str) else orjson.dumps(detail).decode()
-    return detail_text[:1000] if detail is not None else None, code if isinstance(
-        code, str
-    ) else None
+    return detail_text[:1000] if detail is not None else None, code if isinstance(code, str) else None
 
 
 def status_error(

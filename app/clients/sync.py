@@ -82,9 +82,7 @@ class LoopThread:
 class SyncCapable(Protocol):
     """An object whose coroutines can be run from plain threads."""
 
-    def _run_sync(
-        self, fn: Callable[P, Coroutine[Any, Any, R]], *a: P.args, **kw: P.kwargs
-    ) -> R: ...
+    def _run_sync(self, fn: Callable[P, Coroutine[Any, Any, R]], *a: P.args, **kw: P.kwargs) -> R: ...
 
 
 S = TypeVar("S", bound=SyncCapable)

@@ -50,9 +50,7 @@ class EndpointResolver:
         if template.startswith("//") or _SCHEME.match(template):
             raise ValueError(f"endpoint {template!r} must be relative to the base URL")
         if any(c in raw for c in "?#\\") or any(ord(c) < 0x21 for c in raw):
-            raise ValueError(
-                f"endpoint {template!r} must be a plain path (use params= for queries)"
-            )
+            raise ValueError(f"endpoint {template!r} must be a plain path (use params= for queries)")
         for segment in unquote(raw).split("/"):
             if segment in (".", ".."):
                 raise ValueError(f"endpoint {template!r} must not contain '.' or '..' segments")

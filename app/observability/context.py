@@ -1,10 +1,14 @@
-"""Per-request context that outbound calls read: the inbound request id."""
+"""Per-request context that outbound calls read: the inbound request id and deadline."""
 
 from __future__ import annotations
 
 from contextvars import ContextVar
 
-__all__ = ["request_id_var"]
+__all__ = ["inbound_deadline_var", "request_id_var"]
 
 #: The X-Request-ID of the inbound request being served, if any; outbound calls reuse it.
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+#: The inbound request's deadline on ``time.monotonic()``, if its caller sent one;
+#: every outbound call in the request fits inside it.
+inbound_deadline_var: ContextVar[float | None] = ContextVar("inbound_deadline", default=None)

@@ -39,9 +39,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     """Send the root logger, and uvicorn's loggers through it, to stderr."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter()
-        if json
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        JsonFormatter() if json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -91,10 +91,24 @@ class Bulkhead:
         if waiter.done() and not waiter.cancelled():
             self.release()
 
+    def set_limit(self, limit: int) -> None:
+        """Change ``max_concurrent`` (the adaptive limit does); a higher limit admits waiters now."""
+        woken = []
+        with self._lock:
+            self.max_concurrent = max(1, limit)
+            while self._waiters and self._in_flight < self.max_concurrent:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    self._in_flight += 1
+                    woken.append(waiter)
+        for waiter in woken:
+            self._wake(waiter)
+
     def release(self) -> None:
         """Give a slot back, handing it straight to the oldest live waiter."""
         with self._lock:
-            while self._waiters:
+            # Over a lowered limit, the slot is retired instead of handed on.
+            while self._waiters and self._in_flight <= self.max_concurrent:
                 waiter = self._waiters.popleft()
                 if not waiter.done():
                     break

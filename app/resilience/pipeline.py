@@ -1,15 +1,15 @@
-"""The pipeline: bulkhead, deadline, retry, breaker and attempt timeout, in that order.
+"""The pipeline: rate limit, bulkhead, deadline, retry (budget, hedging), breaker, attempt timeout.
 
-The order is .NET's standard resilience handler's: the bulkhead wait counts against
-the deadline; the breaker sees every attempt, so an open breaker cuts retries short;
-no retry sleeps past the deadline; and each attempt gets
+The order is .NET's standard resilience handler's: the rate limiter and the bulkhead
+wait count against the deadline; the breaker sees every attempt, so an open breaker
+cuts retries short; no retry sleeps past the deadline; and each attempt gets
 ``min(attempt timeout, remaining deadline)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from app.clients.exceptions import (
     BulkheadFullError,
@@ -17,15 +17,20 @@ from app.clients.exceptions import (
     ClientConnectionError,
     ClientError,
     ClientTimeoutError,
+    RateLimitedError,
     retry_exhausted,
 )
+from app.resilience.adaptive import Gradient2Limit
 from app.resilience.breaker import BreakerRejectedError, CircuitBreakerPolicy
+from app.resilience.budget import RetryBudget
 from app.resilience.bulkhead import Bulkhead, BulkheadRejectedError
 from app.resilience.clock import MONOTONIC, Clock
 from app.resilience.deadline import Deadline
+from app.resilience.hedging import HedgingPolicy
+from app.resilience.ratelimit import RateLimiter
 from app.resilience.retry import RetryPolicy
 
-__all__ = ["CallRecord", "Pipeline", "is_breaker_failure"]
+__all__ = ["CallRecord", "Pipeline", "PipelineEvents", "is_breaker_failure"]
 
 T = TypeVar("T")
 
@@ -45,9 +50,18 @@ def is_breaker_failure(error: BaseException) -> bool:
 
 
 class CallRecord:
-    """What one logical call did, filled in as it runs; read by logging and metrics."""
+    """What one logical call did, filled in as it runs; read by logging, metrics and tracing."""
 
-    __slots__ = ("attempts", "endpoint", "method", "request_id", "retry_waits", "service", "status")
+    __slots__ = (
+        "attempts",
+        "endpoint",
+        "method",
+        "request_id",
+        "retry_waits",
+        "service",
+        "span",
+        "status",
+    )
 
     def __init__(self, service: str, method: str, endpoint: str, request_id: str) -> None:
         self.service = service
@@ -57,12 +71,47 @@ class CallRecord:
         self.attempts = 0
         self.status: int | None = None
         self.retry_waits = 0.0
+        self.span: Any = None
+
+
+class PipelineEvents(Protocol):
+    """Where the pipeline reports what its policies did."""
+
+    def retry(self, record: CallRecord, error: ClientError, wait: float) -> None:
+        """A failed attempt will be retried after ``wait`` seconds."""
+        ...
+
+    def rejected(self, record: CallRecord, reason: str) -> None:
+        """A policy refused the call."""
+        ...
+
+    def hedged(self, record: CallRecord) -> None:
+        """A backup attempt started."""
+        ...
+
+
+class _NoEvents:
+    def retry(self, record: CallRecord, error: ClientError, wait: float) -> None:
+        return None
+
+    def rejected(self, record: CallRecord, reason: str) -> None:
+        return None
+
+    def hedged(self, record: CallRecord) -> None:
+        return None
 
 
 class Pipeline:
-    """Runs one logical call through the policies of one client."""
+    """Runs one logical call through the policies of one client.
 
-    __slots__ = ("attempt_timeout", "breaker", "bulkhead", "clock", "retry")
+    ``bulkhead``, ``breaker`` and ``retry`` are always on; ``rate_limiter``, ``budget``,
+    ``hedging`` and ``adaptive`` are None when their feature is off.
+    """
+
+    __slots__ = (
+        "adaptive", "attempt_timeout", "breaker", "budget", "bulkhead", "clock", "events",
+        "hedging", "rate_limiter", "retry",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -72,23 +121,33 @@ class Pipeline:
         retry: RetryPolicy,
         attempt_timeout: float,
         clock: Clock = MONOTONIC,
+        events: PipelineEvents | None = None,
+        budget: RetryBudget | None = None,
+        rate_limiter: RateLimiter | None = None,
+        hedging: HedgingPolicy | None = None,
+        adaptive: Gradient2Limit | None = None,
     ) -> None:
         self.bulkhead = bulkhead
         self.breaker = breaker
         self.retry = retry
         self.attempt_timeout = attempt_timeout
         self.clock = clock
+        self.events: PipelineEvents = events or _NoEvents()
+        self.budget = budget
+        self.rate_limiter = rate_limiter
+        self.hedging = hedging
+        self.adaptive = adaptive
+        if adaptive is not None:
+            bulkhead.set_limit(adaptive.current)
 
-    def _error(
-        self, cls: type[ClientError], message: str, record: CallRecord, **kw: object
-    ) -> ClientError:
+    def _error(self, cls: type[ClientError], message: str, record: CallRecord, **kw: Any) -> ClientError:
         return cls(
             message,
             service_name=record.service,
             method=record.method,
             endpoint=record.endpoint,
             attempts=record.attempts,
-            **kw,  # type: ignore[arg-type]
+            **kw,
         )
 
     async def execute(
@@ -100,11 +159,21 @@ class Pipeline:
         idempotent: bool,
     ) -> T:
         """Run ``attempt(timeout)`` until it succeeds or the policies give up."""
+        if self.rate_limiter is not None:
+            wait = self.rate_limiter.reserve(deadline.remaining())
+            if wait < 0:
+                self.events.rejected(record, "rate_limited")
+                raise self._error(
+                    RateLimitedError, "client-side rate limit reached", record, retry_after=-wait
+                )
+            if wait > 0:
+                await self.clock.sleep(wait)
         bulkhead = self.bulkhead
         if not bulkhead.try_acquire():
             try:
                 await bulkhead.acquire(deadline.remaining())
             except BulkheadRejectedError:
+                self.events.rejected(record, "bulkhead_full")
                 raise self._error(BulkheadFullError, "bulkhead full", record) from None
             except TimeoutError as exc:
                 raise self._error(
@@ -122,38 +191,106 @@ class Pipeline:
         deadline: Deadline,
         idempotent: bool,
     ) -> T:
-        retry = self.retry
-        breaker = self.breaker
-        waits = None
+        budget, events = self.budget, self.events
+        hedging = self.hedging if idempotent else None
+        if budget is not None:
+            budget.request()
+        waits: Iterator[float] | None = None
+        last: ClientError | None = None
         while True:
-            remaining = deadline.remaining()
-            if remaining <= 0:
+            if deadline.remaining() <= 0:
                 raise self._error(ClientTimeoutError, "deadline exceeded", record)
-            record.attempts += 1
             try:
-                return await breaker.call_through(attempt, min(self.attempt_timeout, remaining))
+                if hedging is not None:
+                    return await hedging.run(
+                        lambda: self._one(attempt, record, deadline),
+                        lambda: self._may_hedge(record),
+                    )
+                return await self._one(attempt, record, deadline)
             except BreakerRejectedError as exc:
-                record.attempts -= 1  # nothing was sent
+                if last is not None:
+                    # Opened by other calls while this one waited to retry: its own failure
+                    # is the better answer than "breaker open".
+                    if record.attempts > 1:
+                        raise retry_exhausted(last) from last
+                    raise last from last.__cause__
+                events.rejected(record, "breaker_open")
                 raise self._error(
                     CircuitBreakerOpenError, exc.message, record, retry_after=exc.retry_after
                 ) from None
             except ClientError as error:
                 error.attempts = record.attempts
-                wait = None
-                if (
-                    record.attempts <= retry.max_retries
-                    and retry.is_retryable(error, idempotent=idempotent)
-                    # An open breaker cuts retries short: the next try would only be refused.
-                    and breaker.seconds_until_half_open() == 0
-                ):
-                    if waits is None:
-                        waits = retry.waits()
-                    wait = retry.wait_for(next(waits), error)
-                    if wait >= deadline.remaining():
-                        wait = None  # the sleep would end past the deadline: fail now instead
+                last = error
+                if waits is None:
+                    waits = self.retry.waits()
+                wait = self._wait_before_retry(error, record, deadline, idempotent, waits)
                 if wait is None:
                     if record.attempts > 1:
                         raise retry_exhausted(error) from error
                     raise
+                events.retry(record, error, wait)
                 record.retry_waits += wait
                 await self.clock.sleep(wait)
+
+    def _wait_before_retry(
+        self,
+        error: ClientError,
+        record: CallRecord,
+        deadline: Deadline,
+        idempotent: bool,
+        waits: Iterator[float],
+    ) -> float | None:
+        """How long to wait before retrying ``error``, or None to give up now."""
+        if not (
+            record.attempts <= self.retry.max_retries
+            and self.retry.is_retryable(error, idempotent=idempotent)
+            # An open breaker cuts retries short: the next try would only be refused.
+            and self.breaker.seconds_until_half_open() == 0
+        ):
+            return None
+        wait = self.retry.wait_for(next(waits), error)
+        if wait >= deadline.remaining():
+            return None  # the sleep would end past the deadline: fail now instead
+        if self.budget is not None and not self.budget.try_retry():
+            self.events.rejected(record, "budget_exhausted")
+            error.budget_exhausted = True
+            return None
+        return wait
+
+    def _may_hedge(self, record: CallRecord) -> bool:
+        if self.budget is not None and not self.budget.try_retry():
+            return False
+        self.events.hedged(record)
+        return True
+
+    async def _one(
+        self, attempt: Callable[[float], Awaitable[T]], record: CallRecord, deadline: Deadline
+    ) -> T:
+        """One attempt through the breaker, timed for the adaptive limit and the hedge delay."""
+        record.attempts += 1
+        timeout = min(self.attempt_timeout, deadline.remaining())
+        if self.adaptive is None and self.hedging is None:
+            try:
+                return await self.breaker.call_through(attempt, timeout)
+            except BreakerRejectedError:
+                record.attempts -= 1  # nothing was sent
+                raise
+        started = self.clock.now()
+        try:
+            result = await self.breaker.call_through(attempt, timeout)
+        except BreakerRejectedError:
+            record.attempts -= 1
+            raise
+        except ClientError:
+            self._sample(self.clock.now() - started, success=False)
+            raise
+        self._sample(self.clock.now() - started, success=True)
+        return result
+
+    def _sample(self, rtt: float, *, success: bool) -> None:
+        if self.adaptive is not None:
+            limit = self.adaptive.sample(rtt, self.bulkhead.in_flight)
+            if limit != self.bulkhead.max_concurrent:
+                self.bulkhead.set_limit(limit)
+        if success and self.hedging is not None:
+            self.hedging.tracker.add(rtt)

@@ -96,9 +96,7 @@ class RetryPolicy:
 
     def waits(self) -> Iterator[float]:
         """The computed (jittered) waits before retries 1, 2, 3 and on."""
-        gen = backoff.expo(
-            base=self.backoff_factor, factor=self.base_delay, max_value=self.max_delay
-        )
+        gen = backoff.expo(base=self.backoff_factor, factor=self.base_delay, max_value=self.max_delay)
         next(gen)  # backoff's generators are primed with one next() before the first value
         for value in gen:
             yield backoff.full_jitter(value) if self.jitter else value

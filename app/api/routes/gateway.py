@@ -45,9 +45,7 @@ async def indicators(
 
 @router.get("/regime/{symbol}")
 @inject
-async def regime(
-    symbol: Symbol, client: AnalysisEngineDep, timeframe: Timeframe = "1h"
-) -> Response:
+async def regime(symbol: Symbol, client: AnalysisEngineDep, timeframe: Timeframe = "1h") -> Response:
     """The market regime of ``symbol``."""
     return JsonBytesResponse(await client.detect_market_regime(symbol.upper(), timeframe))
 
@@ -62,7 +60,5 @@ async def signals(
     timeframe: Timeframe = "1h",
 ) -> Response:
     """Indicators, regime and a prediction; degraded, not failed, without the model."""
-    data = await build_signal(
-        symbol.upper(), timeframe, analysis, workbench, settings.signal_model_id
-    )
+    data = await build_signal(symbol.upper(), timeframe, analysis, workbench, settings.signal_model_id)
     return JsonBytesResponse(data)

@@ -1,0 +1,193 @@
+"""Prometheus metrics of the service clients, with label children cached per client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["BREAKER_STATE_VALUES", "ClientMetrics", "MetricFamilies", "default_families"]
+
+#: ``service_client_circuit_state`` values.
+BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+# Latency buckets for calls between services on one network: 1 ms to 30 s.
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class MetricFamilies:
+    """The metric families, registered once per registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "service_client_requests",
+            "Logical calls to a dependency, by outcome",
+            ["service", "method", "endpoint", "outcome", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "service_client_request_duration_seconds",
+            "Duration of a logical call, retries and waits included",
+            ["service", "method", "endpoint"],
+            buckets=_BUCKETS,
+            registry=registry,
+        )
+        self.attempts = Counter(
+            "service_client_attempts",
+            "Attempts sent",
+            ["service", "method", "endpoint"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "service_client_retries",
+            "Retries, by what failed",
+            ["service", "reason"],
+            registry=registry,
+        )
+        self.circuit_state = Gauge(
+            "service_client_circuit_state",
+            "0 closed, 1 half-open, 2 open",
+            ["service"],
+            registry=registry,
+        )
+        self.circuit_transitions = Counter(
+            "service_client_circuit_transitions",
+            "Breaker state changes",
+            ["service", "from", "to"],
+            registry=registry,
+        )
+        self.bulkhead_in_flight = Gauge(
+            "service_client_bulkhead_in_flight",
+            "Calls holding a bulkhead slot",
+            ["service"],
+            registry=registry,
+        )
+        self.bulkhead_queued = Gauge(
+            "service_client_bulkhead_queued",
+            "Calls waiting for a bulkhead slot",
+            ["service"],
+            registry=registry,
+        )
+        self.bulkhead_limit = Gauge(
+            "service_client_bulkhead_limit",
+            "Concurrency limit (the adaptive limit when on)",
+            ["service"],
+            registry=registry,
+        )
+        self.bulkhead_rejections = Counter(
+            "service_client_bulkhead_rejections",
+            "Calls refused by a full bulkhead",
+            ["service"],
+            registry=registry,
+        )
+        self.rejections = Counter(
+            "service_client_rejections",
+            "Calls refused before or between attempts, by reason",
+            ["service", "reason"],
+            registry=registry,
+        )
+        self.hedges = Counter(
+            "service_client_hedges",
+            "Hedged (backup) attempts started",
+            ["service"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "service_client_fallbacks",
+            "Calls answered by their fallback",
+            ["service"],
+            registry=registry,
+        )
+
+
+_families: dict[int, MetricFamilies] = {}
+
+
+def default_families(registry: CollectorRegistry = REGISTRY) -> MetricFamilies:
+    """The families on ``registry``, created on first use (one set per registry)."""
+    families = _families.get(id(registry))
+    if families is None:
+        families = _families[id(registry)] = MetricFamilies(registry)
+    return families
+
+
+class ClientMetrics:
+    """One client's view of the families: label children are made once and reused.
+
+    ``prometheus_client``'s ``labels()`` takes a lock and a dict lookup on every call;
+    caching the children keeps the per-call cost to the increment itself.
+    """
+
+    __slots__ = ("_attempts", "_duration", "_requests", "_retries", "families", "service")
+
+    def __init__(self, service: str, families: MetricFamilies) -> None:
+        self.service = service
+        self.families = families
+        self._requests: dict[tuple[str, str, str, int | None], Counter] = {}
+        self._duration: dict[tuple[str, str], tuple[Histogram, Counter]] = {}
+        self._retries: dict[str, Counter] = {}
+
+    def call(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        outcome: str,
+        status: int | None,
+        seconds: float,
+        attempts: int,
+    ) -> None:
+        """Count one finished logical call."""
+        key = (method, endpoint, outcome, status)
+        requests = self._requests.get(key)
+        if requests is None:
+            requests = self._requests[key] = self.families.requests.labels(
+                self.service, method, endpoint, outcome, "" if status is None else str(status)
+            )
+        requests.inc()
+        pair = self._duration.get((method, endpoint))
+        if pair is None:
+            pair = self._duration[(method, endpoint)] = (
+                self.families.duration.labels(self.service, method, endpoint),
+                self.families.attempts.labels(self.service, method, endpoint),
+            )
+        pair[0].observe(seconds)
+        if attempts:
+            pair[1].inc(attempts)
+
+    def retry(self, reason: str) -> None:
+        """Count one retry, by the outcome of the attempt that failed."""
+        counter = self._retries.get(reason)
+        if counter is None:
+            counter = self._retries[reason] = self.families.retries.labels(self.service, reason)
+        counter.inc()
+
+    def rejection(self, reason: str) -> None:
+        """Count a call refused by a policy (breaker_open, bulkhead_full, rate_limited, budget_exhausted)."""
+        self.families.rejections.labels(self.service, reason).inc()
+        if reason == "bulkhead_full":
+            self.families.bulkhead_rejections.labels(self.service).inc()
+
+    def transition(self, old: str, new: str) -> None:
+        """Record a breaker state change."""
+        self.families.circuit_state.labels(self.service).set(BREAKER_STATE_VALUES[new])
+        self.families.circuit_transitions.labels(self.service, old, new).inc()
+
+    def hedge(self) -> None:
+        """Count a hedged attempt."""
+        self.families.hedges.labels(self.service).inc()
+
+    def fallback(self) -> None:
+        """Count a call answered by its fallback."""
+        self.families.fallbacks.labels(self.service).inc()
+
+    def watch(
+        self,
+        in_flight: Callable[[], float],
+        queued: Callable[[], float],
+        limit: Callable[[], float],
+    ) -> None:
+        """Read the bulkhead's gauges at scrape time, at no cost per call."""
+        self.families.bulkhead_in_flight.labels(self.service).set_function(in_flight)
+        self.families.bulkhead_queued.labels(self.service).set_function(queued)
+        self.families.bulkhead_limit.labels(self.service).set_function(limit)

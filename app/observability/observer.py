@@ -1,0 +1,156 @@
+"""CallObserver: one place where a client's calls become logs, metrics, rolling stats and span events."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from app.clients.config import ClientConfig
+from app.clients.exceptions import ClientError
+from app.observability.metrics import ClientMetrics, MetricFamilies, default_families
+from app.observability.redaction import REDACTED, is_secret_key, redact, truncate
+from app.observability.rolling import RollingStats
+from app.resilience.clock import MONOTONIC, Clock
+from app.resilience.pipeline import CallRecord
+
+__all__ = ["CallObserver"]
+
+logger = logging.getLogger("app.clients")
+_INFO = logging.INFO
+_DEBUG = logging.DEBUG
+
+
+class CallObserver:
+    """Records what one client's calls did; the pipeline reports its events here too.
+
+    Per call the cost is the rolling-window tally, the cached metric children and,
+    when INFO is enabled for ``app.clients``, one log record whose fields are a plain
+    dict (JSON is rendered once, by the handler's formatter, with orjson).
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        families: MetricFamilies | None = None,
+        clock: Clock = MONOTONIC,
+    ) -> None:
+        self.service = config.service_name
+        self.metrics = (
+            ClientMetrics(self.service, families or default_families()) if config.enable_metrics else None
+        )
+        self.stats = RollingStats(clock=clock)
+        self.log_calls = config.enable_request_logging
+        self.log_request_body = config.log_request_body
+        self.log_response_body = config.log_response_body
+
+    # -- pipeline events ---------------------------------------------------------------
+
+    def retry(self, record: CallRecord, error: ClientError, wait: float) -> None:
+        """A failed attempt will be retried after ``wait`` seconds."""
+        self.stats.retry()
+        if self.metrics is not None:
+            self.metrics.retry(error.outcome)
+        if record.span is not None:
+            record.span.add_event(
+                "retry", {"attempt": record.attempts, "reason": error.outcome, "wait_seconds": wait}
+            )
+
+    def rejected(self, record: CallRecord, reason: str) -> None:
+        """A policy refused the call (breaker_open, bulkhead_full, rate_limited, budget_exhausted)."""
+        self.stats.rejection()
+        if self.metrics is not None:
+            self.metrics.rejection(reason)
+        if record.span is not None:
+            record.span.add_event("rejected", {"reason": reason})
+
+    def hedged(self, record: CallRecord) -> None:
+        """A backup attempt started alongside a slow one."""
+        if self.metrics is not None:
+            self.metrics.hedge()
+        if record.span is not None:
+            record.span.add_event("hedge", {"attempt": record.attempts})
+
+    def breaker_changed(self, old: str, new: str) -> None:
+        """The breaker moved from ``old`` to ``new``."""
+        if self.metrics is not None:
+            self.metrics.transition(old, new)
+        logger.warning(
+            "circuit %s: %s -> %s", self.service, old, new,
+            extra={"fields": {"service": self.service, "event": "circuit_state", "from": old, "to": new}},
+        )  # fmt: skip
+
+    # -- the end of a logical call ---------------------------------------------------
+
+    def finished(
+        self,
+        record: CallRecord,
+        seconds: float,
+        error: ClientError | None,
+        sent: Any = None,
+        received: Any = None,
+        *,
+        fallback: bool = False,
+    ) -> None:
+        """One logical call ended, with a result (possibly a fallback) or ``error``."""
+        outcome = "fallback" if fallback else "success" if error is None else error.outcome
+        self.stats.record(outcome, seconds)
+        if self.metrics is not None:
+            self.metrics.call(
+                record.method,
+                record.endpoint,
+                outcome=outcome,
+                status=record.status,
+                seconds=seconds,
+                attempts=record.attempts,
+            )
+            if fallback:
+                self.metrics.fallback()
+        if self.log_calls and logger.isEnabledFor(_INFO):
+            self._log(record, seconds, outcome=outcome, error=error, sent=sent, received=received)
+
+    def _log(
+        self,
+        record: CallRecord,
+        seconds: float,
+        *,
+        outcome: str,
+        error: ClientError | None,
+        sent: Any,
+        received: Any,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "service": record.service,
+            "method": record.method,
+            "endpoint": record.endpoint,
+            "status": record.status,
+            "duration_ms": round(seconds * 1000, 3),
+            "attempts": record.attempts,
+            "outcome": outcome,
+            "error": None if error is None else type(error).__name__,
+            "request_id": record.request_id,
+        }
+        if self.log_request_body and sent is not None:
+            fields["request_body"] = truncate(orjson.dumps(redact(sent), default=str).decode())
+        if self.log_response_body and received is not None:
+            fields["response_body"] = truncate(orjson.dumps(redact(received), default=str).decode())
+        logger.info("call %s %s %s", record.method, record.endpoint, outcome, extra={"fields": fields})
+
+    @staticmethod
+    def attempt(record: CallRecord, params: Mapping[str, Any] | None) -> None:
+        """One attempt ended (DEBUG only)."""
+        if not logger.isEnabledFor(_DEBUG):
+            return
+        fields = {
+            "service": record.service,
+            "method": record.method,
+            "endpoint": record.endpoint,
+            "attempt": record.attempts,
+            "status": record.status,
+            "request_id": record.request_id,
+            "params": {k: REDACTED if is_secret_key(k) else v for k, v in (params or {}).items()},
+        }
+        logger.debug("attempt %s %s", record.method, record.endpoint, extra={"fields": fields})

@@ -1,0 +1,143 @@
+"""Rolling window of one dependency's calls, in one-second buckets, as Hystrix kept them."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from typing import Any
+
+from app.resilience.clock import MONOTONIC, Clock
+
+__all__ = ["OUTCOMES", "RollingStats"]
+
+#: Every outcome a logical call can end in, in the order the status API lists them.
+OUTCOMES = (
+    "success",
+    "fallback",
+    "client_error",
+    "server_error",
+    "timeout",
+    "connection_error",
+    "rate_limited",
+    "decode_error",
+    "short_circuited",
+    "rejected",
+    "error",
+)
+#: Outcomes that count as the dependency's failures in the error percentage.
+FAILURES = frozenset(
+    {
+        "server_error",
+        "timeout",
+        "connection_error",
+        "rate_limited",
+        "decode_error",
+        "short_circuited",
+        "rejected",
+        "error",
+    }
+)
+_MAX_SAMPLES = 2048  # latency samples kept per bucket: bounded memory at any traffic
+
+
+class _Bucket:
+    __slots__ = ("latencies", "outcomes", "rejections", "retries", "second")
+
+    def __init__(self, second: int) -> None:
+        self.second = second
+        self.outcomes: Counter[str] = Counter()
+        self.latencies: list[float] = []
+        self.retries = 0
+        self.rejections = 0
+
+
+class RollingStats:
+    """Counts by outcome, latencies, retries and rejections over the last ``window`` seconds."""
+
+    def __init__(self, window: int = 10, clock: Clock = MONOTONIC) -> None:
+        self.window = window
+        self._clock = clock
+        self._lock = threading.Lock()  # sync twins record from their own thread
+        self._buckets: list[_Bucket] = []
+
+    def _bucket(self) -> _Bucket:
+        second = int(self._clock.now())
+        buckets = self._buckets
+        if buckets and buckets[-1].second == second:
+            return buckets[-1]
+        bucket = _Bucket(second)
+        buckets.append(bucket)
+        while buckets[0].second <= second - self.window:
+            buckets.pop(0)
+        return bucket
+
+    def record(self, outcome: str, seconds: float) -> None:
+        """One finished logical call."""
+        with self._lock:
+            bucket = self._bucket()
+            bucket.outcomes[outcome] += 1
+            if len(bucket.latencies) < _MAX_SAMPLES:
+                bucket.latencies.append(seconds)
+
+    def retry(self) -> None:
+        """One retry."""
+        with self._lock:
+            self._bucket().retries += 1
+
+    def rejection(self) -> None:
+        """One call refused by a policy."""
+        with self._lock:
+            self._bucket().rejections += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """Rate, error %, counts, latency percentiles and a per-second series, for the status API."""
+        now = int(self._clock.now())
+        with self._lock:
+            live = [b for b in self._buckets if b.second > now - self.window]
+            counts: Counter[str] = Counter()
+            latencies: list[float] = []
+            for b in live:
+                counts.update(b.outcomes)
+                latencies.extend(b.latencies)
+            by_second = {b.second: b for b in live}
+            series = []
+            for second in range(now - self.window + 1, now + 1):
+                bucket = by_second.get(second)
+                series.append(
+                    {
+                        "requests": sum(bucket.outcomes.values()) if bucket else 0,
+                        "p90_ms": (
+                            _percentile(sorted(bucket.latencies), 90) * 1000
+                            if bucket and bucket.latencies
+                            else None
+                        ),
+                    }
+                )
+            retries = sum(b.retries for b in live)
+            rejections = sum(b.rejections for b in live)
+        total = sum(counts.values())
+        failures = sum(n for o, n in counts.items() if o in FAILURES)
+        latencies.sort()
+        return {
+            "window_seconds": self.window,
+            "requests": total,
+            "rate_per_second": total / self.window,
+            "error_percent": 100.0 * failures / total if total else 0.0,
+            "counts": {o: counts.get(o, 0) for o in OUTCOMES},
+            "latency_ms": {
+                "p50": _percentile(latencies, 50) * 1000 if latencies else None,
+                "p90": _percentile(latencies, 90) * 1000 if latencies else None,
+                "p99": _percentile(latencies, 99) * 1000 if latencies else None,
+                "max": latencies[-1] * 1000 if latencies else None,
+            },
+            "retries": retries,
+            "rejections": rejections,
+            "series": series,
+        }
+
+
+def _percentile(ordered: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
