@@ -8,6 +8,7 @@ import uvicorn
 
 from app.main import create_app
 from app.observability.logging import configure_logging
+from app.observability.tracing import configure_tracing
 from settings import SettingsError, load_settings
 
 
@@ -19,6 +20,7 @@ def main() -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(settings.log_level, json=settings.log_json)
+    configure_tracing("ml-integration-service", settings.tracing_exporter, settings.otlp_endpoint)
     app = create_app()
     uvicorn.run(
         app,

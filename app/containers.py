@@ -19,6 +19,7 @@ from app.clients.policies import (
     retry_from_config,
 )
 from app.clients.resources import client_resource, session_resource
+from app.observability.status import DependencyView
 from app.resilience.clock import MONOTONIC
 from settings import load_settings
 
@@ -44,6 +45,16 @@ class UpstreamContainer(containers.DeclarativeContainer):
     hedging = providers.Singleton(hedging_from_config, config)
     adaptive = providers.Singleton(adaptive_from_config, config)
     observer = providers.Singleton(observer_from_config, config, breaker, bulkhead, clock)
+
+    view = providers.Singleton(
+        DependencyView,
+        config.provided.service_name,
+        breaker,
+        bulkhead,
+        observer,
+        budget=budget,
+        adaptive=adaptive,
+    )
 
     session = providers.Resource(session_resource, config)
     client = providers.Resource(
@@ -80,5 +91,8 @@ class Container(containers.DeclarativeContainer):
         config=settings.provided.ml_workbench,
         client_class=providers.Object(MLWorkbenchClient),
     )
+
+    #: Every dependency's live status, in a fixed order, for readiness and the dashboard.
+    dependency_views = providers.List(analysis_engine.view, ml_workbench.view)
 
     lifespan = providers.Singleton(Lifespan, __self__)

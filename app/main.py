@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
 from app.api import RequestContextMiddleware, install_error_handlers
-from app.api.routes import gateway, health
+from app.api.routes import gateway, health, observability
 from app.clients.factory import use_container
 from app.containers import Container
+from app.observability.http_metrics import HttpMetricsMiddleware
+from app.observability.tracing import tracing
 
 __all__ = ["create_app"]
 
@@ -20,7 +23,7 @@ def create_app(container: Container | None = None) -> FastAPI:
     """
     container = container or Container()
     settings = container.settings()
-    container.wire(modules=[gateway, health])
+    container.wire(modules=[gateway, health, observability])
     use_container(container)
 
     app = FastAPI(
@@ -32,7 +35,13 @@ def create_app(container: Container | None = None) -> FastAPI:
     app.state.container = container
     app.state.settings = settings
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(HttpMetricsMiddleware)
+    if tracing.enabled:
+        # Outermost, so the SERVER span covers the whole request and is the parent of
+        # every client span the request makes.
+        app.add_middleware(OpenTelemetryMiddleware, tracer_provider=tracing.provider)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(gateway.router)
+    app.include_router(observability.router)
     return app

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     log_json: bool = True
     #: Production refuses plain http to a non-loopback host unless this is set.
     allow_insecure_http: bool = False
+    #: Where spans go: nowhere, the console, or OTLP/HTTP at ``otlp_endpoint``.
+    tracing_exporter: Literal["none", "console", "otlp"] = "none"
+    otlp_endpoint: str | None = None
     #: The ML Workbench model the gateway's signals ask.
     signal_model_id: str = "direction-logreg-v1"
 
@@ -152,11 +155,7 @@ class Settings(BaseSettings):
                     "production refuses to start without a real secret"
                 )
             url = URL(cfg.base_url)
-            if (
-                url.scheme == "http"
-                and not _is_loopback(url.host or "")
-                and not self.allow_insecure_http
-            ):
+            if url.scheme == "http" and not _is_loopback(url.host or "") and not self.allow_insecure_http:
                 raise ValueError(
                     f"{section}.base_url (APP_{section.upper()}__BASE_URL) is plain http to "
                     f"{url.host}; use https or set APP_ALLOW_INSECURE_HTTP=true"

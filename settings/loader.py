@@ -26,9 +26,7 @@ def _env_names(loc: tuple[str | int, ...]) -> str:
     names = ["APP_" + "__".join(p.upper() for p in parts)]
     if len(parts) == 2 and parts[0] in UPSTREAMS:
         names += [
-            f"{parts[0].upper()}_{suffix}"
-            for suffix, field in FLAT_ALIASES.items()
-            if field == parts[1]
+            f"{parts[0].upper()}_{suffix}" for suffix, field in FLAT_ALIASES.items() if field == parts[1]
         ]
     return " or ".join(names)
 

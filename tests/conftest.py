@@ -33,9 +33,7 @@ async def make_client() -> AsyncIterator[Callable[..., BaseServiceClient]]:
     """Build clients with fast test defaults (no jitter, tiny waits); all closed at teardown."""
     made: list[BaseServiceClient] = []
 
-    def build(
-        base_url: str, cls: type[BaseServiceClient] = BaseServiceClient, **overrides: Any
-    ) -> Any:
+    def build(base_url: str, cls: type[BaseServiceClient] = BaseServiceClient, **overrides: Any) -> Any:
         clock = overrides.pop("clock", None)
         session = overrides.pop("session", None)
         fields: dict[str, Any] = {

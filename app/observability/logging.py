@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 
 from app.observability.redaction import scrub
 
@@ -25,9 +26,13 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            out["trace_id"] = format(span.trace_id, "032x")
+            out["span_id"] = format(span.span_id, "016x")
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            out.update(fields)
+            out.update(fields)  # a call record's own span ids win over the ambient ones
         if record.exc_info:
             out["exc_info"] = self.formatException(record.exc_info)
         line = orjson.dumps(out, default=str).decode()

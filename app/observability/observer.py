@@ -133,6 +133,10 @@ class CallObserver:
             "error": None if error is None else type(error).__name__,
             "request_id": record.request_id,
         }
+        if record.span is not None:
+            context = record.span.get_span_context()
+            fields["trace_id"] = format(context.trace_id, "032x")
+            fields["span_id"] = format(context.span_id, "016x")
         if self.log_request_body and sent is not None:
             fields["request_body"] = truncate(orjson.dumps(redact(sent), default=str).decode())
         if self.log_response_body and received is not None:

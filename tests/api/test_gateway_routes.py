@@ -12,9 +12,11 @@ from app.clients import (
     BulkheadFullError,
     CircuitBreakerOpenError,
     ClientAuthenticationError,
+    ClientConfig,
     ClientConnectionError,
     ClientTimeoutError,
     ClientValidationError,
+    MLWorkbenchClient,
     ResourceNotFoundError,
     ResponseDecodeError,
     ServerError,
@@ -22,6 +24,9 @@ from app.clients import (
 from app.clients.exceptions import retry_exhausted
 from app.main import create_app
 from tests.support.asgi import serve
+from tests.support.rawtcp import closed_port_url
+from tests.support.upstream import delayed
+from tests.support.upstream import json as json_handler
 
 INDICATORS = {
     "symbol": "EURUSD",
@@ -83,18 +88,19 @@ class FakeAnalysis:
 
 
 class FakeWorkbench:
+    """Stands in for MLWorkbenchClient on the happy path; records what it was asked."""
+
     service_name = "ml-workbench-service"
 
-    def __init__(self, error: Exception | None = None) -> None:
-        self.error = error
+    def __init__(self) -> None:
         self.features: dict[str, float] | None = None
+        self.fallback: Any = "unset"
 
     async def predict(
-        self, model_id: str, symbol: str, timeframe: str, features: dict[str, float]
+        self, model_id: str, symbol: str, timeframe: str, features: dict[str, float], *, fallback: Any
     ) -> dict[str, Any]:
         self.features = features
-        if self.error:
-            raise self.error
+        self.fallback = fallback
         return {"model_id": model_id, "symbol": symbol, "prediction": "up", "probability": 0.8}
 
 
@@ -164,9 +170,7 @@ ERRORS = [
 
 
 @pytest.mark.parametrize(("error", "status", "retry_after"), ERRORS, ids=lambda e: type(e).__name__)
-async def test_upstream_errors_map_to_gateway_statuses(
-    container, http, error, status, retry_after
-) -> None:
+async def test_upstream_errors_map_to_gateway_statuses(container, http, error, status, retry_after) -> None:
     """Timeout 504; open, full or unavailable 503 (+Retry-After); 404; 422; credentials 502."""
     container.analysis_engine.client.override(providers.Object(FakeAnalysis(error)))
     async with serve(create_app(container)) as base:
@@ -194,27 +198,40 @@ async def test_signals_combine_indicators_regime_and_prediction(container, http)
         {"rsi_14": 0.6, "macd_hist_atr": 0.1, "sma_trend_atr": 10.0, "bb_width": 0.2 / 1.1}
     )
     assert body["indicators"]["MACD_12_26_9"]["histogram"] == 0.001
+    assert workbench.fallback is None  # the route degrades through the client's fallback
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        ClientTimeoutError("slow"),
-        CircuitBreakerOpenError("open"),
-        ServerError("HTTP 500", status=500),
-    ],
-)
-async def test_signals_degrade_when_the_workbench_fails(container, http, error) -> None:
-    """ML Workbench down, slow or breaker-open: still 200, prediction null, degraded named."""
+@pytest.mark.parametrize("fault", ["down", "slow", "breaker_open", "refused"])
+async def test_signals_degrade_when_the_workbench_fails(container, http, upstream, fault) -> None:
+    """ML Workbench down, slow, breaker-open or unreachable: 200, prediction null, degraded named.
+
+    The workbench here is a real MLWorkbenchClient against a real failing server; only
+    the Analysis Engine is a fake.
+    """
+    if fault == "down":
+        upstream.route("*", json_handler({"detail": "boom"}, status=500))
+    elif fault == "slow":
+        upstream.route("*", delayed(5, json_handler({})))
+    url = closed_port_url() if fault == "refused" else upstream.base_url
+    client = MLWorkbenchClient(
+        ClientConfig(base_url=url, service_name="ml-workbench-service", timeout_seconds=0.2, max_retries=1,
+                     retry_base_delay=0.01, retry_max_delay=0.01)
+    )  # fmt: skip
+    if fault == "breaker_open":
+        client.breaker.isolate()
     container.analysis_engine.client.override(providers.Object(FakeAnalysis()))
-    container.ml_workbench.client.override(providers.Object(FakeWorkbench(error)))
-    async with serve(create_app(container)) as base:
-        status, body, _ = await get(http, f"{base}/api/v1/signals/EURUSD")
+    container.ml_workbench.client.override(providers.Object(client))
+    try:
+        async with serve(create_app(container)) as base:
+            status, body, _ = await get(http, f"{base}/api/v1/signals/EURUSD")
+    finally:
+        await client.close()
     assert status == 200
     assert body["prediction"] is None
     assert body["action"] is None
     assert body["degraded"] == ["ml-workbench-service"]
     assert body["regime"] == REGIME
+    assert client.observer.stats.snapshot()["counts"]["fallback"] == 1
 
 
 async def test_signals_fail_when_the_analysis_engine_fails(container, http) -> None:

@@ -52,9 +52,7 @@ async def test_docs_are_served(container, http) -> None:
             assert resp.status == 200
         async with http.get(f"{base}/openapi.json") as resp:
             paths = (await resp.json())["paths"]
-    assert {"/api/v1/signals/{symbol}", "/api/v1/indicators/{symbol}", "/health/ready"} <= set(
-        paths
-    )
+    assert {"/api/v1/signals/{symbol}", "/api/v1/indicators/{symbol}", "/health/ready"} <= set(paths)
 
 
 def test_bad_settings_fail_in_create_app(monkeypatch) -> None:

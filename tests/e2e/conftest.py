@@ -68,9 +68,7 @@ def platform(tmp_path_factory) -> Iterator[Running]:
     assert all(s.process is not None and s.process.poll() is not None for s in services)
     for port in ports:
         with socket.socket() as sock:
-            sock.setsockopt(
-                socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
-            )  # closed sockets linger in TIME_WAIT
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed sockets linger in TIME_WAIT
             sock.bind(("127.0.0.1", port))
 
 
@@ -90,9 +88,7 @@ def clean(platform: Running) -> Iterator[Running]:
 
 def _reset(platform: Running) -> None:
     for base in (platform.analysis, platform.workbench):
-        urllib.request.urlopen(
-            urllib.request.Request(f"{base}/chaos", method="DELETE"), timeout=5
-        ).close()
+        urllib.request.urlopen(urllib.request.Request(f"{base}/chaos", method="DELETE"), timeout=5).close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

@@ -12,9 +12,7 @@ from tests.support.upstream import Upstream, delayed, json
 
 
 @pytest.mark.parametrize("max_calls", [1, 4])
-async def test_half_open_sends_exactly_n_of_100(
-    make_client, upstream: Upstream, clock, max_calls
-) -> None:
+async def test_half_open_sends_exactly_n_of_100(make_client, upstream: Upstream, clock, max_calls) -> None:
     """After the reset timeout, 100 concurrent calls reach the upstream exactly N times."""
     upstream.route("r", json({}, status=500))
     client = make_client(

@@ -149,9 +149,7 @@ async def test_async_and_sync_share_the_breaker(make_client, upstream: Upstream)
         await client.get("down")
 
 
-async def test_200_concurrent_calls_against_a_30_percent_failing_server(
-    make_client, upstream
-) -> None:
+async def test_200_concurrent_calls_against_a_30_percent_failing_server(make_client, upstream) -> None:
     """Every call ends in a result or a typed error; no task or connection is left behind."""
     counter = 0
 
@@ -172,9 +170,7 @@ async def test_200_concurrent_calls_against_a_30_percent_failing_server(
         bulkhead_max_waiting=200,
         circuit_breaker_failure_threshold=50,
     )
-    results = await asyncio.gather(
-        *(client.get("flaky") for _ in range(200)), return_exceptions=True
-    )
+    results = await asyncio.gather(*(client.get("flaky") for _ in range(200)), return_exceptions=True)
     ok = [r for r in results if isinstance(r, dict)]
     failed = [r for r in results if not isinstance(r, dict)]
     assert all(isinstance(r, ClientError) for r in failed)

@@ -16,9 +16,7 @@ from tests.support.upstream import Upstream, delayed, json
 async def test_deadline_bounds_the_whole_call(make_client, behaviour) -> None:
     """Attempt timeouts and retries together stop at the deadline (+50 ms at most)."""
     async with rawtcp.raw_server(behaviour) as url:
-        client = make_client(
-            url, timeout_seconds=0.15, max_retries=20, circuit_breaker_failure_threshold=100
-        )
+        client = make_client(url, timeout_seconds=0.15, max_retries=20, circuit_breaker_failure_threshold=100)
         started = time.monotonic()
         with pytest.raises(ClientTimeoutError):
             await client.get("slow", timeout=0.4)
@@ -41,9 +39,7 @@ async def test_total_timeout_is_the_default_deadline(make_client) -> None:
         assert time.monotonic() - started <= 0.25
 
 
-async def test_attempt_timeout_is_capped_by_remaining_deadline(
-    make_client, upstream: Upstream
-) -> None:
+async def test_attempt_timeout_is_capped_by_remaining_deadline(make_client, upstream: Upstream) -> None:
     """A slow-but-answering upstream: the attempt is cut at the deadline, not at timeout_seconds."""
     upstream.route("slow", delayed(1.0, json({"late": True})))
     client = make_client(upstream.base_url, timeout_seconds=5.0, max_retries=0)

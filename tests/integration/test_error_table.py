@@ -203,9 +203,7 @@ async def test_redirects_followed_within_the_origin_only(make_client, upstream: 
     ("content_type", "body"),
     [("application/json", b"{not json"), ("application/problem+json", b"\xff\xfe")],
 )
-async def test_bad_json_is_a_decode_error(
-    make_client, upstream: Upstream, content_type, body
-) -> None:
+async def test_bad_json_is_a_decode_error(make_client, upstream: Upstream, content_type, body) -> None:
     """A body that is not the JSON its content type claims: ResponseDecodeError."""
 
     async def bad(request: web.Request) -> web.StreamResponse:

@@ -69,9 +69,7 @@ async def test_logging_switch(make_client, upstream: Upstream, records) -> None:
 async def test_secrets_never_reach_a_log_record(make_client, upstream: Upstream, records) -> None:
     """The key, Authorization, cookies, secret params and JSON keys are redacted at every level."""
     upstream.route("*", json({"token": "bearer-abc-777", "nested": {"password": "hunter2-pass"}}))
-    client = make_client(
-        upstream.base_url, api_key=API_KEY, log_request_body=True, log_response_body=True
-    )
+    client = make_client(upstream.base_url, api_key=API_KEY, log_request_body=True, log_response_body=True)
     await client.post(
         "login",
         params={"access_token": "tok-in-params-991", "page": 2},

@@ -53,9 +53,7 @@ async def test_post_with_idempotent_flag_is_retried(make_client, upstream: Upstr
     assert upstream.hits["calc"] == 2
 
 
-async def test_post_with_idempotency_key_is_retried_and_sends_it(
-    make_client, upstream: Upstream
-) -> None:
+async def test_post_with_idempotency_key_is_retried_and_sends_it(make_client, upstream: Upstream) -> None:
     """An idempotency key makes a POST retryable, and every attempt carries the same key."""
     upstream.route("orders", sequence(json({}, status=502), json({"id": 9})))
     client = make_client(upstream.base_url, max_retries=3)
@@ -122,9 +120,7 @@ async def test_backoff_waits_grow_exponentially(make_client, upstream: Upstream,
 async def test_an_open_breaker_cuts_retries_short(make_client, upstream: Upstream, clock) -> None:
     """The attempt that trips the breaker is the last: no sleep, no retry into an open breaker."""
     upstream.route("r", json({}, status=503))
-    client = make_client(
-        upstream.base_url, clock=clock, max_retries=10, circuit_breaker_failure_threshold=3
-    )
+    client = make_client(upstream.base_url, clock=clock, max_retries=10, circuit_breaker_failure_threshold=3)
     with pytest.raises(RetryExhaustedError) as info:
         await client.get("r")
     assert isinstance(info.value, ServerError)  # the tripping attempt's own error
@@ -148,9 +144,7 @@ async def test_full_jitter_stays_within_the_backoff(make_client, upstream: Upstr
 
 
 @pytest.mark.parametrize("status", [429, 503])
-async def test_retry_after_seconds_is_honoured(
-    make_client, upstream: Upstream, clock, status
-) -> None:
+async def test_retry_after_seconds_is_honoured(make_client, upstream: Upstream, clock, status) -> None:
     """A Retry-After in seconds on a 429 or 503 sets the wait, capped by retry_max_delay."""
     upstream.route(
         "r",
@@ -168,18 +162,14 @@ async def test_retry_after_seconds_is_honoured(
 async def test_retry_after_http_date_is_honoured(make_client, upstream: Upstream, clock) -> None:
     """A Retry-After given as an HTTP date sets the wait to the time until then."""
     when = email.utils.formatdate(time.time() + 5, usegmt=True)
-    upstream.route(
-        "r", sequence(json({}, status=429, headers={"Retry-After": when}), json({"ok": True}))
-    )
+    upstream.route("r", sequence(json({}, status=429, headers={"Retry-After": when}), json({"ok": True})))
     client = make_client(upstream.base_url, clock=clock, max_retries=1, retry_max_delay=30.0)
     assert await client.get("r") == {"ok": True}
     assert len(clock.sleeps) == 1
     assert 3.5 < clock.sleeps[0] <= 5.0
 
 
-async def test_retry_after_past_the_deadline_fails_at_once(
-    make_client, upstream: Upstream, clock
-) -> None:
+async def test_retry_after_past_the_deadline_fails_at_once(make_client, upstream: Upstream, clock) -> None:
     """A Retry-After longer than the remaining deadline is not slept: the 429 is raised."""
     upstream.route("r", json({}, status=429, headers={"Retry-After": "5"}))
     client = make_client(upstream.base_url, clock=clock, max_retries=3, retry_max_delay=30.0)
@@ -190,9 +180,7 @@ async def test_retry_after_past_the_deadline_fails_at_once(
     assert upstream.hits["r"] == 1
 
 
-async def test_retries_stop_at_the_deadline_on_the_injected_clock(
-    make_client, upstream, clock
-) -> None:
+async def test_retries_stop_at_the_deadline_on_the_injected_clock(make_client, upstream, clock) -> None:
     """The retry budget is read from the monotonic clock the client was given, not the wall."""
     upstream.route("r", json({}, status=503))
     client = make_client(

@@ -30,9 +30,7 @@ async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 async def half_response(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Promise 1000 bytes, send 10, then drop the connection."""
     await _read_request(reader)
-    writer.write(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-    )
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
     writer.write(b'{"partial"')
     await writer.drain()
     writer.transport.abort()
@@ -49,9 +47,7 @@ async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Send headers, then one body byte every 100 ms, forever."""
     await _read_request(reader)
-    writer.write(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
-    )
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
     with contextlib.suppress(ConnectionError):
         while True:
             writer.write(b" ")

@@ -143,9 +143,7 @@ async def test_api_key_is_required_when_configured(http) -> None:
         async with http.get(f"{url}/api/v1/prices/EURUSD") as resp:
             assert resp.status == 401
             assert (await resp.json())["code"] == "unauthorized"
-        async with http.get(
-            f"{url}/api/v1/prices/EURUSD", headers={"X-API-Key": "ae-key-123456"}
-        ) as resp:
+        async with http.get(f"{url}/api/v1/prices/EURUSD", headers={"X-API-Key": "ae-key-123456"}) as resp:
             assert resp.status == 200
         async with http.get(f"{url}/health") as resp:
             assert resp.status == 200

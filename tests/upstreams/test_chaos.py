@@ -75,9 +75,7 @@ async def test_latency_past_the_callers_deadline_answers_504_at_the_deadline(htt
     """With X-Request-Timeout-Ms shorter than the latency, the answer is a 504 at the deadline."""
     await chaos(http, ae, latency_ms=1000)
     started = time.monotonic()
-    async with http.get(
-        f"{ae}/prices/EURUSD?limit=1", headers={"X-Request-Timeout-Ms": "200"}
-    ) as resp:
+    async with http.get(f"{ae}/prices/EURUSD?limit=1", headers={"X-Request-Timeout-Ms": "200"}) as resp:
         assert resp.status == 504
     assert 0.2 <= time.monotonic() - started < 0.4
 
@@ -119,9 +117,7 @@ async def test_a_caller_hanging_up_ends_the_injected_wait(http) -> None:
     try:
         await chaos(http, f"{url}/api/v1", latency_ms=30_000)
         with pytest.raises(TimeoutError):
-            async with http.get(
-                f"{url}/api/v1/prices/EURUSD", timeout=aiohttp.ClientTimeout(total=0.2)
-            ):
+            async with http.get(f"{url}/api/v1/prices/EURUSD", timeout=aiohttp.ClientTimeout(total=0.2)):
                 pass
     finally:
         started = time.monotonic()

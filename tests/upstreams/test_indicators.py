@@ -88,9 +88,7 @@ def test_atr_wilder(series) -> None:
     """Wilder's ATR: true range (high-low on the first bar), mean of the first n, then 1/n smoothing."""
     c, df = series
     prev = df.close.shift()
-    tr = pd.concat([df.high - df.low, (df.high - prev).abs(), (df.low - prev).abs()], axis=1).max(
-        axis=1
-    )
+    tr = pd.concat([df.high - df.low, (df.high - prev).abs(), (df.low - prev).abs()], axis=1).max(axis=1)
     close_to(atr(c, 14), seeded_ewm(tr, 14, 1 / 14))
 
 
@@ -111,9 +109,7 @@ def test_prices_are_deterministic_and_aligned() -> None:
         b = candles(symbol, "4h")
         assert a == b
         assert all(
-            ts.endswith(
-                ("T00:00:00Z", "T04:00:00Z", "T08:00:00Z", "T12:00:00Z", "T16:00:00Z", "T20:00:00Z")
-            )
+            ts.endswith(("T00:00:00Z", "T04:00:00Z", "T08:00:00Z", "T12:00:00Z", "T16:00:00Z", "T20:00:00Z"))
             for ts in a.timestamps
         )
         assert all(

@@ -2,5 +2,6 @@
 
 from app.api.routes.gateway import router as gateway_router
 from app.api.routes.health import router as health_router
+from app.api.routes.observability import router as observability_router
 
-__all__ = ["gateway_router", "health_router"]
+__all__ = ["gateway_router", "health_router", "observability_router"]

@@ -6,16 +6,8 @@
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, Response
 
-from app.api.deps import (
-    AnalysisEngineBreakerDep,
-    AnalysisEngineBulkheadDep,
-    MLWorkbenchBreakerDep,
-    MLWorkbenchBulkheadDep,
-    SettingsDep,
-)
+from app.api.deps import DependencyViewsDep
 from app.api.responses import JsonBytesResponse
-from app.resilience.breaker import CircuitBreakerPolicy
-from app.resilience.bulkhead import Bulkhead
 
 __all__ = ["router"]
 
@@ -28,34 +20,15 @@ async def health() -> Response:
     return JsonBytesResponse({"status": "ok"})
 
 
-def _dependency(breaker: CircuitBreakerPolicy, bulkhead: Bulkhead) -> dict[str, object]:
-    return {
-        "breaker": breaker.state_name,
-        "seconds_until_half_open": round(breaker.seconds_until_half_open(), 3),
-        "bulkhead": {
-            "in_flight": bulkhead.in_flight,
-            "queued": bulkhead.queued,
-            "limit": bulkhead.max_concurrent,
-        },
-    }
-
-
 @router.get("/health/ready")
 @inject
-async def ready(
-    settings: SettingsDep,
-    ae_breaker: AnalysisEngineBreakerDep,
-    ae_bulkhead: AnalysisEngineBulkheadDep,
-    ml_breaker: MLWorkbenchBreakerDep,
-    ml_bulkhead: MLWorkbenchBulkheadDep,
-) -> Response:
+async def ready(views: DependencyViewsDep) -> Response:
     """Readiness: each dependency with its breaker; 503 while a breaker is open."""
-    deps = {
-        settings.analysis_engine.service_name: _dependency(ae_breaker, ae_bulkhead),
-        settings.ml_workbench.service_name: _dependency(ml_breaker, ml_bulkhead),
-    }
-    is_open = any(d["breaker"] == "open" for d in deps.values())
+    is_open = any(view.breaker_open for view in views)
     return JsonBytesResponse(
-        {"status": "degraded" if is_open else "ready", "dependencies": deps},
+        {
+            "status": "degraded" if is_open else "ready",
+            "dependencies": {v.name: v.readiness() for v in views},
+        },
         status_code=503 if is_open else 200,
     )

@@ -64,9 +64,7 @@ def test_unknown_service_names_the_known_ones(container) -> None:
 
 async def test_registered_configs(container) -> None:
     """register_client_config adds a service, or re-points one of the container's."""
-    register_client_config(
-        "pricing", {"base_url": "http://127.0.0.1:9100/", "service_name": "pricing"}
-    )
+    register_client_config("pricing", {"base_url": "http://127.0.0.1:9100/", "service_name": "pricing"})
     pricing = get_client(BaseServiceClient, "pricing")
     assert pricing.config.service_name == "pricing"
     assert pricing is get_client(BaseServiceClient, "pricing")

@@ -25,9 +25,7 @@ class NotOurFault(Exception):
 def make(clock: FakeClock, **kw) -> CircuitBreakerPolicy:
     kw.setdefault("failure_threshold", 3)
     kw.setdefault("reset_timeout_seconds", 10.0)
-    return CircuitBreakerPolicy(
-        clock=clock, is_failure=lambda e: not isinstance(e, NotOurFault), **kw
-    )
+    return CircuitBreakerPolicy(clock=clock, is_failure=lambda e: not isinstance(e, NotOurFault), **kw)
 
 
 async def ok() -> str:

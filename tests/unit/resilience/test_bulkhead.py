@@ -112,6 +112,4 @@ def test_invalid_limits_are_refused() -> None:
 
 def test_repr_shows_limits_and_load() -> None:
     """The repr shows limits and current load."""
-    assert (
-        repr(Bulkhead(3, 4)) == "Bulkhead(max_concurrent=3, max_waiting=4, in_flight=0, queued=0)"
-    )
+    assert repr(Bulkhead(3, 4)) == "Bulkhead(max_concurrent=3, max_waiting=4, in_flight=0, queued=0)"

@@ -142,9 +142,7 @@ def test_keys_are_secret_strings() -> None:
     """API keys never show in the settings' repr."""
     settings = Settings(env="local")
     assert "local-analysis-key" not in repr(load_settings())
-    assert settings.analysis_engine.api_key is None or "**" in repr(
-        settings.analysis_engine.api_key
-    )
+    assert settings.analysis_engine.api_key is None or "**" in repr(settings.analysis_engine.api_key)
 
 
 def test_python_m_app_exits_with_one_clear_line_on_bad_settings() -> None:

@@ -1,0 +1,67 @@
+"""Prometheus metrics, the live resilience status (JSON and SSE) and the dashboard page."""
+
+# No `from __future__ import annotations` here: @inject reads the Annotated markers
+# from the signature at decoration time, and string annotations would hide them.
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from importlib.resources import files
+
+import orjson
+from dependency_injector.wiring import inject
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from app.api.deps import DependencyViewsDep
+from app.api.responses import JsonBytesResponse
+from app.observability.status import DependencyView
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["observability"])
+
+#: The page is one file with its script and styles inline: nothing is fetched from outside.
+DASHBOARD_HTML = files("app.api").joinpath("dashboard.html").read_text(encoding="utf-8")
+STREAM_INTERVAL_SECONDS = 1.0
+
+
+def _status(views: list[DependencyView]) -> dict[str, object]:
+    return {"generated_at": time.time(), "dependencies": {v.name: v.status() for v in views}}
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    """Prometheus exposition: the clients' metrics and the gateway's own HTTP metrics."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/v1/resilience")
+@inject
+async def resilience(views: DependencyViewsDep) -> Response:
+    """Each dependency over the last 10 s: rate, errors, outcomes, latency, breaker, bulkhead."""
+    return JsonBytesResponse(_status(views))
+
+
+@router.get("/api/v1/resilience/stream")
+@inject
+async def resilience_stream(request: Request, views: DependencyViewsDep) -> StreamingResponse:
+    """The same status as Server-Sent Events, one per second, until the client leaves."""
+
+    async def events() -> AsyncIterator[bytes]:
+        while not await request.is_disconnected():
+            yield b"data: " + orjson.dumps(_status(views)) + b"\n\n"
+            await asyncio.sleep(STREAM_INTERVAL_SECONDS)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/dashboard", response_class=HTMLResponse)
+async def dashboard() -> HTMLResponse:
+    """The live dashboard: one card per dependency, fed by the SSE stream."""
+    return HTMLResponse(DASHBOARD_HTML)

@@ -1,0 +1,77 @@
+"""DependencyView: one dependency's live resilience status, for readiness, the API and the dashboard."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from app.observability.observer import CallObserver
+from app.resilience.adaptive import Gradient2Limit
+from app.resilience.breaker import CircuitBreakerPolicy
+from app.resilience.budget import RetryBudget
+from app.resilience.bulkhead import Bulkhead
+
+__all__ = ["DependencyView"]
+
+
+class DependencyView:
+    """Reads a client's policies and rolling stats; holds no state of its own."""
+
+    def __init__(
+        self,
+        name: str,
+        breaker: CircuitBreakerPolicy,
+        bulkhead: Bulkhead,
+        observer: CallObserver,
+        *,
+        budget: RetryBudget | None = None,
+        adaptive: Gradient2Limit | None = None,
+    ) -> None:
+        self.name = name
+        self.breaker = breaker
+        self.bulkhead = bulkhead
+        self.observer = observer
+        self.budget = budget
+        self.adaptive = adaptive
+
+    @property
+    def breaker_open(self) -> bool:
+        """True while the breaker rejects calls."""
+        return self.breaker.state_name == "open"
+
+    def readiness(self) -> dict[str, Any]:
+        """The short form ``/health/ready`` shows."""
+        remaining = self.breaker.seconds_until_half_open()
+        return {
+            "breaker": self.breaker.state_name,
+            "seconds_until_half_open": None if math.isinf(remaining) else round(remaining, 3),
+            "bulkhead": {
+                "in_flight": self.bulkhead.in_flight,
+                "queued": self.bulkhead.queued,
+                "limit": self.bulkhead.max_concurrent,
+            },
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Everything the status API and the dashboard show, over the rolling window."""
+        remaining = self.breaker.seconds_until_half_open()
+        out = self.observer.stats.snapshot()
+        out["breaker"] = {
+            "state": self.breaker.state_name,
+            "mode": self.breaker.mode,
+            "isolated": self.breaker.isolated,
+            "seconds_until_half_open": None if math.isinf(remaining) else round(remaining, 3),
+        }
+        out["bulkhead"] = {
+            "in_flight": self.bulkhead.in_flight,
+            "queued": self.bulkhead.queued,
+            "limit": self.bulkhead.max_concurrent,
+            "mode": "adaptive" if self.adaptive is not None else "fixed",
+            "rejections": self.bulkhead.rejections,
+        }
+        out["retry_budget"] = (
+            None
+            if self.budget is None
+            else {"balance": round(self.budget.balance, 2), "exhausted": self.budget.exhausted}
+        )
+        return out
