@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.clients.config import ClientConfig
+from app.observability.metrics import MetricFamilies
 from app.observability.observer import CallObserver
 from app.resilience.adaptive import Gradient2Limit
 from app.resilience.breaker import CircuitBreakerPolicy
@@ -17,11 +18,11 @@ from app.resilience.window import CountWindow, OutcomeWindow, TimeWindow
 
 __all__ = [
     "adaptive_from_config",
-    "observer_from_config",
     "breaker_from_config",
     "budget_from_config",
     "bulkhead_from_config",
     "hedging_from_config",
+    "observer_from_config",
     "rate_limiter_from_config",
     "retry_from_config",
 ]
@@ -119,9 +120,10 @@ def observer_from_config(
     breaker: CircuitBreakerPolicy,
     bulkhead: Bulkhead,
     clock: Clock = MONOTONIC,
+    families: MetricFamilies | None = None,
 ) -> CallObserver:
     """The client's observer, listening to its breaker and reading its bulkhead's gauges."""
-    observer = CallObserver(config, clock=clock)
+    observer = CallObserver(config, clock=clock, families=families)
     breaker.add_state_listener(lambda _breaker, old, new: observer.breaker_changed(old, new))
     if observer.metrics is not None:
         observer.metrics.watch(

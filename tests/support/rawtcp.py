@@ -36,6 +36,23 @@ async def half_response(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
     writer.transport.abort()
 
 
+async def headers_then_hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Send a status line and headers, then never the body."""
+    await _read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(3600)
+
+
+async def truncated_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Start a chunked body, send half a chunk, and close."""
+    await _read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    writer.write(b'20\r\n{"only": "half')
+    await writer.drain()
+    writer.close()
+
+
 async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Answer with bytes that are not HTTP."""
     await _read_request(reader)

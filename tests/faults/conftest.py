@@ -1,0 +1,114 @@
+"""The fault-matrix harness: isolated metrics, captured logs, and leak checks after every row."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from app.clients import BaseServiceClient, ClientConfig
+from app.clients.policies import breaker_from_config, bulkhead_from_config, observer_from_config
+from app.observability.logging import JsonFormatter
+from app.observability.metrics import MetricFamilies
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class Harness:
+    """Builds clients whose metrics go to a private registry, and reads back what they recorded."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self.registry = CollectorRegistry()
+        self.families = MetricFamilies(self.registry)
+        self.caplog = caplog
+        self.clients: list[BaseServiceClient] = []
+
+    def client(
+        self, base_url: str, cls: type[BaseServiceClient] = BaseServiceClient, **overrides: Any
+    ) -> Any:
+        fields: dict[str, Any] = {
+            "base_url": base_url,
+            "service_name": "faulty",
+            "timeout_seconds": 0.2,
+            "retry_base_delay": 0.01,
+            "retry_max_delay": 0.05,
+            "retry_jitter": False,
+            "circuit_breaker_failure_threshold": 100,
+        }
+        fields.update(overrides)
+        config = ClientConfig(**fields)
+        breaker = breaker_from_config(config)
+        bulkhead = bulkhead_from_config(config)
+        observer = observer_from_config(config, breaker, bulkhead, families=self.families)
+        client = cls(config, breaker=breaker, bulkhead=bulkhead, observer=observer)
+        self.clients.append(client)
+        return client
+
+    def metric(self, name: str, **labels: str) -> float:
+        labels.setdefault("service", "faulty")
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    def requests(self, outcome: str) -> float:
+        """``service_client_requests_total`` for ``outcome``, summed over every label set."""
+        total = 0.0
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == "service_client_requests_total" and sample.labels["outcome"] == outcome:
+                    total += sample.value
+        return total
+
+    def attempts(self) -> float:
+        return sum(
+            s.value
+            for f in self.registry.collect()
+            for s in f.samples
+            if s.name == "service_client_attempts_total"
+        )
+
+    def call_logs(self) -> list[dict[str, Any]]:
+        formatter = JsonFormatter()
+        return [
+            orjson.loads(formatter.format(r))
+            for r in self.caplog.records
+            if r.name == "app.clients" and r.levelno == logging.INFO
+        ]
+
+    def assert_recorded(self, *, outcome: str, attempts: int, calls: int = 1) -> None:
+        """Metrics and the call log agree with what happened."""
+        assert self.requests(outcome) == calls
+        assert self.attempts() == attempts
+        logs = self.call_logs()
+        assert len(logs) == calls
+        assert sum(r["attempts"] for r in logs) == attempts
+        assert {r["outcome"] for r in logs} == {outcome}
+
+
+@pytest.fixture
+async def harness(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Harness]:
+    caplog.set_level(logging.INFO, logger="app.clients")
+    tasks_before = asyncio.all_tasks()
+    fds_before = open_fds()
+    h = Harness(caplog)
+    yield h
+    for client in h.clients:
+        session = client._session
+        if session is not None and session.connector is not None:
+            assert len(session.connector._acquired) == 0, "a connection was not released"
+        await client.close()
+    # Let the peers see the closes, then nothing may be left: no task, no descriptor.
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        gc.collect()
+        if open_fds() <= fds_before and not (asyncio.all_tasks() - tasks_before - {asyncio.current_task()}):
+            break
+    assert asyncio.all_tasks() - tasks_before - {asyncio.current_task()} == set(), "a task leaked"
+    assert open_fds() <= fds_before, "a file descriptor leaked"
