@@ -120,9 +120,7 @@ class Platform:
         taken = [s for s in self.services if not _port_free(s.port)]
         if taken:
             names = ", ".join(f"{s.port} ({s.name})" for s in taken)
-            raise PortInUseError(
-                f"port {names} already in use; stop what holds it or choose another port"
-            )
+            raise PortInUseError(f"port {names} already in use; stop what holds it or choose another port")
 
     def start(self, timeout: float = 30.0) -> None:
         """Start every service and wait until each answers ``/health``; on failure stop them all."""

@@ -11,6 +11,7 @@ import asyncio
 import email.utils
 import time
 
+import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
@@ -24,7 +25,11 @@ from app.clients import (
     RetryExhaustedError,
     ServerError,
 )
+from app.containers import Container
+from app.main import create_app
+from settings import load_settings
 from tests.support import rawtcp
+from tests.support.asgi import serve
 from tests.support.upstream import Upstream, delayed, json, sequence
 
 
@@ -251,13 +256,6 @@ async def test_hedging_under_one_slow_replica(harness, upstream: Upstream) -> No
 
 async def test_inbound_deadline_reaches_the_upstream(upstream: Upstream, monkeypatch) -> None:
     """Inbound 300 ms, upstream takes 1 s: 504 within 350 ms, and the upstream was told <= 300 ms."""
-    import aiohttp
-
-    from app.containers import Container
-    from app.main import create_app
-    from settings import load_settings
-    from tests.support.asgi import serve
-
     upstream.route("market-regime/EURUSD", delayed(1.0, json({})))
     monkeypatch.setenv("APP_ENV", "test")
     monkeypatch.setenv("APP_ANALYSIS_ENGINE__BASE_URL", upstream.base_url)

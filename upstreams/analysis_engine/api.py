@@ -47,9 +47,7 @@ def _series(symbol: str, timeframe: str, limit: int) -> Candles:
     ensure_time_left()
     key = symbol.upper()
     if key not in PAIRS:
-        raise UpstreamError(
-            404, f"unknown symbol {symbol!r}; known: {', '.join(PAIRS)}", "unknown_symbol"
-        )
+        raise UpstreamError(404, f"unknown symbol {symbol!r}; known: {', '.join(PAIRS)}", "unknown_symbol")
     return candles(key, timeframe).tail(limit)
 
 
@@ -74,9 +72,7 @@ def _validated_params(index: int, spec: IndicatorSpec) -> tuple[str, dict[str, f
     for key, value in params.items():
         if key == "stddev":
             if not 0 < value <= 10:
-                raise UpstreamError(
-                    422, f"{where}.params.stddev: must be in (0, 10]", "validation_error"
-                )
+                raise UpstreamError(422, f"{where}.params.stddev: must be in (0, 10]", "validation_error")
         elif not (float(value).is_integer() and 1 <= value <= MAX_PERIOD):
             raise UpstreamError(
                 422,

@@ -73,8 +73,7 @@ def macd(values: Sequence[float], fast: int, slow: int, signal: int) -> dict[str
     """MACD line (EMA fast - EMA slow), its signal (EMA of the line) and the histogram."""
     fast_ema, slow_ema = ema(values, fast), ema(values, slow)
     line: Series = [
-        f - s if f is not None and s is not None else None
-        for f, s in zip(fast_ema, slow_ema, strict=True)
+        f - s if f is not None and s is not None else None for f, s in zip(fast_ema, slow_ema, strict=True)
     ]
     sig = _ema_from(line, signal)
     hist: Series = [
@@ -158,8 +157,6 @@ INDICATORS: dict[
 }
 
 
-def compute(
-    name: str, candles: Candles, params: dict[str, float]
-) -> tuple[Series, dict[str, Series] | None]:
+def compute(name: str, candles: Candles, params: dict[str, float]) -> tuple[Series, dict[str, Series] | None]:
     """The indicator ``name`` over ``candles`` with ``params`` (already validated)."""
     return INDICATORS[name][1](candles, params)

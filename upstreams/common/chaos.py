@@ -117,17 +117,13 @@ class ChaosMiddleware:
             stats.delayed += 1
             budget = parse_timeout_header(scope["headers"])
             past_deadline = budget is not None and budget < delay
-            gone, receive = await _wait(
-                receive, budget if budget is not None and past_deadline else delay
-            )
+            gone, receive = await _wait(receive, budget if budget is not None and past_deadline else delay)
             if gone:
                 return  # the caller hung up: nobody to answer, no work to do
             if past_deadline:
                 # The caller will have given up before the answer arrives: say so at its deadline.
                 stats.deadline_exceeded += 1
-                await _reply(
-                    send, 504, b'{"detail":"deadline exceeded","code":"deadline_exceeded"}'
-                )
+                await _reply(send, 504, b'{"detail":"deadline exceeded","code":"deadline_exceeded"}')
                 return
         if config.drop_connection_rate and rng.random() < config.drop_connection_rate:
             stats.connections_dropped += 1

@@ -38,9 +38,7 @@ async def _upstream(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
-    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
-        exc.status_code, "error"
-    )
+    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "error")
     return JSONResponse({"detail": str(exc.detail), "code": code}, status_code=exc.status_code)
 
 

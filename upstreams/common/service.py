@@ -39,9 +39,7 @@ class UpstreamSettings(BaseSettings):
     @property
     def chaos(self) -> bool:
         """Whether the chaos routes and middleware are on."""
-        return (
-            self.chaos_enabled if self.chaos_enabled is not None else self.app_env != "production"
-        )
+        return self.chaos_enabled if self.chaos_enabled is not None else self.app_env != "production"
 
 
 def _require_key(settings: UpstreamSettings) -> Any:
@@ -87,15 +85,12 @@ def serve(title: str, settings_cls: type[UpstreamSettings], routers: Iterable[AP
     except ValidationError as exc:
         prefix = settings_cls.model_config.get("env_prefix", "")
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))} ({prefix}{'_'.join(map(str, e['loc'])).upper()}): "
-            + e["msg"]
+            f"{'.'.join(map(str, e['loc']))} ({prefix}{'_'.join(map(str, e['loc'])).upper()}): " + e["msg"]
             for e in exc.errors(include_input=False)
         )
         print(f"invalid settings: {problems}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = build_service(title, settings, routers)
     uvicorn.run(
         app,

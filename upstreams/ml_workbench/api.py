@@ -33,9 +33,7 @@ class PredictRequest(BaseModel):
 def _model(model_id: str) -> Model:
     model = REGISTRY.get(model_id)
     if model is None:
-        raise UpstreamError(
-            404, f"unknown model {model_id!r}; known: {', '.join(REGISTRY)}", "unknown_model"
-        )
+        raise UpstreamError(404, f"unknown model {model_id!r}; known: {', '.join(REGISTRY)}", "unknown_model")
     return model
 
 
@@ -58,13 +56,9 @@ async def predict(model_id: ModelId, body: PredictRequest) -> dict[str, Any]:
     model = _model(model_id)
     missing = [f for f in model.features if f not in body.features]
     if missing:
-        raise UpstreamError(
-            422, f"features: missing {missing} for model {model.id}", "validation_error"
-        )
+        raise UpstreamError(422, f"features: missing {missing} for model {model.id}", "validation_error")
     bad = [
-        f
-        for f in model.features
-        if body.features[f] is None or not math.isfinite(body.features[f] or 0.0)
+        f for f in model.features if body.features[f] is None or not math.isfinite(body.features[f] or 0.0)
     ]
     if bad:
         raise UpstreamError(422, f"features: {bad} must be finite numbers", "validation_error")

@@ -92,8 +92,7 @@ def fit_models() -> list[dict[str, Any]]:
     w, mean, std, quality = _logistic(xs, ys)
     prior = sum(ys) / len(ys)
     data = (
-        f"reference series, pairs {sorted(PAIRS)}, timeframes {list(TIMEFRAMES)}; "
-        "label: next close > close"
+        f"reference series, pairs {sorted(PAIRS)}, timeframes {list(TIMEFRAMES)}; label: next close > close"
     )
     return [
         {
