@@ -126,6 +126,7 @@ def observer_from_config(
     observer = CallObserver(config, clock=clock, families=families)
     breaker.add_state_listener(lambda _breaker, old, new: observer.breaker_changed(old, new))
     if observer.metrics is not None:
+        observer.metrics.circuit(breaker.state_name)
         observer.metrics.watch(
             lambda: bulkhead.in_flight, lambda: bulkhead.queued, lambda: bulkhead.max_concurrent
         )

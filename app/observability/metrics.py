@@ -168,9 +168,13 @@ class ClientMetrics:
         if reason == "bulkhead_full":
             self.families.bulkhead_rejections.labels(self.service).inc()
 
+    def circuit(self, state: str) -> None:
+        """Set the breaker-state gauge (also at start, so a healthy dependency shows as 0)."""
+        self.families.circuit_state.labels(self.service).set(BREAKER_STATE_VALUES[state])
+
     def transition(self, old: str, new: str) -> None:
         """Record a breaker state change."""
-        self.families.circuit_state.labels(self.service).set(BREAKER_STATE_VALUES[new])
+        self.circuit(new)
         self.families.circuit_transitions.labels(self.service, old, new).inc()
 
     def hedge(self) -> None:

@@ -22,6 +22,6 @@ class AnalysisEngineSettings(UpstreamSettings):
     port: int = 8001
 
 
-def create_app(settings: AnalysisEngineSettings | None = None) -> Any:
+def create_app(settings: AnalysisEngineSettings | None = None, tracer_provider: Any = None) -> Any:
     """The service, chaos included when its settings allow."""
-    return build_service(TITLE, settings or AnalysisEngineSettings(), [router])
+    return build_service(TITLE, settings or AnalysisEngineSettings(), [router], tracer_provider)

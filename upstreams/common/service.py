@@ -10,6 +10,11 @@ from typing import Any, Literal
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -17,7 +22,7 @@ from upstreams.common.chaos import ChaosMiddleware, ChaosState, chaos_router
 from upstreams.common.deadline import DeadlineMiddleware
 from upstreams.common.errors import UpstreamError, install_error_handlers
 
-__all__ = ["UpstreamSettings", "build_service", "serve"]
+__all__ = ["UpstreamSettings", "build_service", "serve", "tracer_provider"]
 
 
 class UpstreamSettings(BaseSettings):
@@ -35,6 +40,9 @@ class UpstreamSettings(BaseSettings):
     #: Fault injection; by default on in the local and test profiles, off in production.
     chaos_enabled: bool | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: Where SERVER spans go: nowhere, the console, or OTLP/HTTP at ``otlp_endpoint``.
+    tracing_exporter: Literal["none", "console", "otlp"] = "none"
+    otlp_endpoint: str | None = None
 
     @property
     def chaos(self) -> bool:
@@ -56,9 +64,16 @@ def _require_key(settings: UpstreamSettings) -> Any:
 
 
 def build_service(
-    title: str, settings: UpstreamSettings, routers: Iterable[APIRouter]
+    title: str,
+    settings: UpstreamSettings,
+    routers: Iterable[APIRouter],
+    tracer_provider: TracerProvider | None = None,
 ) -> ChaosMiddleware | FastAPI:
-    """The service's ASGI app; with chaos on, wrapped by the chaos middleware (outermost)."""
+    """The service's ASGI app; with chaos on, wrapped by the chaos middleware (outermost).
+
+    With a ``tracer_provider``, every request gets a SERVER span, joined to the caller's
+    trace through its ``traceparent``.
+    """
     app = FastAPI(title=title, version="1.0.0")
     install_error_handlers(app)
 
@@ -70,12 +85,26 @@ def build_service(
     for router in routers:
         app.include_router(router, prefix="/api/v1", dependencies=[auth])
     app.add_middleware(DeadlineMiddleware)
+    if tracer_provider is not None:
+        app.add_middleware(OpenTelemetryMiddleware, tracer_provider=tracer_provider)
     if not settings.chaos:
         return app
     state = ChaosState()
     app.state.chaos = state
     app.include_router(chaos_router(state))
     return ChaosMiddleware(app, state)
+
+
+def tracer_provider(title: str, settings: UpstreamSettings) -> TracerProvider | None:
+    """A provider exporting as the settings say, or None when tracing is off."""
+    if settings.tracing_exporter == "none":
+        return None
+    provider = TracerProvider(resource=Resource.create({"service.name": title}))
+    if settings.tracing_exporter == "otlp":
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint)))
+    else:
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    return provider
 
 
 def serve(title: str, settings_cls: type[UpstreamSettings], routers: Iterable[APIRouter]) -> int:
@@ -91,7 +120,7 @@ def serve(title: str, settings_cls: type[UpstreamSettings], routers: Iterable[AP
         print(f"invalid settings: {problems}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = build_service(title, settings, routers)
+    app = build_service(title, settings, routers, tracer_provider(title, settings))
     uvicorn.run(
         app,
         host=settings.host,

@@ -25,6 +25,6 @@ class MLWorkbenchSettings(UpstreamSettings):
     port: int = 8002
 
 
-def create_app(settings: MLWorkbenchSettings | None = None) -> Any:
+def create_app(settings: MLWorkbenchSettings | None = None, tracer_provider: Any = None) -> Any:
     """The service, chaos included when its settings allow."""
-    return build_service(TITLE, settings or MLWorkbenchSettings(), [router])
+    return build_service(TITLE, settings or MLWorkbenchSettings(), [router], tracer_provider)
