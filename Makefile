@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck pytest clean
+.PHONY: run test lint typecheck pytest browser screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,18 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest
 
-test: lint typecheck pytest
+# Debian's Chromium, for the dashboard's browser test. Where it cannot be installed the
+# test skips itself and says why; it is never passed silently.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+		echo "make: Chromium could not be installed; the dashboard browser test will be skipped"
+
+# Regenerates docs/dashboard.png, the README's screenshot, from the real page.
+screenshot: $(STAMP) browser
+	$(BIN)/python scripts/dashboard_screenshot.py
+
+test: lint typecheck browser pytest
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

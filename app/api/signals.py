@@ -89,17 +89,21 @@ async def build_signal(
     model_id: str,
 ) -> dict[str, Any]:
     """The signal for ``symbol``: Analysis Engine failures raise; ML Workbench failures degrade."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            # A TaskGroup, not gather: if one call fails the other is cancelled, not leaked.
-            indicators_task = group.create_task(
-                analysis.get_technical_indicators(symbol, timeframe, SIGNAL_INDICATORS)
-            )
-            regime_task = group.create_task(analysis.detect_market_regime(symbol, timeframe))
-    except ExceptionGroup as group_error:
-        # Callers and the error handlers expect the typed error itself.
-        raise group_error.exceptions[0] from None
-    indicators, regime = indicators_task.result(), regime_task.result()
+    # Both calls run to completion even when one fails. Cancelling the sibling would
+    # waste a half-open breaker's only trial: with the regime call refused, the
+    # indicators trial would be cancelled on every request and the breaker would never
+    # close. Each call is bounded by its own deadline, and a cancelled request still
+    # cancels both.
+    indicators, regime = await asyncio.gather(
+        analysis.get_technical_indicators(symbol, timeframe, SIGNAL_INDICATORS),
+        analysis.detect_market_regime(symbol, timeframe),
+        return_exceptions=True,
+    )
+    for outcome in (indicators, regime):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    assert not isinstance(indicators, BaseException)  # noqa: S101 - narrowed above, for mypy
+    assert not isinstance(regime, BaseException)  # noqa: S101
     try:
         features = derive_features(indicators)
     except ValueError as exc:

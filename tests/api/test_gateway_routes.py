@@ -9,6 +9,7 @@ import pytest
 from dependency_injector import providers
 
 from app.clients import (
+    AnalysisEngineClient,
     BulkheadFullError,
     CircuitBreakerOpenError,
     ClientAuthenticationError,
@@ -253,3 +254,37 @@ async def test_request_id_is_echoed_and_generated(container, http) -> None:
             assert resp.headers["X-Request-ID"] == "abc-123"
         async with http.get(f"{base}/health", headers={"X-Request-ID": "bad id\u00e9"}) as resp:
             assert len(resp.headers["X-Request-ID"]) == 32
+
+
+async def test_signals_alone_can_close_a_half_open_breaker(container, http, upstream, clock) -> None:
+    """A half-open breaker's one trial is not cancelled by its refused sibling call.
+
+    Signals make two concurrent Analysis Engine calls; in half-open one is the trial and
+    the other is refused. The trial must still finish, so signal traffic alone closes
+    the breaker instead of wasting the trial on every request.
+    """
+    upstream.route("*", json_handler({}, status=500))
+    client = AnalysisEngineClient(
+        ClientConfig(base_url=upstream.base_url, service_name="analysis-engine-service", max_retries=0,
+                     circuit_breaker_failure_threshold=2, circuit_breaker_reset_timeout_seconds=5),
+        clock=clock,
+    )  # fmt: skip
+    for _ in range(2):
+        with pytest.raises(ServerError):
+            await client.detect_market_regime("EURUSD")
+    assert client.breaker.state_name == "open"
+    clock.advance(5)
+    upstream.route("indicators/calculate", json_handler(INDICATORS))
+    upstream.route("market-regime/EURUSD", json_handler(REGIME))
+    container.analysis_engine.client.override(providers.Object(client))
+    container.ml_workbench.client.override(providers.Object(FakeWorkbench()))
+    try:
+        async with serve(create_app(container)) as base:
+            first, _, _ = await get(http, f"{base}/api/v1/signals/EURUSD")
+            second, body, _ = await get(http, f"{base}/api/v1/signals/EURUSD")
+    finally:
+        await client.close()
+    assert first == 503  # the refused sibling
+    assert client.breaker.state_name == "closed"  # the trial finished and closed it
+    assert second == 200
+    assert body["regime"] == REGIME
