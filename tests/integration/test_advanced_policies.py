@@ -151,27 +151,30 @@ async def test_adaptive_limit_follows_upstream_latency(make_client, upstream: Up
         adaptive_initial_limit=40, adaptive_min_limit=4,
     )  # fmt: skip
 
-    async def load(calls: int) -> None:
+    async def load(calls: int) -> list[int]:
+        """Run ``calls`` calls from 60 workers; the limit seen after each call."""
         queue = asyncio.Queue()
         for _ in range(calls):
             queue.put_nowait(None)
+        limits: list[int] = []
 
         async def worker() -> None:
             while not queue.empty():
                 queue.get_nowait()
                 await client.get("r")
+                limits.append(client.bulkhead.max_concurrent)
 
         await asyncio.gather(*(worker() for _ in range(60)))
+        return limits
 
-    await load(600)
-    steady = client.bulkhead.max_concurrent
+    steady = (await load(600))[-1]
     latency = 0.04
-    await load(300)
-    congested = client.bulkhead.max_concurrent
+    # Gradient2 cuts the limit as soon as latency jumps; its long-term baseline then
+    # adapts, so the low point is the measure, not the end of the phase.
+    congested = min(await load(300))
     latency = 0.002
-    await load(1500)
-    recovered = client.bulkhead.max_concurrent
-    assert congested < steady
+    recovered = (await load(1500))[-1]
+    assert congested < steady * 0.75
     assert recovered > congested
     assert client.observer.stats.snapshot()["counts"]["success"] == 2400
 
