@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -18,6 +19,17 @@ __all__ = ["Platform", "PortInUseError", "ServiceProcess", "plan"]
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE_SECONDS = 4.0
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the launcher dies, even by SIGKILL.
+
+    The children have their own session (so Ctrl-C reaches only the launcher); without
+    this a killed launcher would leave them running.
+    """
+    if sys.platform == "linux":
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 class PortInUseError(RuntimeError):
@@ -147,6 +159,7 @@ class Platform:
                 stderr=subprocess.STDOUT if out else None,
                 # Own process group: Ctrl-C reaches only the launcher, which stops them in order.
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             if out is not None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
@@ -16,6 +17,8 @@ from yarl import URL
 
 from app.clients.config import ClientConfig
 from app.clients.exceptions import (
+    BulkheadFullError,
+    CircuitBreakerOpenError,
     ClientConnectionError,
     ClientError,
     ClientResponseError,
@@ -367,8 +370,18 @@ class BaseServiceClient:
         url = self._resolver.resolve(endpoint, path_params)  # ValueError before anything is sent
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be > 0")
+        # Fast refusals: an open breaker or a full bulkhead answers before any of the
+        # per-call set-up below (and costs a few microseconds, not tens).
+        wait = self.breaker.seconds_until_half_open()
+        if wait > 0:
+            retry_after = None if math.isinf(wait) else wait
+            return self._refuse(
+                method, endpoint, CircuitBreakerOpenError, "breaker_open", retry_after, fallback
+            )
+        if self.bulkhead.full:
+            return self._refuse(method, endpoint, BulkheadFullError, "bulkhead_full", None, fallback)
         session = self._current_session()
-        request_id = request_id_var.get() or uuid.uuid4().hex
+        request_id = request_id_var.get() or secrets.token_hex(16)
         hdrs = dict(self._headers)
         if headers:
             hdrs.update(headers)
@@ -415,6 +428,33 @@ class BaseServiceClient:
             end_span(record.span, record, None)
         self.observer.finished(record, clock.now() - started, None, json, result)
         return result
+
+    def _refuse(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        cls: type[ClientError],
+        reason: str,
+        retry_after: float | None,
+        fallback: Any,
+    ) -> Any:
+        """A call a policy refused before sending anything: counted, logged, fallen back or raised."""
+        record = CallRecord(self.service_name, method, endpoint, "")
+        error = cls(
+            cls.reason,
+            service_name=self.service_name,
+            method=method,
+            endpoint=endpoint,
+            attempts=0,
+            retry_after=retry_after,
+        )
+        if falls_back(fallback, error):
+            self.observer.refused(record, reason, error, fallback=True)
+            mark_degraded(self.service_name)
+            return resolve(fallback, error)
+        self.observer.refused(record, reason, error)
+        raise error
 
     def _deadline(self, timeout: float | None) -> Deadline:
         """The call's deadline: its own budget, inside the inbound request's, less a margin."""

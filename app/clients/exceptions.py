@@ -66,6 +66,15 @@ class ClientError(ServiceError):
     reason: ClassVar[str] = "request failed"
     #: The outcome label logs and metrics count this error under.
     outcome: ClassVar[str] = "error"
+    #: The upstream's error ``detail`` and ``code``, when it sent ``{"detail", "code"}``.
+    detail: str | None = None
+    code: str | None = None
+    #: A 3xx's ``Location``.
+    location: str | None = None
+    #: The service method the error passed through (set by ``@operation``).
+    operation: str | None = None
+    #: True when a retry was refused because the client's retry budget was spent.
+    budget_exhausted: bool = False
 
     def __init__(
         self,
@@ -88,12 +97,16 @@ class ClientError(ServiceError):
         self.status = status
         self.attempts = attempts
         self.retry_after = retry_after
-        self.detail = detail
-        self.code = code
-        self.location = location
-        self.operation = operation
-        #: True when a retry was refused because the client's retry budget was spent.
-        self.budget_exhausted = False
+        # The rarer attributes fall back to the class defaults below unless given: an
+        # error is built on every refused call while a dependency is down.
+        if detail is not None:
+            self.detail = detail
+        if code is not None:
+            self.code = code
+        if location is not None:
+            self.location = location
+        if operation is not None:
+            self.operation = operation
         self._message = message or self.reason
         super().__init__(self._message)
 

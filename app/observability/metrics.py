@@ -118,7 +118,7 @@ class ClientMetrics:
     caching the children keeps the per-call cost to the increment itself.
     """
 
-    __slots__ = ("_attempts", "_duration", "_requests", "_retries", "families", "service")
+    __slots__ = ("_duration", "_rejections", "_requests", "_retries", "families", "service")
 
     def __init__(self, service: str, families: MetricFamilies) -> None:
         self.service = service
@@ -126,6 +126,7 @@ class ClientMetrics:
         self._requests: dict[tuple[str, str, str, int | None], Counter] = {}
         self._duration: dict[tuple[str, str], tuple[Histogram, Counter]] = {}
         self._retries: dict[str, Counter] = {}
+        self._rejections: dict[str, list[Counter]] = {}
 
     def call(
         self,
@@ -145,6 +146,8 @@ class ClientMetrics:
                 self.service, method, endpoint, outcome, "" if status is None else str(status)
             )
         requests.inc()
+        if not attempts:
+            return  # refused before any attempt: no upstream latency to report
         pair = self._duration.get((method, endpoint))
         if pair is None:
             pair = self._duration[(method, endpoint)] = (
@@ -152,8 +155,7 @@ class ClientMetrics:
                 self.families.attempts.labels(self.service, method, endpoint),
             )
         pair[0].observe(seconds)
-        if attempts:
-            pair[1].inc(attempts)
+        pair[1].inc(attempts)
 
     def retry(self, reason: str) -> None:
         """Count one retry, by the outcome of the attempt that failed."""
@@ -164,9 +166,14 @@ class ClientMetrics:
 
     def rejection(self, reason: str) -> None:
         """Count a call refused by a policy (breaker_open, bulkhead_full, rate_limited, budget_exhausted)."""
-        self.families.rejections.labels(self.service, reason).inc()
-        if reason == "bulkhead_full":
-            self.families.bulkhead_rejections.labels(self.service).inc()
+        counters = self._rejections.get(reason)
+        if counters is None:
+            counters = [self.families.rejections.labels(self.service, reason)]
+            if reason == "bulkhead_full":
+                counters.append(self.families.bulkhead_rejections.labels(self.service))
+            self._rejections[reason] = counters
+        for counter in counters:
+            counter.inc()
 
     def circuit(self, state: str) -> None:
         """Set the breaker-state gauge (also at start, so a healthy dependency shows as 0)."""

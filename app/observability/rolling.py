@@ -72,13 +72,20 @@ class RollingStats:
             buckets.pop(0)
         return bucket
 
-    def record(self, outcome: str, seconds: float) -> None:
-        """One finished logical call."""
+    def record(self, outcome: str, seconds: float | None) -> None:
+        """One finished logical call; ``seconds`` is None when nothing was sent."""
         with self._lock:
             bucket = self._bucket()
             bucket.outcomes[outcome] += 1
-            if len(bucket.latencies) < _MAX_SAMPLES:
+            if seconds is not None and len(bucket.latencies) < _MAX_SAMPLES:
                 bucket.latencies.append(seconds)
+
+    def refused(self, outcome: str) -> None:
+        """One call refused by a policy before anything was sent: counted once, no latency."""
+        with self._lock:
+            bucket = self._bucket()
+            bucket.outcomes[outcome] += 1
+            bucket.rejections += 1
 
     def retry(self) -> None:
         """One retry."""

@@ -42,6 +42,11 @@ class Bulkhead:
         return self._in_flight
 
     @property
+    def full(self) -> bool:
+        """True when a call now would be refused: every slot taken and the queue full."""
+        return self._in_flight >= self.max_concurrent and len(self._waiters) >= self.max_waiting
+
+    @property
     def queued(self) -> int:
         """Calls waiting for a slot now."""
         return len(self._waiters)

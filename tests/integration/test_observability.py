@@ -19,7 +19,7 @@ from app.clients import BaseServiceClient, ClientConfig
 from app.clients.policies import breaker_from_config, bulkhead_from_config, observer_from_config
 from app.containers import Container
 from app.main import create_app
-from app.observability.logging import JsonFormatter, configure_logging
+from app.observability.logging import JsonFormatter, configure_logging, stop_logging
 from app.observability.metrics import ClientMetrics, MetricFamilies
 from app.observability.tracing import configure_tracing
 from settings import load_settings
@@ -227,6 +227,7 @@ def test_one_logging_setup_serves_uvicorn_too(capsys) -> None:
     try:
         configure_logging("INFO", json=True)
         logging.getLogger("uvicorn.error").info("server started")
+        stop_logging()  # drains the writer thread: nothing logged is lost
         err = capsys.readouterr().err.strip().splitlines()[-1]
     finally:
         root.handlers[:], root.level = saved[0], saved[1]

@@ -22,6 +22,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def launcher_env(gateway: int, analysis: int, workbench: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "AE_", "MLW_"))}
     return {
@@ -89,3 +94,27 @@ def test_signal_stops_all_three_cleanly(signum) -> None:
     for port in ports:
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_children_die_with_a_killed_launcher() -> None:
+    """Even a SIGKILLed launcher leaves nothing running: its children follow it."""
+    ports = free_port(), free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launcher"], cwd=ROOT, env=launcher_env(*ports),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line or "Ctrl-C stops all three" in line:
+            break
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    deadline = time.monotonic() + 5
+    listening = list(ports)
+    while listening and time.monotonic() < deadline:
+        listening = [p for p in ports if _listening(p)]
+        time.sleep(0.1)
+    assert listening == []

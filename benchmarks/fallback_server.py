@@ -1,0 +1,76 @@
+"""A minimal HTTP/1.1 keep-alive server (``python -m benchmarks.fallback_server PORT``).
+
+Used when nginx cannot be installed, and for ``/slow`` (the memory benchmark's endpoint
+that holds every response for a while), which nginx cannot do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from benchmarks.payloads import ERROR, LARGE, SMALL
+
+SLOW_SECONDS = 3.0
+
+
+def _response(status: bytes, body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 "
+        + status
+        + b"\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: keep-alive\r\n\r\n"
+        + body
+    )
+
+
+RESPONSES = {
+    b"/small": _response(b"200 OK", SMALL),
+    b"/large": _response(b"200 OK", LARGE),
+    b"/error": _response(b"503 Service Unavailable", ERROR),
+    b"/slow": _response(b"200 OK", SMALL),
+}
+NOT_FOUND = _response(b"404 Not Found", b'{"detail":"no route"}')
+
+
+class Server(asyncio.Protocol):
+    """Answers GETs by path; bodies of requests are not expected."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            path = head.split(b" ", 2)[1].split(b"?")[0]
+            reply = RESPONSES.get(path, NOT_FOUND)
+            if path == b"/slow":
+                asyncio.get_running_loop().call_later(SLOW_SECONDS, self._write, reply)
+            else:
+                self._write(reply)
+
+    def _write(self, reply: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(reply)
+
+
+async def main(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Server, "127.0.0.1", port, backlog=16384, reuse_address=True)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.run(main(int(sys.argv[1])))
+    except ImportError:
+        asyncio.run(main(int(sys.argv[1])))
+    except KeyboardInterrupt:
+        pass

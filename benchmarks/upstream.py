@@ -1,0 +1,119 @@
+"""The benchmark upstream in its own process: nginx when it can be had, else the fallback server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from benchmarks.payloads import ERROR, LARGE, SMALL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=16384;
+        root {tmp}/www;
+        default_type application/json;
+        etag off;
+        location = /small {{ try_files /small.json =404; }}
+        location = /large {{ try_files /large.json =404; }}
+        location = /error {{ return 503 '{error}'; }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_nginx() -> str | None:
+    """Nginx's path, installing Debian's package when missing and allowed; None if impossible."""
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if found or os.geteuid() != 0:
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)  # noqa: S607
+    subprocess.run(["apt-get", "install", "-y", "-qq", "nginx"], env=env, capture_output=True, check=False)  # noqa: S607
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"upstream exited with {proc.returncode}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback
+                if resp.status == 200:
+                    return
+        time.sleep(0.05)
+    raise TimeoutError("upstream did not start")
+
+
+@contextlib.contextmanager
+def fallback_server() -> Iterator[str]:
+    """The minimal server, in its own process."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.fallback_server", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL
+    )
+    try:
+        _wait(f"http://127.0.0.1:{port}/small", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+@contextlib.contextmanager
+def upstream(prefer_nginx: bool = True) -> Iterator[tuple[str, str]]:
+    """``(base_url, kind)``: nginx with keep-alive on 127.0.0.1, or the fallback server."""
+    nginx = ensure_nginx() if prefer_nginx else None
+    if nginx is None:
+        with fallback_server() as url:
+            yield url, "fallback (minimal asyncio server; nginx could not be installed)"
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+    tmp.chmod(0o755)  # nginx's workers run as another user and must read the files
+    (tmp / "www").mkdir()
+    (tmp / "www" / "small.json").write_bytes(SMALL)
+    (tmp / "www" / "large.json").write_bytes(LARGE)
+    for path in (tmp, tmp / "www", tmp / "www" / "small.json", tmp / "www" / "large.json"):
+        path.chmod(0o755)
+    port = free_port()
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=port, error=ERROR.decode()))
+    proc = subprocess.Popen([nginx, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], stderr=subprocess.DEVNULL)  # noqa: S603
+    try:
+        _wait(f"http://127.0.0.1:{port}/small", proc)
+        version = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False).stderr.strip()  # noqa: S603
+        yield f"http://127.0.0.1:{port}", version
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        shutil.rmtree(tmp, ignore_errors=True)
