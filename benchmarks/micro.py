@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -35,10 +36,8 @@ async def open_breaker_rejection(n: int) -> float:
     client.breaker.isolate()
 
     async def call() -> None:
-        try:
+        with contextlib.suppress(CircuitBreakerOpenError):
             await client.get("prices")
-        except CircuitBreakerOpenError:
-            pass
 
     try:
         return await _per_call(call, n)
@@ -52,10 +51,8 @@ async def bulkhead_rejection(n: int) -> float:
     assert client.bulkhead.try_acquire()
 
     async def call() -> None:
-        try:
+        with contextlib.suppress(BulkheadFullError):
             await client.get("prices")
-        except BulkheadFullError:
-            pass
 
     try:
         return await _per_call(call, n)

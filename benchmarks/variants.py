@@ -32,7 +32,7 @@ def _framework(log: bool) -> Callable[[str], Awaitable[tuple[Call, Close]]]:
 
         base, _, endpoint = url.rpartition("/")
         # The framework's own logging set-up, to a file: JSON lines, written off the loop.
-        log_file = open(tempfile.mktemp(prefix="bench-calls-", suffix=".log"), "w")  # noqa: S306, SIM115
+        log_file = open(tempfile.mktemp(prefix="bench-calls-", suffix=".log"), "w")  # noqa: S306, SIM115, ASYNC230
         configure_logging("INFO" if log else "WARNING", json=True, stream=log_file)
         client = BaseServiceClient(
             ClientConfig(

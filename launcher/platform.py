@@ -21,15 +21,19 @@ ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE_SECONDS = 4.0
 
 
+# Loaded here, in the parent: between fork and exec the child may only make the call,
+# not load a library (that could wait on a lock another thread of the parent held).
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform == "linux" else None
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM if the launcher dies, even by SIGKILL.
 
     The children have their own session (so Ctrl-C reaches only the launcher); without
     this a killed launcher would leave them running.
     """
-    if sys.platform == "linux":
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 class PortInUseError(RuntimeError):
@@ -159,7 +163,7 @@ class Platform:
                 stderr=subprocess.STDOUT if out else None,
                 # Own process group: Ctrl-C reaches only the launcher, which stops them in order.
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - one syscall, no locks (see _LIBC)
             )
         finally:
             if out is not None:

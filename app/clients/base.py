@@ -376,10 +376,18 @@ class BaseServiceClient:
         if wait > 0:
             retry_after = None if math.isinf(wait) else wait
             return self._refuse(
-                method, endpoint, CircuitBreakerOpenError, "breaker_open", retry_after, fallback
-            )
+                method, endpoint, cls=CircuitBreakerOpenError, reason="breaker_open",
+                retry_after=retry_after, fallback=fallback,
+            )  # fmt: skip
         if self.bulkhead.full:
-            return self._refuse(method, endpoint, BulkheadFullError, "bulkhead_full", None, fallback)
+            return self._refuse(
+                method,
+                endpoint,
+                cls=BulkheadFullError,
+                reason="bulkhead_full",
+                retry_after=None,
+                fallback=fallback,
+            )
         session = self._current_session()
         request_id = request_id_var.get() or secrets.token_hex(16)
         hdrs = dict(self._headers)
