@@ -179,6 +179,7 @@ class BaseServiceClient:
             hedging=self.hedging,
             adaptive=self.adaptive,
         )
+        self._client_timeout = aiohttp.ClientTimeout(total=cfg.timeout_seconds, ceil_threshold=math.inf)
         self._resolver = EndpointResolver(cfg.base_url)
         self._origin = URL(cfg.base_url).origin()
         self._session = session
@@ -490,28 +491,36 @@ class BaseServiceClient:
             "method": record.method,
             "endpoint": record.endpoint,
         }
+        # aiohttp's own total timeout bounds the attempt (connect, send, headers, body):
+        # it costs less per call than a second timer around it. ceil_threshold=inf stops
+        # aiohttp rounding long timeouts up to whole seconds, past the deadline.
+        attempt_timeout = self._client_timeout if timeout == self.config.timeout_seconds else None
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                for _ in range(_MAX_REDIRECTS + 1):
-                    async with session.request(
-                        method,
-                        url,
-                        params=params,
-                        data=body,
-                        headers=headers,
-                        allow_redirects=False,
-                    ) as resp:
-                        status = resp.status
-                        record.status = status
-                        if status in _REDIRECTS and self.config.follow_redirects:
-                            method, url, body = self._redirect(resp, method, url, body, ctx)
-                            params = None  # the Location carries the query
-                            continue
-                        result = await self._finish(resp, ctx)
-                        if span is not None:
-                            end_span(span, record, None)
-                        return result
-                raise ClientResponseError("too many redirects", status=record.status, **ctx)
+            for _ in range(_MAX_REDIRECTS + 1):
+                async with session.request(
+                    method,
+                    url,
+                    params=params,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=attempt_timeout
+                    or aiohttp.ClientTimeout(total=max(0.0, ends - loop.time()), ceil_threshold=math.inf),
+                ) as resp:
+                    status = resp.status
+                    record.status = status
+                    if status in _REDIRECTS and self.config.follow_redirects:
+                        method, url, body = self._redirect(resp, method, url, body, ctx)
+                        params = None  # the Location carries the query
+                        attempt_timeout = None  # the next hop gets what is left
+                        continue
+                    result = await self._finish(resp, ctx)
+                    if span is not None:
+                        end_span(span, record, None)
+                    return result
+            raise ClientResponseError("too many redirects", status=record.status, **ctx)
         except TimeoutError as exc:
             error: ClientError = ClientTimeoutError(f"no response within {timeout:.3f}s", **ctx)
             raise_from: BaseException = exc

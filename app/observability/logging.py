@@ -56,16 +56,20 @@ class AsyncLogHandler(logging.handlers.QueueHandler):
     """Hands records to a writer thread, so formatting and I/O stay off the event loop.
 
     The calling thread only enqueues the record (no formatting, unlike the stock
-    ``QueueHandler``). The writer thread formats each batch it finds waiting and writes
-    it with one ``write`` and one ``flush``. ``close()`` drains the queue, so no record is
-    lost on shutdown; ``configure_logging`` registers that with ``atexit``.
+    ``QueueHandler``). Every ``interval`` seconds the writer thread formats what has
+    queued up and writes it with one ``write`` and one ``flush``: it does not wake per
+    record, which under the GIL would cost the event loop a thread switch per call.
+    ``close()`` drains the queue, so no record is lost on shutdown; ``configure_logging``
+    registers that with ``atexit``. Warnings and errors are written at once.
     """
 
-    def __init__(self, target: IO[str], formatter: logging.Formatter) -> None:
+    def __init__(self, target: IO[str], formatter: logging.Formatter, interval: float = 0.05) -> None:
         self._queue: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
         super().__init__(self._queue)
         self._target = target
         self._formatter = formatter
+        self._interval = interval
+        self._wake = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="log-writer", daemon=True)
         self._writer.start()
         self.addFilter(_SpanFilter())
@@ -74,12 +78,19 @@ class AsyncLogHandler(logging.handlers.QueueHandler):
         """Enqueue the record as is: the writer formats it."""
         return record
 
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue the record; a warning or worse is written without waiting for the tick."""
+        self._queue.put_nowait(record)
+        if record.levelno >= logging.WARNING:
+            self._wake.set()
+
     def _write_loop(self) -> None:
         q = self._queue
         while True:
-            first = q.get()
-            batch = [first]
-            while len(batch) < 1024:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            batch: list[logging.LogRecord | None] = []
+            while True:
                 try:
                     batch.append(q.get_nowait())
                 except queue.Empty:
@@ -98,6 +109,7 @@ class AsyncLogHandler(logging.handlers.QueueHandler):
         """Drain every queued record, then stop the writer."""
         if self._writer.is_alive():
             self._queue.put(None)
+            self._wake.set()
             self._writer.join(timeout=5)
         super().close()
 

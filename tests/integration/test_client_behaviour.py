@@ -156,10 +156,11 @@ async def test_200_concurrent_calls_against_a_30_percent_failing_server(make_cli
     async def flaky(request: web.Request) -> web.StreamResponse:
         nonlocal counter
         counter += 1
-        await asyncio.sleep(0.001 * (counter % 7))
-        if counter % 10 < 3:
+        n = counter  # this request's number, fixed before it waits: every tenth three fail
+        await asyncio.sleep(0.001 * (n % 7))
+        if n % 10 < 3:
             return web.json_response({"detail": "flaky"}, status=503)
-        return web.json_response({"n": counter})
+        return web.json_response({"n": n})
 
     upstream.route("flaky", flaky)
     tasks_before = asyncio.all_tasks()

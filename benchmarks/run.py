@@ -1,0 +1,175 @@
+"""``make bench`` / ``make bench-quick``: every measurement, then BENCHMARKS.md and its chart.
+
+Each client variant runs in its own process, rounds interleaved (A B C ... A B C ...),
+and the report gives medians. ``--quick`` runs a small version, to check the harness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import write_report
+from benchmarks.upstream import fallback_server, free_port, upstream
+from benchmarks.variants import VARIANTS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Requests per run at concurrency 64 / 1; httpx is an order of magnitude slower.
+FULL = {
+    "n64": 20_000,
+    "n1": 5_000,
+    "rounds": 3,
+    "inflight": 10_000,
+    "growth": 1_000_000,
+    "gateway": 20_000,
+    "micro": 100_000,
+}
+QUICK = {
+    "n64": 2_000,
+    "n1": 500,
+    "rounds": 1,
+    "inflight": 1_000,
+    "growth": 20_000,
+    "gateway": 2_000,
+    "micro": 10_000,
+}
+SLOW = {"httpx": 0.1}
+
+
+def _python(*args: str, timeout: float = 600) -> dict[str, Any]:
+    out = subprocess.run(  # noqa: S603 - our own modules
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def clients(
+    base: str, sizes: dict[str, int], body: str, concurrencies: tuple[int, ...], variants: list[str]
+) -> dict[str, Any]:
+    """Medians per (variant, concurrency), rounds interleaved across variants."""
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+    for round_no in range(sizes["rounds"]):
+        for concurrency in concurrencies:
+            for variant in variants:
+                n = sizes["n64"] if concurrency > 1 else sizes["n1"]
+                n = max(200, int(n * SLOW.get(variant, 1.0)))
+                result = _python("benchmarks.worker", variant, f"{base}/{body}", str(concurrency), str(n))
+                runs.setdefault((variant, concurrency), []).append(result)
+                print(
+                    f"  round {round_no + 1} c={concurrency} {variant}: {result['req_s']:.0f} req/s",
+                    flush=True,
+                )
+    return {
+        f"{variant}@{concurrency}": {
+            key: statistics.median(r[key] for r in results) for key in ("req_s", "cpu_us", "rss_mb")
+        }
+        for (variant, concurrency), results in runs.items()
+    }
+
+
+def gateway(base: str, sizes: dict[str, int]) -> dict[str, float]:
+    """Route (a), framework + DI, against route (b), raw aiohttp, in one uvicorn worker."""
+    port = free_port()
+    server = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "benchmarks.gateway_app", str(port), base], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        results: dict[str, list[float]] = {"framework": [], "raw": []}
+        for _ in range(sizes["rounds"]):
+            for route in ("framework", "raw"):
+                out = _python(
+                    "benchmarks.loadgen",
+                    f"http://127.0.0.1:{port}/bench/{route}",
+                    "64",
+                    str(sizes["gateway"]),
+                )
+                if out["errors"]:
+                    raise RuntimeError(f"gateway route {route}: {out['errors']} errors")
+                results[route].append(out["req_s"])
+                print(f"  gateway {route}: {out['req_s']:.0f} req/s", flush=True)
+    finally:
+        server.terminate()
+        server.wait(10)
+    return {route: statistics.median(values) for route, values in results.items()}
+
+
+def versions() -> dict[str, str]:
+    names = ["aiohttp", "uvloop", "dependency-injector", "fastapi", "uvicorn", "prometheus-client", "orjson",
+             "aiobreaker", "backoff", "aiohttp-retry", "tenacity", "httpx"]  # fmt: skip
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    import os  # noqa: PLC0415
+
+    return {"cores": str(os.cpu_count()), "cpu": cpu, "kernel": platform.release()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a small run, to check the harness")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    started = time.monotonic()
+    results: dict[str, Any] = {"quick": args.quick, "machine": machine(), "versions": versions()}
+    with upstream(prefer_nginx=True) as (base, kind):
+        results["upstream"] = kind
+        print(f"upstream: {kind} at {base}", flush=True)
+        variants = list(VARIANTS)
+        concurrencies = (64,) if args.quick else (64, 1)
+        results["small"] = clients(base, sizes, "small", concurrencies, variants)
+        large_variants = ["aiohttp", "aiohttp-uvloop", "framework", "framework-runtime"]
+        results["large"] = clients(
+            base, {**sizes, "rounds": 1 if args.quick else 3}, "large", (64,), large_variants
+        )
+        results["gateway"] = gateway(base, sizes)
+        results["growth"] = _python(
+            "benchmarks.memory", "growth", f"{base}/small", str(sizes["growth"]), timeout=900
+        )
+        print(f"  growth: {results['growth']}", flush=True)
+    with fallback_server() as slow_base:
+        results["inflight"] = _python(
+            "benchmarks.memory", "inflight", f"{slow_base}/slow", str(sizes["inflight"])
+        )
+        print(f"  in flight: {results['inflight']}", flush=True)
+    results["micro"] = _python("benchmarks.micro", str(sizes["micro"]))
+    results["seconds"] = time.monotonic() - started
+    write_report(results, args.output)
+    (args.output.with_suffix(".json")).write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.output} in {results['seconds']:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
