@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck pytest browser screenshot clean
+.PHONY: run test lint typecheck pytest browser screenshot bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # Re-install whenever pyproject.toml changes (the stamp name carries its checksum).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -43,6 +43,15 @@ screenshot: $(STAMP) browser
 	$(BIN)/python scripts/dashboard_screenshot.py
 
 test: lint typecheck browser pytest
+
+# The full benchmark (about 8 minutes on 2 cores): installs nginx from Debian when it
+# can, and rewrites BENCHMARKS.md and docs/benchmarks.png.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+# A small run (under a minute) that checks the harness; tests/benchmarks runs it too.
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick --output /tmp/BENCHMARKS-quick.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

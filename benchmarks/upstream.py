@@ -91,9 +91,9 @@ def fallback_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def upstream(prefer_nginx: bool = True) -> Iterator[tuple[str, str]]:
+def upstream(install: bool = True) -> Iterator[tuple[str, str]]:
     """``(base_url, kind)``: nginx with keep-alive on 127.0.0.1, or the fallback server."""
-    nginx = ensure_nginx() if prefer_nginx else None
+    nginx = ensure_nginx(install)
     if nginx is None:
         with fallback_server() as url:
             yield url, "fallback (minimal asyncio server; nginx could not be installed)"

@@ -11,6 +11,7 @@ from app.clients.analysis_engine import (
 )
 from app.clients.base import (
     BaseServiceClient,
+    CallOptions,
     operation,
 )
 from app.clients.config import (
@@ -56,6 +57,7 @@ __all__ = [
     "AuthenticationError",
     "BaseServiceClient",
     "BulkheadFullError",
+    "CallOptions",
     "Candle",
     "CircuitBreakerOpenError",
     "ClientAuthenticationError",

@@ -9,7 +9,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any, ParamSpec, Self, TypedDict, TypeVar, Unpack
 
 import aiohttp
 import orjson
@@ -61,7 +61,7 @@ from app.resilience.pipeline import CallRecord, Pipeline
 from app.resilience.ratelimit import RateLimiter
 from app.resilience.retry import IDEMPOTENT_METHODS, RetryPolicy
 
-__all__ = ["BaseServiceClient", "operation"]
+__all__ = ["BaseServiceClient", "CallOptions", "operation"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -110,6 +110,19 @@ class _Outbound:
         self.body = body
         self.headers = headers
         self.record = record
+
+
+class CallOptions(TypedDict, total=False):
+    """The keyword options of every call (see :meth:`BaseServiceClient.request`)."""
+
+    params: Mapping[str, Any] | None
+    json: Any
+    headers: Mapping[str, str] | None
+    path_params: Mapping[str, Any] | None
+    timeout: float | None
+    idempotent: bool | None
+    idempotency_key: str | None
+    fallback: Any
 
 
 class _Unset:
@@ -262,81 +275,21 @@ class BaseServiceClient:
 
     # -- the four verbs and their sync twins -----------------------------------------
 
-    async def get(
-        self,
-        endpoint: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-        path_params: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-        idempotent: bool | None = None,
-        idempotency_key: str | None = None,
-        fallback: Any = NO_FALLBACK,
-    ) -> Any:
-        """GET ``endpoint``; retried by default."""
-        return await self.request(
-            "GET", endpoint, params=params, json=json, headers=headers, path_params=path_params,
-            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key, fallback=fallback,
-        )  # fmt: skip
+    async def get(self, endpoint: str, **options: Unpack[CallOptions]) -> Any:
+        """GET ``endpoint``; retried by default. Options as for :meth:`request`."""
+        return await self.request("GET", endpoint, **options)
 
-    async def post(
-        self,
-        endpoint: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-        path_params: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-        idempotent: bool | None = None,
-        idempotency_key: str | None = None,
-        fallback: Any = NO_FALLBACK,
-    ) -> Any:
+    async def post(self, endpoint: str, **options: Unpack[CallOptions]) -> Any:
         """POST ``endpoint``; retried only with ``idempotent=True`` or an ``idempotency_key``."""
-        return await self.request(
-            "POST", endpoint, params=params, json=json, headers=headers, path_params=path_params,
-            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key, fallback=fallback,
-        )  # fmt: skip
+        return await self.request("POST", endpoint, **options)
 
-    async def put(
-        self,
-        endpoint: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-        path_params: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-        idempotent: bool | None = None,
-        idempotency_key: str | None = None,
-        fallback: Any = NO_FALLBACK,
-    ) -> Any:
+    async def put(self, endpoint: str, **options: Unpack[CallOptions]) -> Any:
         """PUT ``endpoint``; retried by default."""
-        return await self.request(
-            "PUT", endpoint, params=params, json=json, headers=headers, path_params=path_params,
-            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key, fallback=fallback,
-        )  # fmt: skip
+        return await self.request("PUT", endpoint, **options)
 
-    async def delete(
-        self,
-        endpoint: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-        path_params: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-        idempotent: bool | None = None,
-        idempotency_key: str | None = None,
-        fallback: Any = NO_FALLBACK,
-    ) -> Any:
+    async def delete(self, endpoint: str, **options: Unpack[CallOptions]) -> Any:
         """DELETE ``endpoint``; retried by default."""
-        return await self.request(
-            "DELETE", endpoint, params=params, json=json, headers=headers, path_params=path_params,
-            timeout=timeout, idempotent=idempotent, idempotency_key=idempotency_key, fallback=fallback,
-        )  # fmt: skip
+        return await self.request("DELETE", endpoint, **options)
 
     get_sync = sync_twin(get)
     post_sync = sync_twin(post)
