@@ -23,7 +23,7 @@ def seeded_ewm(x: pd.Series, period: int, alpha: float) -> pd.Series:
     return s.ewm(alpha=alpha, adjust=False, ignore_na=True).mean().where(s.index >= seed_at)
 
 
-def close_to(ours: list[float | None], ref: pd.Series) -> None:
+def assert_close(ours: list[float | None], ref: pd.Series) -> None:
     ours_arr = np.array([np.nan if v is None else v for v in ours], dtype=float)
     ref_arr = ref.to_numpy(dtype=float)
     assert np.array_equal(np.isnan(ours_arr), np.isnan(ref_arr)), "warm-up positions differ"
@@ -42,14 +42,14 @@ def series(request):
 def test_sma(series, period) -> None:
     """SMA is the rolling mean; the first period-1 values are null."""
     c, df = series
-    close_to(sma(c.close, period), df.close.rolling(period).mean())
+    assert_close(sma(c.close, period), df.close.rolling(period).mean())
 
 
 @pytest.mark.parametrize("period", [5, 12, 26])
 def test_ema(series, period) -> None:
     """EMA with alpha 2/(n+1), seeded with the SMA of the first n closes."""
     c, df = series
-    close_to(ema(c.close, period), seeded_ewm(df.close, period, 2 / (period + 1)))
+    assert_close(ema(c.close, period), seeded_ewm(df.close, period, 2 / (period + 1)))
 
 
 @pytest.mark.parametrize("period", [7, 14])
@@ -59,7 +59,7 @@ def test_rsi_wilder(series, period) -> None:
     delta = df.close.diff()
     gain = seeded_ewm(delta.clip(lower=0), period, 1 / period)
     loss = seeded_ewm((-delta).clip(lower=0), period, 1 / period)
-    close_to(rsi(c.close, period), 100 - 100 / (1 + gain / loss))
+    assert_close(rsi(c.close, period), 100 - 100 / (1 + gain / loss))
 
 
 def test_macd(series) -> None:
@@ -68,9 +68,9 @@ def test_macd(series) -> None:
     line = seeded_ewm(df.close, 12, 2 / 13) - seeded_ewm(df.close, 26, 2 / 27)
     signal = seeded_ewm(line, 9, 2 / 10)
     ours = macd(c.close, 12, 26, 9)
-    close_to(ours["macd"], line)
-    close_to(ours["signal"], signal)
-    close_to(ours["histogram"], line - signal)
+    assert_close(ours["macd"], line)
+    assert_close(ours["signal"], signal)
+    assert_close(ours["histogram"], line - signal)
 
 
 def test_bollinger_bands(series) -> None:
@@ -79,9 +79,9 @@ def test_bollinger_bands(series) -> None:
     mid = df.close.rolling(20).mean()
     sd = df.close.rolling(20).std(ddof=0)
     ours = bbands(c.close, 20, 2.0)
-    close_to(ours["middle"], mid)
-    close_to(ours["upper"], mid + 2 * sd)
-    close_to(ours["lower"], mid - 2 * sd)
+    assert_close(ours["middle"], mid)
+    assert_close(ours["upper"], mid + 2 * sd)
+    assert_close(ours["lower"], mid - 2 * sd)
 
 
 def test_atr_wilder(series) -> None:
@@ -89,7 +89,7 @@ def test_atr_wilder(series) -> None:
     c, df = series
     prev = df.close.shift()
     tr = pd.concat([df.high - df.low, (df.high - prev).abs(), (df.low - prev).abs()], axis=1).max(axis=1)
-    close_to(atr(c, 14), seeded_ewm(tr, 14, 1 / 14))
+    assert_close(atr(c, 14), seeded_ewm(tr, 14, 1 / 14))
 
 
 def test_rsi_textbook_extremes() -> None:
