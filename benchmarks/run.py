@@ -163,7 +163,10 @@ def main() -> int:
         results["inflight"] = _python(
             "benchmarks.memory", "inflight", f"{slow_base}/slow", str(sizes["inflight"])
         )
-        print(f"  in flight: {results['inflight']}", flush=True)
+        results["inflight_raw"] = _python(
+            "benchmarks.memory", "inflight-raw", f"{slow_base}/slow", str(sizes["inflight"])
+        )
+        print(f"  in flight: {results['inflight']}; raw aiohttp: {results['inflight_raw']}", flush=True)
     results["micro"] = _python("benchmarks.micro", str(sizes["micro"]))
     results["seconds"] = time.monotonic() - started
     write_report(results, args.output)

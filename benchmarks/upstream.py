@@ -52,10 +52,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ensure_nginx() -> str | None:
+def ensure_nginx(install: bool = True) -> str | None:
     """Nginx's path, installing Debian's package when missing and allowed; None if impossible."""
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if found or os.geteuid() != 0:
+    if found or not install or os.geteuid() != 0:
         return found
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)  # noqa: S607

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import logging.handlers
-import queue
 import sys
 import threading
 from datetime import UTC, datetime
@@ -16,21 +14,33 @@ from opentelemetry import trace
 
 from app.observability.redaction import scrub
 
-__all__ = ["AsyncLogHandler", "JsonFormatter", "configure_logging", "stop_logging"]
+__all__ = ["BufferedLogHandler", "JsonFormatter", "configure_logging", "stop_logging"]
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and the record's ``fields``."""
 
+    _second = -1
+    _prefix = ""
+
+    def _timestamp(self, created: float) -> str:
+        # Building a datetime per record costs more than the rest of the line: the
+        # date-and-seconds part is computed once a second.
+        second = int(created)
+        if second != self._second:
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._prefix}.{int((created - second) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as one JSON line, with known secrets scrubbed out."""
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
-        span = getattr(record, "otel_span", None)
+        span = getattr(record, "otel_span", None)  # stamped by _SpanFilter in the caller's context
         if span is not None and span.is_valid:
             out["trace_id"] = format(span.trace_id, "032x")
             out["span_id"] = format(span.span_id, "016x")
@@ -52,65 +62,61 @@ class _SpanFilter(logging.Filter):
         return True
 
 
-class AsyncLogHandler(logging.handlers.QueueHandler):
-    """Hands records to a writer thread, so formatting and I/O stay off the event loop.
+class BufferedLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Formats on the caller's thread, writes in batches: one syscall per batch, not per line.
 
-    The calling thread only enqueues the record (no formatting, unlike the stock
-    ``QueueHandler``). Every ``interval`` seconds the writer thread formats what has
-    queued up and writes it with one ``write`` and one ``flush``: it does not wake per
-    record, which under the GIL would cost the event loop a thread switch per call.
-    ``close()`` drains the queue, so no record is lost on shutdown; ``configure_logging``
-    registers that with ``atexit``. Warnings and errors are written at once.
+    The stock ``StreamHandler`` writes and flushes every record (a syscall each). Here
+    lines gather in memory; a flusher thread writes them every ``interval`` seconds, and
+    a full buffer, a warning or an error, or ``close()`` writes them at once. The
+    flusher holds the GIL only to swap the buffer: a thread that formatted records
+    would contend with the event loop for the GIL on every call. ``close()`` flushes,
+    so nothing is lost on shutdown; ``configure_logging`` registers that with ``atexit``.
     """
 
-    def __init__(self, target: IO[str], formatter: logging.Formatter, interval: float = 0.05) -> None:
-        self._queue: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
-        super().__init__(self._queue)
-        self._target = target
-        self._formatter = formatter
+    def __init__(self, stream: IO[str], interval: float = 0.05, max_lines: int = 512) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
         self._interval = interval
-        self._wake = threading.Event()
-        self._writer = threading.Thread(target=self._write_loop, name="log-writer", daemon=True)
-        self._writer.start()
-        self.addFilter(_SpanFilter())
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        """Enqueue the record as is: the writer formats it."""
-        return record
+        self._max_lines = max_lines
+        self._closed = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name="log-flusher", daemon=True)
+        self._flusher.start()
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Queue the record; a warning or worse is written without waiting for the tick."""
-        self._queue.put_nowait(record)
-        if record.levelno >= logging.WARNING:
-            self._wake.set()
+        """Format now (the record's context is here), write later."""
+        try:
+            line = self.format(record)
+        except Exception:  # logging must never raise into the caller: it reports and goes on
+            self.handleError(record)
+            return
+        lines = self._lines
+        lines.append(line)
+        if len(lines) >= self._max_lines or record.levelno >= logging.WARNING:
+            self.flush()
 
-    def _write_loop(self) -> None:
-        q = self._queue
-        while True:
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            batch: list[logging.LogRecord | None] = []
-            while True:
-                try:
-                    batch.append(q.get_nowait())
-                except queue.Empty:
-                    break
-            lines = [self._formatter.format(r) for r in batch if r is not None]
-            if lines:
-                try:
-                    self._target.write("\n".join(lines) + "\n")
-                    self._target.flush()
-                except (OSError, ValueError):
-                    pass  # a closed or broken stream must not kill the writer
-            if any(r is None for r in batch):
+    def flush(self) -> None:
+        """Write every gathered line with one write and one flush."""
+        with self.lock:  # type: ignore[union-attr]
+            lines, self._lines = self._lines, []
+            if not lines or self.stream is None:
                 return
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # a closed or broken stream must not break the caller
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(self._interval):
+            if self._lines:
+                self.flush()
 
     def close(self) -> None:
-        """Drain every queued record, then stop the writer."""
-        if self._writer.is_alive():
-            self._queue.put(None)
-            self._wake.set()
-            self._writer.join(timeout=5)
+        """Stop the flusher and write what is left."""
+        self._closed.set()
+        if self._flusher.is_alive():
+            self._flusher.join(timeout=5)
+        self.flush()
         super().close()
 
 
@@ -131,8 +137,8 @@ def configure_logging(
 ) -> None:
     """Send the root logger, and uvicorn's loggers through it, to ``stream`` (stderr).
 
-    With ``background`` the records are formatted and written by a writer thread
-    (``AsyncLogHandler``); either way the formatter is the same.
+    With ``background`` lines are written in batches (``BufferedLogHandler``); without
+    it, each record is written and flushed at once. The formatter is the same.
     """
     stop_logging()
     # logging's documented optimisations: no caller frame walk, no thread or process
@@ -145,13 +151,9 @@ def configure_logging(
         JsonFormatter() if json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
     target = stream or sys.stderr
-    handler: logging.Handler
-    if background:
-        handler = AsyncLogHandler(target, formatter)
-    else:
-        handler = logging.StreamHandler(target)
-        handler.setFormatter(formatter)
-        handler.addFilter(_SpanFilter())
+    handler: logging.Handler = BufferedLogHandler(target) if background else logging.StreamHandler(target)
+    handler.setFormatter(formatter)
+    handler.addFilter(_SpanFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
