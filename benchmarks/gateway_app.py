@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import uvicorn
 from dependency_injector.wiring import inject
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from app.api.deps import AnalysisEngineDep
 from app.api.responses import JsonBytesResponse
@@ -35,6 +35,13 @@ _upstream = ""
 @inject
 async def framework_route(client: AnalysisEngineDep) -> Response:
     """Through the framework's client, injected by the container."""
+    return JsonBytesResponse(await client.get("small"))
+
+
+@router.get("/bench/framework-nodi")
+async def framework_nodi_route(request: Request) -> Response:
+    """The framework's client without per-request DI: tells DI's share from the client's."""
+    client = await request.app.state.container.analysis_engine.client()
     return JsonBytesResponse(await client.get("small"))
 
 

@@ -93,9 +93,9 @@ def gateway(base: str, sizes: dict[str, int]) -> dict[str, float]:
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.1)
-        results: dict[str, list[float]] = {"framework": [], "raw": []}
+        results: dict[str, list[float]] = {"framework": [], "framework-nodi": [], "raw": []}
         for _ in range(sizes["rounds"]):
-            for route in ("framework", "raw"):
+            for route, values in results.items():
                 out = _python(
                     "benchmarks.loadgen",
                     f"http://127.0.0.1:{port}/bench/{route}",
@@ -104,7 +104,7 @@ def gateway(base: str, sizes: dict[str, int]) -> dict[str, float]:
                 )
                 if out["errors"]:
                     raise RuntimeError(f"gateway route {route}: {out['errors']} errors")
-                results[route].append(out["req_s"])
+                values.append(out["req_s"])
                 print(f"  gateway {route}: {out['req_s']:.0f} req/s", flush=True)
     finally:
         server.terminate()
