@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import write_report
-from benchmarks.upstream import fallback_server, free_port, upstream
+from benchmarks.upstream import fallback_server, free_port, pin_client, pin_server, upstream
 from benchmarks.variants import VARIANTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,10 +46,11 @@ QUICK = {
 SLOW = {"httpx": 0.1}
 
 
-def _python(*args: str, timeout: float = 600) -> dict[str, Any]:
+def _python(*args: str, timeout: float = 600, server_core: bool = False) -> dict[str, Any]:
     out = subprocess.run(  # noqa: S603 - our own modules
-        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
-    )
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+        preexec_fn=pin_server if server_core else pin_client,
+    )  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -85,6 +86,7 @@ def gateway(base: str, sizes: dict[str, int]) -> dict[str, float]:
     server = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "benchmarks.gateway_app", str(port), base], cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=pin_client,  # noqa: PLW1509 - the gateway under test gets the client core
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -101,6 +103,7 @@ def gateway(base: str, sizes: dict[str, int]) -> dict[str, float]:
                     f"http://127.0.0.1:{port}/bench/{route}",
                     "64",
                     str(sizes["gateway"]),
+                    server_core=True,  # the load generator shares nginx's core, not the gateway's
                 )
                 if out["errors"]:
                     raise RuntimeError(f"gateway route {route}: {out['errors']} errors")
