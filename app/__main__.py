@@ -20,7 +20,9 @@ def main() -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(settings.log_level, json=settings.log_json)
-    configure_tracing("ml-integration-service", settings.tracing_exporter, settings.otlp_endpoint)
+    # An OTLP endpoint in the settings means OTLP; otherwise the exporter setting decides.
+    exporter = "otlp" if settings.otlp_endpoint else settings.tracing_exporter
+    configure_tracing("ml-integration-service", exporter, settings.otlp_endpoint)
     app = create_app()
     uvicorn.run(
         app,

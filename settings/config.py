@@ -17,7 +17,7 @@ from yarl import URL
 
 from app.clients.config import ClientConfig
 
-__all__ = ["FLAT_ALIASES", "UPSTREAMS", "Settings"]
+__all__ = ["FLAT_ALIASES", "Settings", "UPSTREAMS"]
 
 Profile = Literal["local", "test", "production"]
 

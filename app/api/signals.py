@@ -10,7 +10,12 @@ from app.clients.exceptions import ClientResponseError
 from app.clients.fallback import collect_degraded
 from app.clients.ml_workbench import MLWorkbenchClient
 
-__all__ = ["SIGNAL_INDICATORS", "BadUpstreamAnswerError", "build_signal", "derive_features"]
+__all__ = [
+    "BadUpstreamAnswerError",
+    "SIGNAL_INDICATORS",
+    "build_signal",
+    "derive_features",
+]
 
 
 class BadUpstreamAnswerError(ClientResponseError):

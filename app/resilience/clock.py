@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Protocol
 
-__all__ = ["MONOTONIC", "Clock", "MonotonicClock"]
+__all__ = ["Clock", "MONOTONIC", "MonotonicClock"]
 
 
 class Clock(Protocol):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 import pytest
 
 import app
+import launcher
+import settings
+import upstreams
 from app import clients
 
 PACKAGES = ["app.clients", "app.resilience", "app.observability", "app.api", "settings"]
@@ -59,3 +63,17 @@ def test_every_error_of_the_design_table_is_exported() -> None:
     ]
     assert set(names) <= set(clients.__all__)
     assert app.clients is clients
+
+
+def test_every_module_all_is_sorted() -> None:
+    """Every module of app/, settings/, upstreams/ and launcher/ that has ``__all__`` keeps it sorted."""
+    unsorted = []
+    for package in (app, settings, upstreams, launcher):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if info.name.endswith("__main__"):
+                continue  # running it would start a server
+            module = importlib.import_module(info.name)
+            names = list(getattr(module, "__all__", []))
+            if names != sorted(names):
+                unsorted.append(info.name)
+    assert unsorted == []

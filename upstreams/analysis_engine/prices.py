@@ -9,7 +9,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["MAX_CANDLES", "PAIRS", "TIMEFRAMES", "Candles", "candles"]
+__all__ = ["Candles", "MAX_CANDLES", "PAIRS", "TIMEFRAMES", "candles"]
 
 #: Timeframe -> minutes per candle.
 TIMEFRAMES = {"1m": 1, "5m": 5, "15m": 15, "1h": 60, "4h": 240, "1d": 1440}

@@ -9,7 +9,7 @@ from pydantic_settings import SettingsConfigDict
 from upstreams.analysis_engine.api import router
 from upstreams.common import UpstreamSettings, build_service
 
-__all__ = ["TITLE", "AnalysisEngineSettings", "create_app"]
+__all__ = ["AnalysisEngineSettings", "TITLE", "create_app"]
 
 TITLE = "analysis-engine"
 

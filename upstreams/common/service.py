@@ -97,10 +97,10 @@ def build_service(
 
 def tracer_provider(title: str, settings: UpstreamSettings) -> TracerProvider | None:
     """A provider exporting as the settings say, or None when tracing is off."""
-    if settings.tracing_exporter == "none":
+    if settings.tracing_exporter == "none" and not settings.otlp_endpoint:
         return None
     provider = TracerProvider(resource=Resource.create({"service.name": title}))
-    if settings.tracing_exporter == "otlp":
+    if settings.tracing_exporter == "otlp" or settings.otlp_endpoint:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint)))
     else:
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))

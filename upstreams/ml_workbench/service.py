@@ -9,7 +9,7 @@ from pydantic_settings import SettingsConfigDict
 from upstreams.common import UpstreamSettings, build_service
 from upstreams.ml_workbench.api import router
 
-__all__ = ["TITLE", "MLWorkbenchSettings", "create_app"]
+__all__ = ["MLWorkbenchSettings", "TITLE", "create_app"]
 
 TITLE = "ml-workbench"
 
