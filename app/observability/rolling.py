@@ -25,19 +25,9 @@ OUTCOMES = (
     "rejected",
     "error",
 )
-#: Outcomes that count as the dependency's failures in the error percentage.
-FAILURES = frozenset(
-    {
-        "server_error",
-        "timeout",
-        "connection_error",
-        "rate_limited",
-        "decode_error",
-        "short_circuited",
-        "rejected",
-        "error",
-    }
-)
+#: Outcomes that count as the dependency's failures in the error percentage: all but
+#: answers, fallbacks and the caller's own bad requests.
+FAILURES = frozenset(OUTCOMES) - {"success", "fallback", "client_error"}
 _MAX_SAMPLES = 2048  # latency samples kept per bucket: bounded memory at any traffic
 
 

@@ -118,9 +118,10 @@ async def test_not_json_under_a_json_content_type(harness, upstream: Upstream) -
 
     upstream.route("r", liar)
     client = harness.client(upstream.base_url, max_retries=3)
-    error, _ = await timed(client.get("r", timeout=2.0))
+    error, elapsed = await timed(client.get("r", timeout=2.0))
     assert type(error) is ResponseDecodeError
     assert error.attempts == 1
+    assert elapsed < 0.5  # decided on the first answer, far inside the 2 s deadline
     harness.assert_recorded(outcome="decode_error", attempts=1)
 
 
@@ -128,9 +129,10 @@ async def test_oversize_body(harness, upstream: Upstream) -> None:
     """A body over max_response_bytes: ResponseDecodeError, not retried, memory bounded."""
     upstream.route("big", json({"blob": "x" * 200_000}))
     client = harness.client(upstream.base_url, max_response_bytes=64 * 1024)
-    error, _ = await timed(client.get("big", timeout=2.0))
+    error, elapsed = await timed(client.get("big", timeout=2.0))
     assert type(error) is ResponseDecodeError
     assert error.attempts == 1
+    assert elapsed < 0.5
     harness.assert_recorded(outcome="decode_error", attempts=1)
 
 
@@ -150,7 +152,8 @@ async def test_301_to_a_foreign_host_is_not_followed_nor_given_the_key(
 
         upstream.route("r", moved)
         client = harness.client(upstream.base_url, follow_redirects=follow, api_key="sk-fault-matrix-key")
-        error, _ = await timed(client.get("r", timeout=2.0))
+        error, elapsed = await timed(client.get("r", timeout=2.0))
+        assert elapsed < 0.5
     finally:
         await foreign.server.close()
     assert type(error) is ClientResponseError

@@ -36,12 +36,17 @@ async def fail() -> None:
     raise Boom
 
 
+async def trip(breaker: CircuitBreakerPolicy, failures: int = 3) -> None:
+    """Fail ``failures`` calls in a row (each raising its own error)."""
+    for _ in range(failures):
+        with pytest.raises(Boom):
+            await breaker.call_through(fail)
+
+
 async def test_opens_after_threshold_and_the_tripping_call_raises_its_own_error(clock) -> None:
     """The call that trips the breaker raises its own error, not aiobreaker's CircuitBreakerError."""
     breaker = make(clock)
-    for _ in range(3):
-        with pytest.raises(Boom):
-            await breaker.call_through(fail)
+    await trip(breaker)
     assert breaker.state_name == "open"
     with pytest.raises(BreakerRejectedError) as info:
         await breaker.call_through(ok)
@@ -80,9 +85,7 @@ async def test_excluded_errors_do_not_count(clock) -> None:
 async def test_fails_fast_until_reset_timeout_then_one_trial_closes(clock) -> None:
     """Open for exactly the reset timeout on the injected clock; a good trial closes it."""
     breaker = make(clock)
-    for _ in range(3):
-        with pytest.raises(Boom):
-            await breaker.call_through(fail)
+    await trip(breaker)
     clock.advance(9.99)
     with pytest.raises(BreakerRejectedError):
         await breaker.call_through(ok)
@@ -95,9 +98,7 @@ async def test_fails_fast_until_reset_timeout_then_one_trial_closes(clock) -> No
 async def test_failed_trial_reopens_for_a_full_period(clock) -> None:
     """A failed trial reopens the breaker, stamped at the trial's failure."""
     breaker = make(clock)
-    for _ in range(3):
-        with pytest.raises(Boom):
-            await breaker.call_through(fail)
+    await trip(breaker)
     clock.advance(10)
     with pytest.raises(Boom):
         await breaker.call_through(fail)
@@ -109,9 +110,7 @@ async def test_failed_trial_reopens_for_a_full_period(clock) -> None:
 async def test_half_open_admits_exactly_n_of_100_concurrent_callers(clock, max_calls) -> None:
     """Aiobreaker lets every waiting call through in half-open; this one admits N."""
     breaker = make(clock, half_open_max_calls=max_calls)
-    for _ in range(3):
-        with pytest.raises(Boom):
-            await breaker.call_through(fail)
+    await trip(breaker)
     clock.advance(10)
     release = asyncio.Event()
     admitted = 0
@@ -135,9 +134,7 @@ async def test_half_open_admits_exactly_n_of_100_concurrent_callers(clock, max_c
 async def test_a_cancelled_trial_frees_its_slot(clock) -> None:
     """A trial cancelled mid-flight (CancelledError is invisible to aiobreaker) frees the slot."""
     breaker = make(clock)
-    for _ in range(3):
-        with pytest.raises(Boom):
-            await breaker.call_through(fail)
+    await trip(breaker)
     clock.advance(10)
     task = asyncio.create_task(breaker.call_through(asyncio.sleep, 10))
     await asyncio.sleep(0)
@@ -158,9 +155,7 @@ async def test_late_failure_does_not_restart_the_open_period(clock) -> None:
 
     straggler = asyncio.create_task(breaker.call_through(slow_fail))
     await asyncio.sleep(0)
-    for _ in range(3):
-        with pytest.raises(Boom):
-            await breaker.call_through(fail)
+    await trip(breaker)
     clock.advance(6)
     gate.set()
     with pytest.raises(Boom):
