@@ -49,7 +49,13 @@ from app.clients.urls import EndpointResolver
 from app.observability.context import inbound_deadline_var, request_id_var
 from app.observability.observer import CallObserver
 from app.observability.redaction import register_secret
-from app.observability.tracing import end_span, start_attempt_span, start_call_span, tracing
+from app.observability.tracing import (
+    end_cancelled,
+    end_span,
+    start_attempt_span,
+    start_call_span,
+    tracing,
+)
 from app.resilience.adaptive import Gradient2Limit
 from app.resilience.breaker import CircuitBreakerPolicy
 from app.resilience.budget import RetryBudget
@@ -327,21 +333,8 @@ class BaseServiceClient:
         # Fast refusals: an open breaker or a full bulkhead answers before any of the
         # per-call set-up below (and costs a few microseconds, not tens).
         wait = self.breaker.seconds_until_half_open()
-        if wait > 0:
-            retry_after = None if math.isinf(wait) else wait
-            return self._refuse(
-                method, endpoint, cls=CircuitBreakerOpenError, reason="breaker_open",
-                retry_after=retry_after, fallback=fallback,
-            )  # fmt: skip
-        if self.bulkhead.full:
-            return self._refuse(
-                method,
-                endpoint,
-                cls=BulkheadFullError,
-                reason="bulkhead_full",
-                retry_after=None,
-                fallback=fallback,
-            )
+        if wait > 0 or self.bulkhead.full:
+            return self._refuse(method, endpoint, wait, fallback)
         session = self._current_session()
         request_id = request_id_var.get() or secrets.token_hex(16)
         hdrs = dict(self._headers)
@@ -377,31 +370,37 @@ class BaseServiceClient:
                 functools.partial(self._send, out), record, deadline, idempotent=idempotent
             )
         except ClientError as error:
-            seconds = clock.now() - started
+            return self._failed(record, error, clock.now() - started, sent=json, fallback=fallback)
+        except asyncio.CancelledError:
             if record.span is not None:
-                end_span(record.span, record, error)
-            if falls_back(fallback, error):
-                self.observer.finished(record, seconds, error, json, None, fallback=True)
-                mark_degraded(self.service_name)
-                return resolve(fallback, error)
-            self.observer.finished(record, seconds, error, json, None)
+                end_cancelled(record.span)
             raise
         if record.span is not None:
             end_span(record.span, record, None)
         self.observer.finished(record, clock.now() - started, None, json, result)
         return result
 
-    def _refuse(
-        self,
-        method: str,
-        endpoint: str,
-        *,
-        cls: type[ClientError],
-        reason: str,
-        retry_after: float | None,
-        fallback: Any,
+    def _failed(
+        self, record: CallRecord, error: ClientError, seconds: float, *, sent: Any, fallback: Any
     ) -> Any:
-        """A call a policy refused before sending anything: counted, logged, fallen back or raised."""
+        """A call that failed: counted and logged, then its fallback's value, or the error raised."""
+        if record.span is not None:
+            end_span(record.span, record, error)
+        if falls_back(fallback, error):
+            self.observer.finished(record, seconds, error, sent, None, fallback=True)
+            mark_degraded(self.service_name)
+            return resolve(fallback, error)
+        self.observer.finished(record, seconds, error, sent, None)
+        raise error
+
+    def _refuse(self, method: str, endpoint: str, breaker_wait: float, fallback: Any) -> Any:
+        """A call refused before anything was sent (open breaker, full bulkhead): the lean path."""
+        if breaker_wait > 0:
+            cls: type[ClientError] = CircuitBreakerOpenError
+            reason = "breaker_open"
+            retry_after = None if math.isinf(breaker_wait) else breaker_wait
+        else:
+            cls, reason, retry_after = BulkheadFullError, "bulkhead_full", None
         record = CallRecord(self.service_name, method, endpoint, "")
         error = cls(
             cls.reason,
@@ -474,25 +473,32 @@ class BaseServiceClient:
                         end_span(span, record, None)
                     return result
             raise ClientResponseError("too many redirects", status=record.status, **ctx)
-        except TimeoutError as exc:
-            error: ClientError = ClientTimeoutError(f"no response within {timeout:.3f}s", **ctx)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            error = self._transport_error(exc, timeout, ctx)
             raise_from: BaseException = exc
-        except aiohttp.ClientConnectorError as exc:
-            # The connection was never made, so the request was never sent.
-            error = ClientConnectionError("connect failed", request_sent=False, **ctx)
-            raise_from = exc
-        except aiohttp.ClientError as exc:
-            error = ClientConnectionError(f"connection broke: {type(exc).__name__}", **ctx)
-            raise_from = exc
         except ClientError as exc:
             if span is not None:
                 end_span(span, record, exc)
+            raise
+        except asyncio.CancelledError:
+            if span is not None:
+                end_cancelled(span)  # a hedge's loser, or a caller that gave up
             raise
         finally:
             CallObserver.attempt(record, params)
         if span is not None:
             end_span(span, record, error)
         raise error from raise_from
+
+    @staticmethod
+    def _transport_error(exc: BaseException, timeout: float, ctx: ErrorContext) -> ClientError:
+        """The typed error for what went wrong below HTTP (DESIGN §4)."""
+        if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
+            return ClientTimeoutError(f"no response within {timeout:.3f}s", **ctx)
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            # The connection was never made, so the request was never sent.
+            return ClientConnectionError("connect failed", request_sent=False, **ctx)
+        return ClientConnectionError(f"connection broke: {type(exc).__name__}", **ctx)
 
     def _redirect(
         self,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TracingState",
     "configure_tracing",
+    "end_cancelled",
     "end_span",
     "start_attempt_span",
     "start_call_span",
@@ -120,4 +121,10 @@ def end_span(span: trace.Span, record: CallRecord, error: ClientError | None) ->
     if error is not None:
         span.set_attribute("error.type", type(error).__name__)
         span.set_status(trace.Status(trace.StatusCode.ERROR, error.outcome))
+    span.end()
+
+
+def end_cancelled(span: trace.Span) -> None:
+    """Close the span of an attempt or call that was cancelled (a hedge's loser, a caller gone)."""
+    span.set_attribute("error.type", "cancelled")
     span.end()

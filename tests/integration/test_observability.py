@@ -9,6 +9,7 @@ import time
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -234,3 +235,26 @@ def test_one_logging_setup_serves_uvicorn_too(capsys) -> None:
     line = orjson.loads(err)
     assert line["logger"] == "uvicorn.error"
     assert line["message"] == "server started"
+
+
+async def test_a_hedged_losers_span_is_ended_as_cancelled(upstream: Upstream, make_client) -> None:
+    """With tracing on, the cancelled loser of a hedge still ends its attempt span."""
+    calls = 0
+
+    async def first_slow(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(1.0 if calls == 1 else 0.001)
+        return web.json_response({})
+
+    upstream.route("r", first_slow)
+    exporter = InMemorySpanExporter()
+    configure_tracing("test", processors=[SimpleSpanProcessor(exporter)])
+    try:
+        client = make_client(upstream.base_url, hedging_enabled=True, hedging_delay_seconds=0.05)
+        await client.get("r")
+    finally:
+        configure_tracing("test", "none")
+    attempts = [s for s in exporter.get_finished_spans() if s.parent is not None]
+    assert len(attempts) == 2
+    assert sorted(str(s.attributes.get("error.type")) for s in attempts) == ["None", "cancelled"]
