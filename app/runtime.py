@@ -6,18 +6,9 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["new_event_loop", "run", "uses_uvloop"]
+__all__ = ["new_event_loop", "run"]
 
 T = TypeVar("T")
-
-
-def uses_uvloop() -> bool:
-    """Whether uvloop is installed (it is a dependency on Linux and macOS)."""
-    try:
-        import uvloop  # noqa: F401, PLC0415
-    except ImportError:
-        return False
-    return True
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
