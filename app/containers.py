@@ -56,12 +56,9 @@ class UpstreamContainer(containers.DeclarativeContainer):
         adaptive=adaptive,
     )
 
-    session = providers.Resource(session_resource, config)
-    client = providers.Resource(
-        client_resource,
-        client_class,
-        config,
-        session=session,
+    #: Every policy a client of this upstream shares, as its constructor's keywords: the
+    #: lifespan's client and the factory path's are built from this one list.
+    policies = providers.Dict(
         breaker=breaker,
         bulkhead=bulkhead,
         retry=retry,
@@ -72,6 +69,9 @@ class UpstreamContainer(containers.DeclarativeContainer):
         observer=observer,
         clock=clock,
     )
+
+    session = providers.Resource(session_resource, config)
+    client = providers.Resource(client_resource, client_class, config, session=session, policies=policies)
 
 
 class Container(containers.DeclarativeContainer):

@@ -115,21 +115,9 @@ def get_client(
         key = (client_class, service_name)
         client = _clients.get(key)
         if client is None:
-            if sub is not None:
-                client = client_class(
-                    base,
-                    breaker=sub.breaker(),
-                    bulkhead=sub.bulkhead(),
-                    retry=sub.retry(),
-                    budget=sub.budget(),
-                    rate_limiter=sub.rate_limiter(),
-                    hedging=sub.hedging(),
-                    adaptive=sub.adaptive(),
-                    observer=sub.observer(),
-                )
-            else:
-                client = client_class(base)
-            _clients[key] = client
+            # A container upstream's client shares its policies; a registered one has its own.
+            policies = sub.policies() if sub is not None else {}
+            client = _clients[key] = client_class(base, **policies)
         return client  # type: ignore[return-value]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -10,10 +10,6 @@ import aiohttp
 from app.clients.base import BaseServiceClient
 from app.clients.config import ClientConfig
 from app.clients.session import new_session
-from app.resilience.breaker import CircuitBreakerPolicy
-from app.resilience.bulkhead import Bulkhead
-from app.resilience.clock import Clock
-from app.resilience.retry import RetryPolicy
 
 __all__ = ["client_resource", "session_resource"]
 
@@ -34,20 +30,10 @@ async def client_resource(
     config: ClientConfig,
     *,
     session: aiohttp.ClientSession,
-    breaker: CircuitBreakerPolicy,
-    bulkhead: Bulkhead,
-    retry: RetryPolicy,
-    clock: Clock,
-    **optional: Any,
+    policies: Mapping[str, Any],
 ) -> AsyncIterator[C]:
-    """The upstream's client on the shared session and policies; closed at shutdown.
-
-    ``optional`` carries the container's budget, rate limiter, hedging, adaptive limit
-    and observer Singletons (each may be None: that feature is off).
-    """
-    client = client_class(
-        config, session=session, breaker=breaker, bulkhead=bulkhead, retry=retry, clock=clock, **optional
-    )
+    """The upstream's client on the shared session and the container's policies; closed at shutdown."""
+    client = client_class(config, session=session, **policies)
     try:
         yield client
     finally:

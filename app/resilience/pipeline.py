@@ -268,23 +268,20 @@ class Pipeline:
     ) -> T:
         """One attempt through the breaker, timed for the adaptive limit and the hedge delay."""
         record.attempts += 1
-        timeout = min(self.attempt_timeout, deadline.remaining())
-        if self.adaptive is None and self.hedging is None:
-            try:
-                return await self.breaker.call_through(attempt, timeout)
-            except BreakerRejectedError:
-                record.attempts -= 1  # nothing was sent
-                raise
-        started = self.clock.now()
+        # Round trips are only timed for the policies that learn from them.
+        timed = self.adaptive is not None or self.hedging is not None
+        started = self.clock.now() if timed else 0.0
         try:
-            result = await self.breaker.call_through(attempt, timeout)
+            result = await self.breaker.call_through(attempt, min(self.attempt_timeout, deadline.remaining()))
         except BreakerRejectedError:
-            record.attempts -= 1
+            record.attempts -= 1  # nothing was sent
             raise
         except ClientError:
-            self._sample(self.clock.now() - started, success=False)
+            if timed:
+                self._sample(self.clock.now() - started, success=False)
             raise
-        self._sample(self.clock.now() - started, success=True)
+        if timed:
+            self._sample(self.clock.now() - started, success=True)
         return result
 
     def _sample(self, rtt: float, *, success: bool) -> None:
