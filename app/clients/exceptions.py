@@ -17,6 +17,7 @@ __all__ = [
     "DataValidationError",
     "ErrorContext",
     "RateLimitedError",
+    "RequestEncodeError",
     "ResourceNotFoundError",
     "ResponseDecodeError",
     "RetryExhaustedError",
@@ -203,6 +204,18 @@ class ResponseDecodeError(ClientError, DataValidationError):
 
     reason = "response could not be decoded"
     outcome = "decode_error"
+
+
+class RequestEncodeError(ClientError, DataValidationError):
+    """The request cannot be sent as given; nothing was sent.
+
+    A body the encoder cannot write (an int past 64 bits, an object it does not know),
+    a header value with CR/LF, or an invalid header name. Not retried, and not counted
+    by the breaker: the fault is the caller's, not the upstream's.
+    """
+
+    reason = "request cannot be encoded"
+    outcome = "invalid_request"
 
 
 class CircuitBreakerOpenError(ClientError, ServiceUnavailableError):
