@@ -9,6 +9,7 @@ __all__ = [
     "BulkheadFullError",
     "CircuitBreakerOpenError",
     "ClientAuthenticationError",
+    "ClientClosedError",
     "ClientConnectionError",
     "ClientError",
     "ClientResponseError",
@@ -148,6 +149,17 @@ class ClientConnectionError(ClientError, ServiceUnavailableError):
         # A connection that failed before the request left is safe to retry for any method.
         self.request_sent = request_sent
         super().__init__(message, **kw)
+
+
+class ClientClosedError(ClientConnectionError):
+    """The client was closed while the call was in flight or waiting.
+
+    The caller's own shutdown, not the upstream's fault: never retried, and never
+    counted by the breaker.
+    """
+
+    reason = "client closed"
+    outcome = "client_closed"
 
 
 class ClientTimeoutError(ClientError, ServiceTimeoutError):

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 from app.clients.exceptions import (
     BulkheadFullError,
     CircuitBreakerOpenError,
+    ClientClosedError,
     ClientConnectionError,
     ClientError,
     ClientTimeoutError,
@@ -40,6 +41,8 @@ def is_breaker_failure(error: BaseException) -> bool:
 
     A 4xx caused by the caller's own request says nothing about the upstream's health.
     """
+    if isinstance(error, ClientClosedError):
+        return False  # our own shutdown says nothing about the upstream
     if isinstance(error, ClientConnectionError | ClientTimeoutError):
         return True
     if isinstance(error, ClientError):
