@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NotRequired, TypedDict, cast
 
-from app.clients.base import BaseServiceClient, operation
+from app.clients.base import BaseServiceClient
 from app.clients.fallback import NO_FALLBACK
+from app.clients.operations import operation
 from app.clients.sync import sync_twin
 
 __all__ = [
@@ -81,19 +82,39 @@ class RegimeResponse(TypedDict):
 class AnalysisEngineClient(BaseServiceClient):
     """Client of the Analysis Engine.
 
-    Every method takes ``fallback=`` (see ``BaseServiceClient.request``); with one, an
-    unavailable or timed-out call returns the fallback's value instead.
+    Every method also takes the verbs' per-call options, keyword-only (see
+    ``BaseServiceClient.request``):
+
+    * ``timeout``: the deadline of the whole call, retries included, in seconds;
+    * ``headers``: extra request headers for this call;
+    * ``idempotency_key``: sent as ``Idempotency-Key`` on every attempt, so the
+      upstream can deduplicate; it also makes a POST safe to retry;
+    * ``fallback``: a value, or a function of the error, returned instead of raising
+      when the call is unavailable or timed out.
+
+    Each has a blocking ``*_sync`` twin with the same parameters.
     """
 
     @operation
     async def get_prices(
-        self, symbol: str, timeframe: str = "1h", limit: int = 200, *, fallback: Any = NO_FALLBACK
+        self,
+        symbol: str,
+        timeframe: str = "1h",
+        limit: int = 200,
+        *,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        fallback: Any = NO_FALLBACK,
     ) -> PriceSeries:
         """OHLC candles for ``symbol``, oldest first."""
         data = await self.get(
             "prices/{symbol}",
             path_params={"symbol": symbol},
             params={"timeframe": timeframe, "limit": limit},
+            timeout=timeout,
+            headers=headers,
+            idempotency_key=idempotency_key,
             fallback=fallback,
         )
         return cast(PriceSeries, data)
@@ -106,6 +127,9 @@ class AnalysisEngineClient(BaseServiceClient):
         indicators: Sequence[IndicatorRequest | Mapping[str, Any]] = (),
         limit: int = 200,
         *,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
         fallback: Any = NO_FALLBACK,
     ) -> IndicatorsResponse:
         """Indicators over the symbol's series; a pure computation, so safely retried."""
@@ -118,19 +142,32 @@ class AnalysisEngineClient(BaseServiceClient):
                 "limit": limit,
             },
             idempotent=True,
+            timeout=timeout,
+            headers=headers,
+            idempotency_key=idempotency_key,
             fallback=fallback,
         )
         return cast(IndicatorsResponse, data)
 
     @operation
     async def detect_market_regime(
-        self, symbol: str, timeframe: str = "1h", *, fallback: Any = NO_FALLBACK
+        self,
+        symbol: str,
+        timeframe: str = "1h",
+        *,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        fallback: Any = NO_FALLBACK,
     ) -> RegimeResponse:
         """The current market regime of ``symbol``."""
         data = await self.get(
             "market-regime/{symbol}",
             path_params={"symbol": symbol},
             params={"timeframe": timeframe},
+            timeout=timeout,
+            headers=headers,
+            idempotency_key=idempotency_key,
             fallback=fallback,
         )
         return cast(RegimeResponse, data)

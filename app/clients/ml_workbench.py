@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypedDict, cast
 
-from app.clients.base import BaseServiceClient, operation
+from app.clients.base import BaseServiceClient
 from app.clients.fallback import NO_FALLBACK
+from app.clients.operations import operation
 from app.clients.sync import sync_twin
 
 __all__ = ["MLWorkbenchClient", "ModelInfo", "Prediction"]
@@ -34,19 +35,57 @@ class Prediction(TypedDict):
 class MLWorkbenchClient(BaseServiceClient):
     """Client of the ML Workbench.
 
-    Every method takes ``fallback=`` (see ``BaseServiceClient.request``); with one, an
-    unavailable or timed-out call returns the fallback's value instead.
+    Every method also takes the verbs' per-call options, keyword-only (see
+    ``BaseServiceClient.request``):
+
+    * ``timeout``: the deadline of the whole call, retries included, in seconds;
+    * ``headers``: extra request headers for this call;
+    * ``idempotency_key``: sent as ``Idempotency-Key`` on every attempt, so the
+      upstream can deduplicate; it also makes a POST safe to retry;
+    * ``fallback``: a value, or a function of the error, returned instead of raising
+      when the call is unavailable or timed out.
+
+    Each has a blocking ``*_sync`` twin with the same parameters.
     """
 
     @operation
-    async def list_models(self, *, fallback: Any = NO_FALLBACK) -> list[ModelInfo]:
+    async def list_models(
+        self,
+        *,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        fallback: Any = NO_FALLBACK,
+    ) -> list[ModelInfo]:
         """Every model in the registry."""
-        return cast(list[ModelInfo], await self.get("models", fallback=fallback))
+        data = await self.get(
+            "models",
+            timeout=timeout,
+            headers=headers,
+            idempotency_key=idempotency_key,
+            fallback=fallback,
+        )
+        return cast(list[ModelInfo], data)
 
     @operation
-    async def get_model(self, model_id: str, *, fallback: Any = NO_FALLBACK) -> ModelInfo:
+    async def get_model(
+        self,
+        model_id: str,
+        *,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        fallback: Any = NO_FALLBACK,
+    ) -> ModelInfo:
         """One model's description."""
-        data = await self.get("models/{model_id}", path_params={"model_id": model_id}, fallback=fallback)
+        data = await self.get(
+            "models/{model_id}",
+            path_params={"model_id": model_id},
+            timeout=timeout,
+            headers=headers,
+            idempotency_key=idempotency_key,
+            fallback=fallback,
+        )
         return cast(ModelInfo, data)
 
     @operation
@@ -57,6 +96,9 @@ class MLWorkbenchClient(BaseServiceClient):
         timeframe: str,
         features: Mapping[str, float],
         *,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
         fallback: Any = NO_FALLBACK,
     ) -> Prediction:
         """A prediction from ``model_id``; pure inference, so safely retried."""
@@ -65,6 +107,9 @@ class MLWorkbenchClient(BaseServiceClient):
             path_params={"model_id": model_id},
             json={"symbol": symbol, "timeframe": timeframe, "features": dict(features)},
             idempotent=True,
+            timeout=timeout,
+            headers=headers,
+            idempotency_key=idempotency_key,
             fallback=fallback,
         )
         return cast(Prediction, data)

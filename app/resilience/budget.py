@@ -69,14 +69,29 @@ class RetryBudget:
 
     def try_retry(self) -> bool:
         """Spend one retry if the budget allows; count the refusal if not."""
+        return self.take_retry() is not None
+
+    def take_retry(self) -> int | None:
+        """Spend one retry as ``try_retry`` does; return its stamp for ``give_back``, or None if refused."""
         with self._lock:
             bucket = self._bucket()
             if self._retries + 1 > self.ratio * self._requests + self.min_per_second * self.window_seconds:
                 self.exhausted += 1
-                return False
+                return None
             bucket[2] += 1
             self._retries += 1
-            return True
+            return bucket[0]
+
+    def give_back(self, stamp: int) -> None:
+        """Refund a retry taken by ``take_retry`` that was never sent (its caller was cancelled)."""
+        with self._lock:
+            for bucket in reversed(self._buckets):
+                if bucket[0] == stamp:
+                    if bucket[2] > 0:
+                        bucket[2] -= 1
+                        self._retries -= 1
+                    return
+            # Its bucket has left the window: the retry no longer counts anyway.
 
     @property
     def balance(self) -> float:

@@ -130,8 +130,13 @@ class Bulkhead:
             same_loop = False
         if same_loop:
             self._hand_over(waiter)
-        else:
+            return
+        try:
             loop.call_soon_threadsafe(self._hand_over, waiter)
+        except RuntimeError:
+            # Its loop is closed (a sync twin's thread stopped with the call still queued):
+            # it can never take the slot, so the slot goes to the next waiter instead.
+            self.release()
 
     def _hand_over(self, waiter: asyncio.Future[None]) -> None:
         if waiter.done():

@@ -161,31 +161,55 @@ class Pipeline:
         *,
         idempotent: bool,
     ) -> T:
-        """Run ``attempt(timeout)`` until it succeeds or the policies give up."""
-        if self.rate_limiter is not None:
-            wait = self.rate_limiter.reserve(deadline.remaining())
+        """Run ``attempt(timeout)`` until it succeeds or the policies give up.
+
+        A call that ends before its first attempt is sent (cancelled, timed out or refused
+        while it waits) gives its rate-limit slot back, and a bulkhead slot it was handed
+        is passed on: the limiter and the bulkhead are left as if it never came.
+        """
+        limiter = self.rate_limiter
+        slot: float | None = None
+        if limiter is not None:
+            wait, slot = limiter.reserve_slot(deadline.remaining())
             if wait < 0:
                 self.events.rejected(record, "rate_limited")
                 raise self._error(
                     RateLimitedError, "client-side rate limit reached", record, retry_after=-wait
                 )
             if wait > 0:
-                await self.clock.sleep(wait)
+                try:
+                    await self.clock.sleep(wait)
+                except BaseException:
+                    limiter.give_back(slot)
+                    raise
         bulkhead = self.bulkhead
         if not bulkhead.try_acquire():
             try:
                 await bulkhead.acquire(deadline.remaining())
             except BulkheadRejectedError:
+                self._give_back(slot)
                 self.events.rejected(record, "bulkhead_full")
                 raise self._error(BulkheadFullError, "bulkhead full", record) from None
             except TimeoutError as exc:
+                self._give_back(slot)
                 raise self._error(
                     ClientTimeoutError, "deadline exceeded waiting for a bulkhead slot", record
                 ) from exc
+            except BaseException:
+                self._give_back(slot)
+                raise
         try:
             return await self._attempts(attempt, record, deadline, idempotent)
+        except BaseException:
+            if record.attempts == 0:  # nothing was sent: the rate slot was never used
+                self._give_back(slot)
+            raise
         finally:
             bulkhead.release()
+
+    def _give_back(self, slot: float | None) -> None:
+        if slot is not None and self.rate_limiter is not None:
+            self.rate_limiter.give_back(slot)
 
     async def _attempts(
         self,
@@ -226,14 +250,14 @@ class Pipeline:
                 last = error
                 if waits is None:
                     waits = self.retry.waits()
-                wait = self._wait_before_retry(error, record, deadline, idempotent, waits)
-                if wait is None:
+                planned = self._wait_before_retry(error, record, deadline, idempotent, waits)
+                if planned is None:
                     if record.attempts > 1:
                         raise retry_exhausted(error) from error
                     raise
-                events.retry(record, error, wait)
-                record.retry_waits += wait
-                await self.clock.sleep(wait)
+                events.retry(record, error, planned[0])
+                record.retry_waits += planned[0]
+                await self._sleep_before_retry(*planned)
 
     def _wait_before_retry(
         self,
@@ -242,8 +266,8 @@ class Pipeline:
         deadline: Deadline,
         idempotent: bool,
         waits: Iterator[float],
-    ) -> float | None:
-        """How long to wait before retrying ``error``, or None to give up now."""
+    ) -> tuple[float, int | None] | None:
+        """How long to wait before retrying ``error`` and the budget's stamp, or None to give up now."""
         if not (
             record.attempts <= self.retry.max_retries
             and self.retry.is_retryable(error, idempotent=idempotent)
@@ -254,11 +278,22 @@ class Pipeline:
         wait = self.retry.wait_for(next(waits), error)
         if wait >= deadline.remaining():
             return None  # the sleep would end past the deadline: fail now instead
-        if self.budget is not None and not self.budget.try_retry():
-            self.events.rejected(record, "budget_exhausted")
-            error.budget_exhausted = True
-            return None
-        return wait
+        stamp = None
+        if self.budget is not None:
+            stamp = self.budget.take_retry()
+            if stamp is None:
+                self.events.rejected(record, "budget_exhausted")
+                error.budget_exhausted = True
+                return None
+        return wait, stamp
+
+    async def _sleep_before_retry(self, wait: float, stamp: int | None) -> None:
+        try:
+            await self.clock.sleep(wait)
+        except BaseException:
+            if stamp is not None and self.budget is not None:
+                self.budget.give_back(stamp)  # cancelled before the retry was sent
+            raise
 
     def _may_hedge(self, record: CallRecord) -> bool:
         if self.budget is not None and not self.budget.try_retry():
