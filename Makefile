@@ -2,33 +2,43 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Each stamp's name carries pyproject.toml's checksum, so an edit there re-installs.
+SUM := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+RUNTIME := $(VENV)/.runtime-$(SUM)
+DEV := $(VENV)/.dev-$(SUM)
 
-.PHONY: run test lint typecheck pytest browser screenshot bench bench-quick clean
+.PHONY: run install test lint typecheck pytest browser promtool screenshot bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Re-install whenever pyproject.toml changes (the stamp name carries its checksum).
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	rm -f $(VENV)/.installed-*
+# What running needs, and nothing else: no test, lint or bench tools.
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	rm -f $(VENV)/.runtime-*
 	touch $@
 
-install: $(STAMP)
+# Everything else the targets use: the runtime plus the dev and bench extras (which
+# include the runtime, so this stamp stands for both).
+$(DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	rm -f $(VENV)/.runtime-* $(VENV)/.dev-* $(VENV)/.installed-*
+	touch $(RUNTIME) $@
 
-run: $(STAMP)
+install: $(DEV)
+
+run: $(RUNTIME)
 	$(BIN)/python -m launcher
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(DEV)
 	$(BIN)/mypy app settings
 
-pytest: $(STAMP)
+pytest: $(DEV)
 	$(BIN)/python -m pytest
 
 # Debian's Chromium, for the dashboard's browser test. Where it cannot be installed the
@@ -38,19 +48,26 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
 		echo "make: Chromium could not be installed; the dashboard browser test will be skipped"
 
+# Debian's prometheus package, for promtool: the tests check ops/'s alert rules with it.
+# Where it cannot be installed those tests skip themselves and say why.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null 2>&1; } || \
+		echo "make: promtool could not be installed; the alert-rule tests will be skipped"
+
 # Regenerates docs/dashboard.png, the README's screenshot, from the real page.
-screenshot: $(STAMP) browser
+screenshot: $(DEV) browser
 	$(BIN)/python scripts/dashboard_screenshot.py
 
-test: lint typecheck browser pytest
+test: lint typecheck browser promtool pytest
 
 # The full benchmark (about 8 minutes on 2 cores): installs nginx from Debian when it
 # can, and rewrites BENCHMARKS.md and docs/benchmarks.png.
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python -m benchmarks.run
 
 # A small run (under a minute) that checks the harness; tests/benchmarks runs it too.
-bench-quick: $(STAMP)
+bench-quick: $(DEV)
 	$(BIN)/python -m benchmarks.run --quick --output /tmp/BENCHMARKS-quick.md
 
 clean:

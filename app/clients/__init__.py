@@ -12,7 +12,6 @@ from app.clients.analysis_engine import (
 from app.clients.base import (
     BaseServiceClient,
     CallOptions,
-    operation,
 )
 from app.clients.config import (
     ClientConfig,
@@ -41,6 +40,7 @@ from app.clients.exceptions import (
     ServiceUnavailableError,
 )
 from app.clients.factory import (
+    close_factory_clients,
     get_analysis_engine_client,
     get_client,
     get_ml_workbench_client,
@@ -53,6 +53,7 @@ from app.clients.ml_workbench import (
     ModelInfo,
     Prediction,
 )
+from app.clients.operations import operation
 
 __all__ = [
     "AnalysisEngineClient",
@@ -89,6 +90,7 @@ __all__ = [
     "ServiceError",
     "ServiceTimeoutError",
     "ServiceUnavailableError",
+    "close_factory_clients",
     "get_analysis_engine_client",
     "get_client",
     "get_ml_workbench_client",
