@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, TypedDict
 
+from app.observability.redaction import scrub, scrub_cut, scrub_deep
+
 __all__ = [
     "AuthenticationError",
     "BulkheadFullError",
@@ -57,26 +59,34 @@ class AuthenticationError(ServiceError):
     """The dependency refused our credentials."""
 
 
+# BaseException's own ``args`` slot, which ClientError.args reads through.
+_ARGS: Any = BaseException.__dict__["args"]
+
+
 class ClientError(ServiceError):
     """Base of every error raised by a service client.
 
     The message names the service, the method and the endpoint template; it never holds
-    a secret, the filled-in URL or a body.
+    a secret, the filled-in URL or a body. Text that comes from elsewhere (the message,
+    the upstream's ``detail`` and ``code``, a ``Location``) is scrubbed of registered
+    secrets when it is set, so an upstream that echoes our API key back cannot show it
+    to anyone who reads the error; ``str``, ``repr`` and ``context()`` scrub again on
+    the way out, for a secret registered after the error was built.
     """
 
     #: Default reason text for the class, used when the raise site gives none.
     reason: ClassVar[str] = "request failed"
     #: The outcome label logs and metrics count this error under.
     outcome: ClassVar[str] = "error"
-    #: The upstream's error ``detail`` and ``code``, when it sent ``{"detail", "code"}``.
-    detail: str | None = None
-    code: str | None = None
-    #: A 3xx's ``Location``.
-    location: str | None = None
     #: The service method the error passed through (set by ``@operation``).
     operation: str | None = None
     #: True when a retry was refused because the client's retry budget was spent.
     budget_exhausted: bool = False
+    # Backing fields of the scrubbed properties below; the class defaults keep an error
+    # built on a refused call (every call while a dependency is down) cheap.
+    _detail: str | None = None
+    _code: str | None = None
+    _location: str | None = None
 
     def __init__(
         self,
@@ -99,8 +109,6 @@ class ClientError(ServiceError):
         self.status = status
         self.attempts = attempts
         self.retry_after = retry_after
-        # The rarer attributes fall back to the class defaults below unless given: an
-        # error is built on every refused call while a dependency is down.
         if detail is not None:
             self.detail = detail
         if code is not None:
@@ -109,8 +117,38 @@ class ClientError(ServiceError):
             self.location = location
         if operation is not None:
             self.operation = operation
-        self._message = message or self.reason
+        # The class's own reason holds no secret: the lean refusal path skips the scrub.
+        # Others may end in upstream text cut to a length (``HTTP 400 <code>``).
+        self._message = self.reason if message is None or message is self.reason else scrub_cut(message)
         super().__init__(self._message)
+
+    @property
+    def detail(self) -> str | None:
+        """The upstream's error ``detail`` (when it sent ``{"detail", "code"}``), scrubbed."""
+        return None if self._detail is None else scrub(self._detail)
+
+    @detail.setter
+    def detail(self, value: str | None) -> None:
+        # The upstream may have cut its detail (or we did, to a size) through a secret.
+        self._detail = None if value is None else scrub_cut(value)
+
+    @property
+    def code(self) -> str | None:
+        """The upstream's error ``code``, scrubbed."""
+        return None if self._code is None else scrub(self._code)
+
+    @code.setter
+    def code(self, value: str | None) -> None:
+        self._code = None if value is None else scrub_cut(value)
+
+    @property
+    def location(self) -> str | None:
+        """A 3xx's ``Location``, scrubbed (a redirect may carry a key in its query)."""
+        return None if self._location is None else scrub(self._location)
+
+    @location.setter
+    def location(self, value: str | None) -> None:
+        self._location = None if value is None else scrub(value)
 
     def __str__(self) -> str:
         where = " ".join(p for p in (self.method, self.endpoint) if p)
@@ -124,19 +162,34 @@ class ClientError(ServiceError):
             tail += f" after {self.attempts} attempts"
         if self.budget_exhausted:
             tail += "; retry budget exhausted"
-        return f"{head}{self._message}{tail}"
+        return scrub(f"{head}{self._message}{tail}")
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The exception's arguments (the message), scrubbed like every other exit."""
+        return tuple(scrub(a) if isinstance(a, str) else a for a in _ARGS.__get__(self))
+
+    @args.setter
+    def args(self, value: tuple[Any, ...]) -> None:
+        _ARGS.__set__(self, value)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({scrub(self._message)!r})"
 
     def context(self) -> dict[str, Any]:
-        """The error's attributes, for logs and API responses."""
-        return {
-            "error": type(self).__name__,
-            "service": self.service_name,
-            "method": self.method,
-            "endpoint": self.endpoint,
-            "status": self.status,
-            "attempts": self.attempts,
-            "retry_after": self.retry_after,
-        }
+        """The error's attributes, for logs and API responses (scrubbed)."""
+        out: dict[str, Any] = scrub_deep(
+            {
+                "error": type(self).__name__,
+                "service": self.service_name,
+                "method": self.method,
+                "endpoint": self.endpoint,
+                "status": self.status,
+                "attempts": self.attempts,
+                "retry_after": self.retry_after,
+            }
+        )
+        return out
 
 
 class ClientConnectionError(ClientError, ServiceUnavailableError):

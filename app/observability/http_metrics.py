@@ -1,4 +1,8 @@
-"""The gateway's own HTTP server metrics, by route template, as a plain ASGI middleware."""
+"""The gateway's own HTTP server metrics, by route template, as a plain ASGI middleware.
+
+Label names are OpenTelemetry's HTTP server semantic conventions as Prometheus writes
+them: ``http_request_method``, ``http_route``, ``http_response_status_code``.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +21,15 @@ def _metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
     if found is None:
         found = _families[id(registry)] = (
             Counter(
-                "http_server_requests", "Requests served", ["method", "route", "status"], registry=registry
+                "http_server_requests",
+                "Requests served",
+                ["http_request_method", "http_route", "http_response_status_code"],
+                registry=registry,
             ),
             Histogram(
                 "http_server_request_duration_seconds",
                 "Time to serve a request",
-                ["method", "route"],
+                ["http_request_method", "http_route"],
                 registry=registry,
             ),
         )

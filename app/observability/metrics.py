@@ -1,4 +1,14 @@
-"""Prometheus metrics of the service clients, with label children cached per client."""
+"""Prometheus metrics of the service clients, with label children cached per client.
+
+Label names follow OpenTelemetry's HTTP client semantic conventions where one exists,
+written as Prometheus writes them (dots become underscores): ``peer_service``
+(``peer.service``, the service called), ``http_request_method``, ``url_template`` (the
+endpoint template, never the filled-in path) and ``http_response_status_code``
+(empty when no response came). ``outcome``, ``reason``, ``from`` and ``to`` have no
+convention. Family names are kept: a ``service_client_request_duration_seconds``
+sample covers the whole logical call (retries and waits included), which is not what
+the convention's per-request ``http.client.request.duration`` measures.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +16,23 @@ from collections.abc import Callable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["BREAKER_STATE_VALUES", "ClientMetrics", "MetricFamilies", "default_families"]
+__all__ = [
+    "BREAKER_STATE_VALUES",
+    "CALL_LABELS",
+    "ClientMetrics",
+    "MetricFamilies",
+    "PEER",
+    "default_families",
+]
 
 #: ``service_client_circuit_state`` values.
 BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+#: The label naming the dependency on every family.
+PEER = "peer_service"
+#: The labels of ``service_client_requests_total``, in order.
+CALL_LABELS = (PEER, "http_request_method", "url_template", "outcome", "http_response_status_code")
+_ENDPOINT_LABELS = (PEER, "http_request_method", "url_template")
 
 # Latency buckets for calls between services on one network: 1 ms to 30 s.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -22,80 +45,80 @@ class MetricFamilies:
         self.requests = Counter(
             "service_client_requests",
             "Logical calls to a dependency, by outcome",
-            ["service", "method", "endpoint", "outcome", "status"],
+            CALL_LABELS,
             registry=registry,
         )
         self.duration = Histogram(
             "service_client_request_duration_seconds",
             "Duration of a logical call, retries and waits included",
-            ["service", "method", "endpoint"],
+            _ENDPOINT_LABELS,
             buckets=_BUCKETS,
             registry=registry,
         )
         self.attempts = Counter(
             "service_client_attempts",
             "Attempts sent",
-            ["service", "method", "endpoint"],
+            _ENDPOINT_LABELS,
             registry=registry,
         )
         self.retries = Counter(
             "service_client_retries",
             "Retries, by what failed",
-            ["service", "reason"],
+            [PEER, "reason"],
             registry=registry,
         )
         self.circuit_state = Gauge(
             "service_client_circuit_state",
             "0 closed, 1 half-open, 2 open",
-            ["service"],
+            [PEER],
             registry=registry,
         )
         self.circuit_transitions = Counter(
             "service_client_circuit_transitions",
             "Breaker state changes",
-            ["service", "from", "to"],
+            [PEER, "from", "to"],
             registry=registry,
         )
         self.bulkhead_in_flight = Gauge(
             "service_client_bulkhead_in_flight",
             "Calls holding a bulkhead slot",
-            ["service"],
+            [PEER],
             registry=registry,
         )
         self.bulkhead_queued = Gauge(
             "service_client_bulkhead_queued",
             "Calls waiting for a bulkhead slot",
-            ["service"],
+            [PEER],
             registry=registry,
         )
         self.bulkhead_limit = Gauge(
             "service_client_bulkhead_limit",
             "Concurrency limit (the adaptive limit when on)",
-            ["service"],
+            [PEER],
             registry=registry,
         )
         self.bulkhead_rejections = Counter(
             "service_client_bulkhead_rejections",
             "Calls refused by a full bulkhead",
-            ["service"],
+            [PEER],
             registry=registry,
         )
         self.rejections = Counter(
             "service_client_rejections",
             "Calls refused before or between attempts, by reason",
-            ["service", "reason"],
+            [PEER, "reason"],
             registry=registry,
         )
         self.hedges = Counter(
             "service_client_hedges",
             "Hedged (backup) attempts started",
-            ["service"],
+            [PEER],
             registry=registry,
         )
         self.fallbacks = Counter(
             "service_client_fallbacks",
             "Calls answered by their fallback",
-            ["service"],
+            [PEER],
             registry=registry,
         )
 

@@ -97,10 +97,8 @@ class CallObserver:
         """The breaker moved from ``old`` to ``new``."""
         if self.metrics is not None:
             self.metrics.transition(old, new)
-        logger.warning(
-            "circuit %s: %s -> %s", self.service, old, new,
-            extra={"fields": {"service": self.service, "event": "circuit_state", "from": old, "to": new}},
-        )  # fmt: skip
+        fields = {"peer.service": self.service, "event": "circuit_state", "from": old, "to": new}
+        logger.warning("circuit %s: %s -> %s", self.service, old, new, extra={"fields": fields})
 
     # -- the end of a logical call ---------------------------------------------------
 
@@ -142,7 +140,7 @@ class CallObserver:
         received: Any,
     ) -> None:
         fields: dict[str, Any] = {
-            "service": record.service,
+            "peer.service": record.service,  # OpenTelemetry's name for the service called
             "method": record.method,
             "endpoint": record.endpoint,
             "status": record.status,
@@ -168,12 +166,14 @@ class CallObserver:
         if not logger.isEnabledFor(_DEBUG):
             return
         fields = {
-            "service": record.service,
+            "peer.service": record.service,
             "method": record.method,
             "endpoint": record.endpoint,
             "attempt": record.attempts,
             "status": record.status,
             "request_id": record.request_id,
-            "params": {k: REDACTED if is_secret_key(k) else v for k, v in (params or {}).items()},
+            # By name and by value: a key sent under an innocuous name ("q") is masked
+            # in the record itself, for every handler, not only by the JSON formatter.
+            "params": {k: REDACTED if is_secret_key(k) else redact(v) for k, v in (params or {}).items()},
         }
         logger.debug("attempt %s %s", record.method, record.endpoint, extra={"fields": fields})

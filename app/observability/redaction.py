@@ -1,24 +1,119 @@
-"""Redaction: secret-looking keys and known secret values never reach a log line."""
+r"""Redaction: secret-looking keys and known secret values never reach a log, an error or a response.
+
+This module imports nothing of ``app``, so the error tree can scrub with it too.
+
+Two mechanisms:
+
+- by name: ``redact`` replaces the value of any header, param or JSON key that looks
+  like a credential (``is_secret_key``);
+- by value: ``register_secret`` remembers a secret (clients register their API key),
+  and ``scrub`` masks it in any text, in every form an encoder may have put it in:
+  as is, percent-encoded (upper or lower case hex, ``+`` for a space), JSON-escaped
+  (``\"``, ``\/``, ``\uXXXX``, once or twice), or Python-escaped.
+
+Secrets shorter than ``MIN_SUBSTRING_SECRET`` (4) characters are masked too, but only
+where they stand as a whole token (no letter or digit on either side): masked as
+substrings they would eat ordinary words ("abc" in "abcdef"). A secret that short is no
+secret; the settings should refuse it, and until they do it is at least never shown
+as a token of its own.
+"""
 
 from __future__ import annotations
 
 import re
+import string
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["REDACTED", "is_secret_key", "redact", "register_secret", "scrub", "truncate"]
+import orjson
+
+__all__ = [
+    "MIN_SUBSTRING_SECRET",
+    "REDACTED",
+    "contains_secret",
+    "is_secret_key",
+    "redact",
+    "register_secret",
+    "scrub",
+    "scrub_cut",
+    "scrub_deep",
+    "truncate",
+]
 
 REDACTED = "***"
 BODY_LOG_LIMIT = 2048
+#: Registered secrets at least this long are masked wherever they occur; shorter ones
+#: only as a whole token.
+MIN_SUBSTRING_SECRET = 4
 
 _SECRET_KEY = re.compile(
     r"(key|token|secret|passw(or)?d|pwd|authorization|cookie|credential|session|signature|auth)",
     re.IGNORECASE,
 )
-_known: set[str] = set()
+# Characters no URL or JSON encoder escapes (RFC 3986 unreserved): a secret made only of
+# these looks the same in every form, and plain ``str.replace`` masks it.
+_PLAIN = frozenset(string.ascii_letters + string.digits + "-._~")
+_MAX_DEPTH = 32
+
+
+class _Secret(NamedTuple):
+    """One registered secret, ready to be found fast."""
+
+    #: A substring every form of the secret contains (its longest run of plain
+    #: characters): when it is absent, the secret is too, and no regex runs.
+    probe: str
+    value: str
+    #: None when ``value`` is all plain characters and long enough: ``str.replace``.
+    pattern: re.Pattern[str] | None
+
+
+_known: dict[str, _Secret] = {}
 _known_lock = threading.Lock()
-_known_sorted: tuple[str, ...] = ()
+# Longest first, so a secret that contains another is replaced whole. Rebuilt on change
+# only; readers take the tuple without a lock.
+_secrets: tuple[_Secret, ...] = ()
+# Where any long-enough secret's first characters start (overlapping matches), for
+# scrub_cut; and the longest secret's length.
+_heads: re.Pattern[str] | None = None
+_longest = 0
+
+
+def _char_forms(char: str) -> str:
+    """A regex group for every way an encoder may write ``char``."""
+    utf8 = char.encode()
+    forms = {
+        char,
+        "".join(f"%{b:02x}" for b in utf8),  # percent-encoding, either case of hex
+        "".join(f"%{b:02X}" for b in utf8),
+        orjson.dumps(char).decode()[1:-1],  # JSON as orjson and FastAPI write it
+    }
+    if char == " ":
+        forms.add("+")  # form encoding
+    if char == "/":
+        forms.add("\\/")  # a legal JSON escape some encoders use
+    if char == "'":
+        forms.add("\\'")  # Python's repr
+    code = ord(char)
+    if code > 0x7F:  # JSON with ensure_ascii (Python's json.dumps): \uXXXX, surrogates past the BMP
+        units = [code] if code <= 0xFFFF else [0xD800 + ((code - 0x10000) >> 10), 0xDC00 + (code & 0x3FF)]
+        forms.add("".join(f"\\u{u:04x}" for u in units))
+        forms.add("".join(f"\\u{u:04X}" for u in units))
+    # JSON inside JSON: an upstream's detail list rendered as text, then sent on as a string.
+    forms |= {orjson.dumps(form).decode()[1:-1] for form in forms}
+    return "(?:" + "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)) + ")"
+
+
+def _compile(value: str) -> _Secret:
+    runs = re.findall(r"[A-Za-z0-9\-._~]+", value)
+    probe = max(runs, key=len) if runs else ""
+    short = len(value) < MIN_SUBSTRING_SECRET
+    if not short and all(c in _PLAIN for c in value):
+        return _Secret(probe, value, None)
+    body = "".join(re.escape(c) if c in _PLAIN else _char_forms(c) for c in value)
+    if short:
+        body = rf"(?<![A-Za-z0-9]){body}(?![A-Za-z0-9])"
+    return _Secret(probe, value, re.compile(body))
 
 
 def is_secret_key(name: str) -> bool:
@@ -27,28 +122,87 @@ def is_secret_key(name: str) -> bool:
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a secret value (an API key) so that ``scrub`` removes it from any text."""
-    global _known_sorted  # noqa: PLW0603 - one process-wide registry, rebuilt on change only
-    if not value or len(value) < 4:  # too short to scrub without mangling ordinary text
+    """Remember a secret value (an API key) so that ``scrub`` removes it from any text.
+
+    Any non-empty value is kept; one shorter than ``MIN_SUBSTRING_SECRET`` is masked
+    only as a whole token (see the module's docstring).
+    """
+    global _secrets, _heads, _longest  # noqa: PLW0603 - one process-wide registry, rebuilt on change only
+    if not value:
         return
     with _known_lock:
         if value not in _known:
-            _known.add(value)
-            # Longest first, so a secret that contains another is replaced whole.
-            _known_sorted = tuple(sorted(_known, key=len, reverse=True))
+            _known[value] = _compile(value)
+            _secrets = tuple(sorted(_known.values(), key=lambda s: len(s.value), reverse=True))
+            heads = {s.value[:MIN_SUBSTRING_SECRET] for s in _secrets if len(s.value) > MIN_SUBSTRING_SECRET}
+            _heads = re.compile("(?=" + "|".join(map(re.escape, sorted(heads))) + ")") if heads else None
+            _longest = len(_secrets[0].value)
 
 
 def scrub(text: str) -> str:
-    """``text`` with every registered secret value replaced by ``***``."""
-    for secret in _known_sorted:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
+    """``text`` with every registered secret, in any of its encoded forms, replaced by ``***``."""
+    for probe, value, pattern in _secrets:
+        if probe in text:
+            text = text.replace(value, REDACTED) if pattern is None else pattern.sub(REDACTED, text)
     return text
 
 
+def contains_secret(text: str) -> bool:
+    """True when ``text`` holds a registered secret in any form (a cheap test first)."""
+    for probe, value, pattern in _secrets:
+        if probe in text and (value in text if pattern is None else pattern.search(text) is not None):
+            return True
+    return False
+
+
+def scrub_cut(text: str) -> str:
+    """``scrub``, and also mask a secret's beginning left at the end of ``text``.
+
+    For text that may have been cut to a length limit before it got here (an upstream's
+    error detail): a cut through the middle of a secret would leave its first
+    characters, which no full-secret match finds.
+    """
+    text = scrub(text)
+    heads = _heads
+    if heads is None:
+        return text
+    # Only the last (longest secret - 1) characters can hold a cut-off beginning; one
+    # regex pass over them finds every place a secret's first characters start.
+    for match in heads.finditer(text, max(0, len(text) - _longest + 1)):
+        rest = text[match.start() :]
+        if any(len(s.value) > len(rest) and s.value.startswith(rest) for s in _secrets):
+            return text[: match.start()] + REDACTED
+    return text
+
+
+def scrub_deep(value: Any, _depth: int = 0) -> Any:
+    """A copy of ``value`` (JSON-like) with registered secrets masked in every key and value.
+
+    Unlike scrubbing the serialised text, this never breaks the JSON structure (a
+    short secret "200" in ``"status":200``); numbers and other objects whose text is
+    a secret are replaced whole.
+    """
+    if isinstance(value, str):
+        return scrub(value)
+    if _depth > _MAX_DEPTH:
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {
+            scrub(k) if isinstance(k, str) else scrub_deep(k, _depth + 1): scrub_deep(v, _depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [scrub_deep(v, _depth + 1) for v in value]
+    # A number, or an object orjson's ``default=str`` would write as its text.
+    text = "" if value is None or isinstance(value, bool) else str(value)
+    if not contains_secret(text):
+        return value
+    return REDACTED if isinstance(value, int | float) else scrub(text)
+
+
 def redact(value: Any, _depth: int = 0) -> Any:
-    """A copy of ``value`` (JSON-like) with secret-looking keys' values replaced."""
-    if _depth > 32:
+    """A copy of ``value`` (JSON-like): secret-looking keys' values replaced, known secrets scrubbed."""
+    if _depth > _MAX_DEPTH:
         return REDACTED
     if isinstance(value, Mapping):
         return {

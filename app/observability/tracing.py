@@ -1,10 +1,12 @@
-"""OpenTelemetry set-up: one tracer provider per process, exporting as the settings say."""
+"""OpenTelemetry set-up: spans go to the user's global tracer provider, or to the project's own."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Literal
 
 from opentelemetry import propagate, trace
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from app.resilience.pipeline import CallRecord
 
 __all__ = [
+    "TRACER_NAME",
     "TracingState",
     "configure_tracing",
     "end_cancelled",
@@ -31,21 +34,101 @@ __all__ = [
 
 Exporter = Literal["none", "console", "otlp"]
 
+#: The instrumentation scope of the client spans.
+TRACER_NAME = "app.clients"
+
+_NOOP_PROVIDER = trace.NoOpTracerProvider()
+_NOOP_TRACER = trace.NoOpTracer()
+
+
+def _public_global() -> object:
+    """What ``trace.set_tracer_provider`` installed, or None, through the public API."""
+    provider = trace.get_tracer_provider()
+    return None if isinstance(provider, trace.ProxyTracerProvider) else provider
+
+
+# ``trace.get_tracer_provider()`` looks up an environment variable on every call while no
+# provider is set (about 1 µs); the per-call check reads OpenTelemetry's module global
+# instead (tens of ns), and falls back to the public call should that name ever go.
+_GLOBAL_SLOT = hasattr(trace, "_TRACER_PROVIDER")
+
 
 class TracingState:
     """Whether spans are recorded, and by which provider.
 
-    When off, the client skips all span work per call. The provider is held here, not
-    only set globally, because OpenTelemetry allows one global provider per process
-    and tests build several services in one.
+    The project's own provider (``configure_tracing``) when it set one up; otherwise the
+    global provider, when the application installed one with
+    ``trace.set_tracer_provider`` (before or after the clients were built), so the
+    client spans join the application's traces and exporters; otherwise nothing, and
+    the client skips all span work per call (``enabled`` is one attribute test and one
+    module-global read). A global ``NoOpTracerProvider`` counts as none. The project's
+    provider is held here, not only set globally, because OpenTelemetry allows one
+    global provider per process and tests build several services in one.
     """
 
-    enabled = False
-    provider: trace.TracerProvider = trace.NoOpTracerProvider()
-    tracer: trace.Tracer = trace.NoOpTracer()
+    __slots__ = ("_global_tracer", "_own", "_own_tracer", "_seen")
+
+    def __init__(self) -> None:
+        self._own: trace.TracerProvider | None = None
+        self._own_tracer: trace.Tracer | None = None
+        self._seen: object = None  # the global provider the tracer below came from
+        self._global_tracer: trace.Tracer | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """True when client spans are recorded (by the project's provider or the global one)."""
+        if self._own_tracer is not None:
+            return True
+        current = trace._TRACER_PROVIDER if _GLOBAL_SLOT else _public_global()
+        if current is None:
+            return False
+        if current is not self._seen:
+            self._adopt(current)
+        return self._global_tracer is not None
+
+    @property
+    def provider(self) -> trace.TracerProvider:
+        """The provider spans go to (a no-op one when tracing is off)."""
+        if self._own is not None:
+            return self._own
+        if self.enabled and isinstance(self._seen, trace.TracerProvider):
+            return self._seen
+        return _NOOP_PROVIDER
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        """The tracer client spans are made with (a no-op one when tracing is off)."""
+        if self._own_tracer is not None:
+            return self._own_tracer
+        if self.enabled and self._global_tracer is not None:
+            return self._global_tracer
+        return _NOOP_TRACER
+
+    @property
+    def own(self) -> bool:
+        """True when the project's own provider (``configure_tracing``) is in use."""
+        return self._own is not None
+
+    def use_own(self, provider: trace.TracerProvider | None) -> None:
+        """Send spans to ``provider``; None goes back to the global provider, if any."""
+        self._own = provider
+        self._own_tracer = None if provider is None else provider.get_tracer(TRACER_NAME)
+
+    def _adopt(self, current: object) -> None:
+        self._seen = current
+        self._global_tracer = None
+        if isinstance(current, trace.TracerProvider) and not isinstance(
+            current, trace.NoOpTracerProvider | trace.ProxyTracerProvider
+        ):
+            self._global_tracer = current.get_tracer(TRACER_NAME)
 
 
 tracing = TracingState()
+
+if OTEL_PYTHON_TRACER_PROVIDER in os.environ:
+    # The provider named by the environment is loaded on the first public look-up only;
+    # do it now, so the per-call check above sees it.
+    trace.get_tracer_provider()
 
 
 def configure_tracing(
@@ -53,16 +136,21 @@ def configure_tracing(
     exporter: Exporter = "none",
     otlp_endpoint: str | None = None,
     processors: list[SpanProcessor] | None = None,
+    *,
+    set_global: bool = False,
 ) -> TracerProvider | None:
-    """Install the process's tracer provider; returns it, or None when tracing stays off.
+    """Set up the project's own tracer provider; returns it, or None when it sets none up.
 
     ``otlp`` sends to ``otlp_endpoint`` in batches; ``console`` prints each span;
-    ``processors`` (tests pass an in-memory exporter's) are added as given.
+    ``processors`` (tests pass an in-memory exporter's) are added as given. With
+    ``exporter="none"`` and no processors the project has no provider of its own, and
+    spans go to the global provider when the application installed one (else nowhere).
+    ``set_global`` also installs the new provider as OpenTelemetry's global one, so the
+    application's own spans share it; OpenTelemetry keeps the first global provider of
+    a process, so it is not replaced when one is already set.
     """
     if exporter == "none" and not processors:
-        tracing.enabled = False
-        tracing.provider = trace.NoOpTracerProvider()
-        tracing.tracer = trace.NoOpTracer()
+        tracing.use_own(None)
         return None
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if exporter == "otlp":
@@ -75,9 +163,9 @@ def configure_tracing(
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
     for processor in processors or []:
         provider.add_span_processor(processor)
-    tracing.provider = provider
-    tracing.tracer = provider.get_tracer("app.clients")
-    tracing.enabled = True
+    if set_global and _public_global() is None:
+        trace.set_tracer_provider(provider)
+    tracing.use_own(provider)
     return provider
 
 

@@ -36,7 +36,8 @@ async def test_one_info_record_per_logical_call(make_client, upstream: Upstream,
     assert len(info) == 1
     assert len(debug) == 2
     line = orjson.loads(JsonFormatter().format(info[0]))
-    assert line["service"] == "test-upstream"
+    assert line["peer.service"] == "test-upstream"
+    assert "service" not in line  # the old name is gone
     assert line["method"] == "GET"
     assert line["endpoint"] == "items/{id}"
     assert line["status"] == 200

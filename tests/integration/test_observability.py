@@ -29,6 +29,9 @@ from tests.support.upstream import Upstream, json, sequence
 from upstreams.analysis_engine.service import AnalysisEngineSettings
 from upstreams.analysis_engine.service import create_app as create_analysis_engine
 
+#: A well-formed Analysis Engine regime answer (the gateway checks the shape).
+REGIME = {"symbol": "GBPUSD", "timeframe": "1h", "regime": "ranging", "confidence": 0.5, "metrics": {}}
+
 
 @pytest.fixture
 def container(monkeypatch, upstream: Upstream) -> Container:
@@ -50,7 +53,7 @@ def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
 
 async def test_metrics_endpoint_shows_client_and_server_metrics(container, upstream: Upstream) -> None:
     """/metrics has the client families (endpoint = template) and the gateway's own HTTP metrics."""
-    upstream.route("market-regime/GBPUSD", sequence(json({}, status=503), json({"regime": "ranging"})))
+    upstream.route("market-regime/GBPUSD", sequence(json({}, status=503), json(REGIME)))
     async with serve(create_app(container)) as base, aiohttp.ClientSession() as http:
         async with http.get(f"{base}/api/v1/regime/GBPUSD") as resp:
             assert resp.status == 200
@@ -59,19 +62,19 @@ async def test_metrics_endpoint_shows_client_and_server_metrics(container, upstr
     requests = samples(text, "service_client_requests_total")
     mine = [
         (labels, value) for labels, value in requests
-        if labels["service"] == "analysis-engine-service" and labels["outcome"] == "success"
+        if labels["peer_service"] == "analysis-engine-service" and labels["outcome"] == "success"
     ]  # fmt: skip
     assert mine
-    assert any(labels["endpoint"] == "market-regime/{symbol}" and v >= 1 for labels, v in mine)
+    assert any(labels["url_template"] == "market-regime/{symbol}" and v >= 1 for labels, v in mine)
     retries = samples(text, "service_client_retries_total")
     assert any(labels["reason"] == "server_error" and v >= 1 for labels, v in retries)
     assert any(
-        labels["route"] == "/api/v1/regime/{symbol}"
+        labels["http_route"] == "/api/v1/regime/{symbol}"
         for labels, _ in samples(text, "http_server_requests_total")
     )
     assert samples(text, "service_client_circuit_state")
     assert any(
-        labels["service"] == "analysis-engine-service"
+        labels["peer_service"] == "analysis-engine-service"
         for labels, _ in samples(text, "service_client_bulkhead_in_flight")
     )
     assert "GBPUSD" not in text  # filled-in paths never become labels
