@@ -5,6 +5,7 @@ from __future__ import annotations
 from dependency_injector import containers, providers
 from dependency_injector.ext.starlette import Lifespan
 
+from app.api.lifecycle import Lifecycle
 from app.clients.analysis_engine import AnalysisEngineClient
 from app.clients.config import ClientConfig
 from app.clients.ml_workbench import MLWorkbenchClient
@@ -35,6 +36,8 @@ class UpstreamContainer(containers.DeclarativeContainer):
 
     config = providers.Dependency(instance_of=ClientConfig)
     client_class = providers.Dependency(instance_of=type)
+    #: Whether the service can answer without this upstream (readiness only).
+    essential = providers.Dependency(instance_of=bool, default=True)
     clock = providers.Object(MONOTONIC)
 
     breaker = providers.Singleton(breaker_from_config, config, clock)
@@ -54,6 +57,7 @@ class UpstreamContainer(containers.DeclarativeContainer):
         observer,
         budget=budget,
         adaptive=adaptive,
+        essential=essential,
     )
 
     #: Every policy a client of this upstream shares, as its constructor's keywords: the
@@ -85,14 +89,19 @@ class Container(containers.DeclarativeContainer):
         UpstreamContainer,
         config=settings.provided.analysis_engine,
         client_class=providers.Object(AnalysisEngineClient),
+        essential=settings.provided.is_essential.call("analysis_engine"),
     )
     ml_workbench = providers.Container(
         UpstreamContainer,
         config=settings.provided.ml_workbench,
         client_class=providers.Object(MLWorkbenchClient),
+        essential=settings.provided.is_essential.call("ml_workbench"),
     )
 
     #: Every dependency's live status, in a fixed order, for readiness and the dashboard.
     dependency_views = providers.List(analysis_engine.view, ml_workbench.view)
+
+    #: Draining or not: set on SIGTERM, read by readiness and the status stream.
+    lifecycle = providers.Singleton(Lifecycle)
 
     lifespan = providers.Singleton(Lifespan, __self__)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
 from app.api import RequestContextMiddleware, install_error_handlers
-from app.api.routes import gateway, health, observability
+from app.api.routes import admin, gateway, health, observability
 from app.clients.factory import use_container
 from app.containers import Container
 from app.observability.http_metrics import HttpMetricsMiddleware
+from app.observability.redaction import register_secret
 from app.observability.tracing import tracing
 
-__all__ = ["create_app"]
+__all__ = ["DOCS_STATIC_URL", "create_app"]
+
+#: Where /docs gets its Swagger UI script, styles and icon: from the gateway itself.
+DOCS_STATIC_URL = "/docs-static"
 
 
 def create_app(container: Container | None = None) -> FastAPI:
@@ -23,14 +28,23 @@ def create_app(container: Container | None = None) -> FastAPI:
     """
     container = container or Container()
     settings = container.settings()
-    container.wire(modules=[gateway, health, observability])
+    if settings.admin_token is not None:
+        register_secret(settings.admin_token.get_secret_value())
+    container.wire(modules=[admin, gateway, health, observability])
     use_container(container)
 
-    app = FastAPI(
+    # FastAPIOffline: /docs loads its script and styles from the gateway (assets shipped
+    # in the fastapi-offline wheel), not from a CDN, so it works offline and behind a
+    # strict egress policy. No /redoc: ReDoc's bundle fetches its logo from its CDN.
+    app = FastAPIOffline(
+        redoc_url=None,
         title="ML Integration Service",
         version="0.1.0",
         summary="Gateway to the Analysis Engine and the ML Workbench",
         lifespan=container.lifespan(),
+        static_url=DOCS_STATIC_URL,
+        # Swagger UI would otherwise send the schema to swagger.io's online validator.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.container = container
     app.state.settings = settings
@@ -44,4 +58,6 @@ def create_app(container: Container | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(gateway.router)
     app.include_router(observability.router)
+    if settings.admin_active:
+        app.include_router(admin.router)
     return app

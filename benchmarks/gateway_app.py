@@ -60,7 +60,14 @@ def build(upstream: str) -> Any:
     global _upstream  # noqa: PLW0603
     _upstream = upstream
     container = Container()
-    config = ClientConfig(base_url=upstream, service_name="analysis-engine-service", timeout_seconds=10)
+    # The load generator keeps 64 requests in flight: the seed's 10 + 20 bulkhead would refuse some.
+    config = ClientConfig(
+        base_url=upstream,
+        service_name="analysis-engine-service",
+        timeout_seconds=10,
+        bulkhead_max_concurrent=100,
+        bulkhead_max_waiting=100,
+    )
     container.settings.override(Settings(env="test", analysis_engine=config))
     container.wire(modules=[sys.modules[__name__]])
     app = create_app(container)

@@ -65,7 +65,14 @@ async def inflight_raw(url: str, n: int) -> dict[str, float]:
 async def growth(url: str, n: int) -> dict[str, float]:
     """``n`` calls, 64 at a time: RSS after a warm-up of 5% against RSS at the end."""
     base, _, endpoint = url.rpartition("/")
-    config = ClientConfig(base_url=base, service_name="mem", timeout_seconds=10)
+    # 64 workers: the bulkhead admits them all (the seed's default is 10).
+    config = ClientConfig(
+        base_url=base,
+        service_name="mem",
+        timeout_seconds=10,
+        bulkhead_max_concurrent=64,
+        bulkhead_max_waiting=0,
+    )
     warm = max(1000, n // 20)
     async with BaseServiceClient(config) as client:
         remaining = warm

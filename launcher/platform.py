@@ -18,7 +18,10 @@ from pathlib import Path
 __all__ = ["Platform", "PortInUseError", "ServiceProcess", "plan"]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: How long an upstream may take to stop after SIGTERM before it is killed.
 STOP_GRACE_SECONDS = 4.0
+#: Added to the gateway's own bound (its grace, then uvicorn's last-resort cancel).
+GATEWAY_STOP_MARGIN_SECONDS = 2.0
 
 
 # Loaded here, in the parent: between fork and exec the child may only make the call,
@@ -49,6 +52,8 @@ class ServiceProcess:
     port: int
     env: dict[str, str]
     log_path: Path | None = None
+    #: How long it may take to stop after SIGTERM before it is killed.
+    stop_grace: float = STOP_GRACE_SECONDS
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -68,6 +73,7 @@ def plan(
     """The three services wired to each other on the given ports."""
     # Imported here so that `python -m launcher` fails on bad settings with the
     # settings' own one-line message, before anything starts.
+    from app.serving import CANCEL_AFTER_CLOSE_SECONDS  # noqa: PLC0415
     from settings import load_settings  # noqa: PLC0415
 
     base = {**os.environ, **(extra_env or {}), "APP_ENV": profile}
@@ -110,6 +116,9 @@ def plan(
                 "APP_ANALYSIS_ENGINE__BASE_URL": f"http://127.0.0.1:{analysis_port}/api/v1",
                 "APP_ML_WORKBENCH__BASE_URL": f"http://127.0.0.1:{workbench_port}/api/v1",
             },
+            # Killing it sooner would lose the answers (and the log lines) of the requests
+            # it is still finishing; idle, it stops at once.
+            stop_grace=settings.grace_seconds + CANCEL_AFTER_CLOSE_SECONDS + GATEWAY_STOP_MARGIN_SECONDS,
         ),
     ]
 
@@ -194,16 +203,17 @@ class Platform:
         )
 
     def stop(self) -> None:
-        """SIGTERM every service, wait up to 4 s, then SIGKILL what is left."""
-        running = [s for s in self.services if s.process is not None and s.process.poll() is None]
-        for service in running:
-            assert service.process is not None  # noqa: S101
+        """Stop the services in reverse start order: SIGTERM, wait its ``stop_grace``, SIGKILL.
+
+        The gateway, started last, stops first: the requests it is finishing still need
+        the upstreams.
+        """
+        for service in reversed(self.services):
+            if service.process is None or service.process.poll() is not None:
+                continue
             service.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for service in running:
-            assert service.process is not None  # noqa: S101
             try:
-                service.process.wait(max(0.0, deadline - time.monotonic()))
+                service.process.wait(service.stop_grace)
             except subprocess.TimeoutExpired:
                 service.process.kill()
                 service.process.wait()

@@ -1,28 +1,50 @@
-"""Trading signals: Analysis Engine indicators and regime, plus an ML Workbench prediction."""
+"""Trading signals: Analysis Engine indicators and regime, plus an ML Workbench prediction.
+
+The Analysis Engine is essential: a failure, or an answer without what a signal needs,
+fails the signal (the mapped status; 502 for a bad answer). The ML Workbench is
+degradable: when the prediction call fails in any way (unavailable, timed out, an
+error status, or an answer that is not a prediction) the signal is still served, with
+``"prediction": null`` and the service named in ``"degraded"``. A wrong-shaped
+prediction is no more use than none, and the caller asked for a signal, not for the
+model: failing the whole answer for the optional part would make it essential.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 from typing import Any
 
-from app.clients.analysis_engine import AnalysisEngineClient, IndicatorResult, IndicatorsResponse
-from app.clients.exceptions import ClientResponseError
-from app.clients.fallback import collect_degraded
+from app.api.answers import (
+    BadUpstreamAnswerError,
+    IndicatorsAnswer,
+    IndicatorSeries,
+    PredictionAnswer,
+    RegimeAnswer,
+    checked,
+)
+from app.clients.analysis_engine import AnalysisEngineClient
+from app.clients.exceptions import ClientError
+from app.clients.fallback import collect_degraded, mark_degraded
 from app.clients.ml_workbench import MLWorkbenchClient
 
 __all__ = [
     "BadUpstreamAnswerError",
+    "INDICATORS_ENDPOINT",
+    "PREDICT_ENDPOINT",
+    "REGIME_ENDPOINT",
     "SIGNAL_INDICATORS",
     "build_signal",
     "derive_features",
 ]
 
+log = logging.getLogger(__name__)
 
-class BadUpstreamAnswerError(ClientResponseError):
-    """The Analysis Engine answered without what a signal needs (mapped to 502)."""
-
-    reason = "the Analysis Engine's answer lacks what a signal needs"
-
+#: The client methods' endpoint templates, for errors that name where a bad answer came from.
+INDICATORS_ENDPOINT = "indicators/calculate"
+REGIME_ENDPOINT = "market-regime/{symbol}"
+PREDICT_ENDPOINT = "models/{model_id}/predict"
 
 #: What a signal needs from the Analysis Engine.
 SIGNAL_INDICATORS: list[dict[str, Any]] = [
@@ -35,6 +57,16 @@ SIGNAL_INDICATORS: list[dict[str, Any]] = [
 ]
 
 
+class _Degraded:
+    """The prediction call's fallback: tells "fell back" apart from an empty answer (None)."""
+
+    def __repr__(self) -> str:
+        return "DEGRADED"
+
+
+_DEGRADED = _Degraded()
+
+
 def _last(series: list[float | None]) -> float:
     for value in reversed(series):
         if value is not None:
@@ -42,48 +74,84 @@ def _last(series: list[float | None]) -> float:
     raise ValueError("indicator has no value yet (series shorter than its warm-up)")
 
 
-def _find(results: list[IndicatorResult], name: str, **params: Any) -> IndicatorResult:
+def _find(results: list[IndicatorSeries], name: str, **params: Any) -> IndicatorSeries:
     for result in results:
-        if result["name"] == name and all(result["params"].get(k) == v for k, v in params.items()):
+        if result.name == name and all(result.params.get(k) == v for k, v in params.items()):
             return result
     raise ValueError(f"indicator {name} {params} missing from the Analysis Engine's answer")
 
 
-def derive_features(indicators: IndicatorsResponse) -> dict[str, float]:
+def _line(result: IndicatorSeries, line: str) -> list[float | None]:
+    components = result.components or {}
+    if line not in components:
+        raise ValueError(f"indicator {result.name} lacks its {line!r} line")
+    return components[line]
+
+
+def derive_features(indicators: IndicatorsAnswer) -> dict[str, float]:
     """Scale-free model features from the latest indicator values.
 
     Dividing by ATR makes them comparable across pairs quoted near 1.0 and near 150.
+    Raises ``ValueError`` when the answer lacks a value a feature needs, or when a
+    feature comes out infinite.
     """
-    results = indicators["results"]
-    atr = _last(_find(results, "ATR", period=14)["values"])
+    results = indicators.results
+    atr = _last(_find(results, "ATR", period=14).values)
     if atr <= 0:
         raise ValueError("ATR is zero: the series has no range")
-    macd = _find(results, "MACD").get("components", {})
-    bands = _find(results, "BBANDS").get("components", {})
-    middle = _last(bands["middle"])
-    return {
-        "rsi_14": _last(_find(results, "RSI", period=14)["values"]) / 100.0,
-        "macd_hist_atr": _last(macd["histogram"]) / atr,
+    macd, bands = _find(results, "MACD"), _find(results, "BBANDS")
+    middle = _last(_line(bands, "middle"))
+    features = {
+        "rsi_14": _last(_find(results, "RSI", period=14).values) / 100.0,
+        "macd_hist_atr": _last(_line(macd, "histogram")) / atr,
         "sma_trend_atr": (
-            _last(_find(results, "SMA", period=20)["values"])
-            - _last(_find(results, "SMA", period=50)["values"])
+            _last(_find(results, "SMA", period=20).values) - _last(_find(results, "SMA", period=50).values)
         )
         / atr,
-        "bb_width": (_last(bands["upper"]) - _last(bands["lower"])) / middle if middle else 0.0,
+        "bb_width": (_last(_line(bands, "upper")) - _last(_line(bands, "lower"))) / middle if middle else 0.0,
     }
+    # Finite inputs can still overflow (1e300 / 1e-300); the model would be sent null.
+    bad = [name for name, value in features.items() if not math.isfinite(value)]
+    if bad:
+        raise ValueError(f"features {', '.join(bad)} are not finite")
+    return features
 
 
-def _latest(results: list[IndicatorResult]) -> dict[str, Any]:
+def _latest(results: list[IndicatorSeries]) -> dict[str, Any]:
     latest: dict[str, Any] = {}
     for r in results:
-        key = r["name"] + "_" + "_".join(str(v) for v in r["params"].values())
-        comps = r.get("components")
+        key = r.name + "_" + "_".join(str(v) for v in r.params.values())
         latest[key] = (
-            {k: next((v for v in reversed(s) if v is not None), None) for k, s in comps.items()}
-            if comps
-            else next((v for v in reversed(r["values"]) if v is not None), None)
+            {k: next((v for v in reversed(s) if v is not None), None) for k, s in r.components.items()}
+            if r.components
+            else next((v for v in reversed(r.values) if v is not None), None)
         )
     return latest
+
+
+async def _prediction(
+    workbench: MLWorkbenchClient, model_id: str, symbol: str, timeframe: str, features: dict[str, float]
+) -> dict[str, Any] | None:
+    """The model's prediction, or None (and the ML Workbench marked degraded) when it fails."""
+    try:
+        # Unavailability and timeouts fall back inside the client (counted and marked there).
+        data: Any = await workbench.predict(model_id, symbol, timeframe, features, fallback=_DEGRADED)
+        if data is _DEGRADED:
+            return None
+        service = workbench.service_name
+        answer = checked(
+            PredictionAnswer, data, service_name=service, method="POST", endpoint=PREDICT_ENDPOINT
+        )
+    except ClientError as exc:
+        # The rest: an error status, an undecodable body, or a wrong-shaped answer.
+        log.warning(
+            "signal served without a prediction: %s",
+            exc,
+            extra={"fields": {"degraded": workbench.service_name, "error": type(exc).__name__}},
+        )
+        mark_degraded(workbench.service_name)
+        return None
+    return answer.model_dump()
 
 
 async def build_signal(
@@ -99,36 +167,42 @@ async def build_signal(
     # indicators trial would be cancelled on every request and the breaker would never
     # close. Each call is bounded by its own deadline, and a cancelled request still
     # cancels both.
-    indicators, regime = await asyncio.gather(
+    indicators_data, regime_data = await asyncio.gather(
         analysis.get_technical_indicators(symbol, timeframe, SIGNAL_INDICATORS),
         analysis.detect_market_regime(symbol, timeframe),
         return_exceptions=True,
     )
-    for outcome in (indicators, regime):
+    for outcome in (indicators_data, regime_data):
         if isinstance(outcome, BaseException):
             raise outcome
-    assert not isinstance(indicators, BaseException)  # noqa: S101 - narrowed above, for mypy
-    assert not isinstance(regime, BaseException)  # noqa: S101
+    service = analysis.service_name
+    indicators = checked(
+        IndicatorsAnswer, indicators_data, service_name=service, method="POST", endpoint=INDICATORS_ENDPOINT
+    )
+    regime = checked(RegimeAnswer, regime_data, service_name=service, method="GET", endpoint=REGIME_ENDPOINT)
     try:
         features = derive_features(indicators)
-    except ValueError as exc:
-        raise BadUpstreamAnswerError(str(exc)) from None
-    # The signal is still worth serving without the model: it degrades, it does not fail.
+    except (ValueError, ArithmeticError) as exc:
+        raise BadUpstreamAnswerError(
+            f"the answer lacks what a signal needs: {exc}",
+            service_name=service,
+            method="POST",
+            endpoint=INDICATORS_ENDPOINT,
+        ) from None
     with collect_degraded() as degraded:
-        prediction = await workbench.predict(model_id, symbol, timeframe, features, fallback=None)
+        prediction = await _prediction(workbench, model_id, symbol, timeframe, features)
     action = None
     if prediction is not None:
-        p_up = (
-            prediction["probability"] if prediction["prediction"] == "up" else 1 - prediction["probability"]
-        )
+        probability = prediction["probability"]
+        p_up = probability if prediction["prediction"] == "up" else 1 - probability
         action = "buy" if p_up >= 0.55 else "sell" if p_up <= 0.45 else "hold"
     return {
         "symbol": symbol,
         "timeframe": timeframe,
-        "indicators": _latest(indicators["results"]),
-        "regime": regime,
+        "indicators": _latest(indicators.results),
+        "regime": regime.model_dump(),
         "features": features,
-        "prediction": dict(prediction) if prediction is not None else None,
+        "prediction": prediction,
         "action": action,
         "degraded": degraded,
     }

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from yarl import URL
@@ -13,22 +14,40 @@ PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
 Delay = Annotated[float, Field(ge=0, le=3600)]
 Ratio = Annotated[float, Field(gt=0, le=1)]
 
+#: RFC 9110 ``token``: what a header name may be.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: A header value we can send unchanged: visible ASCII with inner spaces. No CR/LF or
+#: other control characters (they would split or corrupt the request), and no edge
+#: whitespace (a peer strips it, so the key it sees would differ from ours).
+_HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+#: The adaptive limit's starting point when not given (capped by the bulkhead's maximum).
+_ADAPTIVE_INITIAL_LIMIT = 20
+
 
 class ClientConfig(BaseModel):
     """Options of one service client (DESIGN §5). Immutable; invalid values raise at once.
 
-    Defaults are conservative: 3 retries with jittered exponential backoff from 0.5 s
-    up to 10 s, a breaker that opens after 5 consecutive failures for 30 s, and a
-    bulkhead of 100 in flight plus 100 waiting. The advanced policies (failure-rate
-    breaker, retry budget, hedging, adaptive concurrency, rate limit) are off until
-    switched on; deadline propagation is on. The README lists each with its anchor.
+    The seed's fields keep the seed's names and defaults; they are a contract, pinned
+    by a test: a 10 s attempt timeout, 3 retries with jittered exponential backoff from
+    0.5 s up to 30 s, a breaker that opens after 5 consecutive failures for 60 s, a
+    bulkhead of 10 in flight plus 20 waiting, and ``service_name`` ``"unknown-service"``.
+    A deployment sets what it needs in its settings (the gateway's give both upstreams
+    30 s attempts and a larger bulkhead), never by changing these.
+
+    The fields added since (no total deadline, the failure-rate breaker, retry budget,
+    hedging, adaptive concurrency, rate limit) are off or conservative until switched
+    on; deadline propagation is on. The README lists each with its anchor.
+
+    Configured header parts are checked here, so a bad one stops start-up instead of
+    failing every call: ``api_key_header`` must be an RFC 9110 token and ``api_key``
+    a header value without control characters (CR/LF would split the request).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     # connection
     base_url: str
-    timeout_seconds: PositiveSeconds = 30.0
+    timeout_seconds: PositiveSeconds = 10.0
     total_timeout_seconds: PositiveSeconds | None = None
     api_key: SecretStr | None = None
     api_key_header: str = Field(default="X-API-Key", min_length=1)
@@ -38,14 +57,14 @@ class ClientConfig(BaseModel):
     # retry
     max_retries: int = Field(default=3, ge=0, le=20)
     retry_base_delay: Delay = 0.5
-    retry_max_delay: Delay = 10.0
+    retry_max_delay: Delay = 30.0
     retry_backoff_factor: float = Field(default=2.0, ge=1.0, le=10.0)
     retry_jitter: bool = True
     retry_on_status: frozenset[int] = frozenset({429, 502, 503, 504})
 
     # circuit breaker
     circuit_breaker_failure_threshold: int = Field(default=5, ge=1, le=10_000)
-    circuit_breaker_reset_timeout_seconds: PositiveSeconds = 30.0
+    circuit_breaker_reset_timeout_seconds: PositiveSeconds = 60.0
     circuit_breaker_half_open_max_calls: int = Field(default=1, ge=1, le=1000)
     #: ``consecutive`` (aiobreaker's) or ``failure_rate`` over a sliding window (resilience4j's).
     circuit_breaker_mode: Literal["consecutive", "failure_rate"] = "consecutive"
@@ -78,12 +97,13 @@ class ClientConfig(BaseModel):
     hedging_max_attempts: int = Field(default=2, ge=2, le=10)
 
     # bulkhead
-    bulkhead_max_concurrent: int = Field(default=100, ge=1, le=100_000)
-    bulkhead_max_waiting: int = Field(default=100, ge=0, le=1_000_000)
+    bulkhead_max_concurrent: int = Field(default=10, ge=1, le=100_000)
+    bulkhead_max_waiting: int = Field(default=20, ge=0, le=1_000_000)
     #: ``fixed``, or ``adaptive``: a Gradient2 limit between the min and max below.
     bulkhead_mode: Literal["fixed", "adaptive"] = "fixed"
     adaptive_min_limit: int = Field(default=1, ge=1, le=100_000)
-    adaptive_initial_limit: int = Field(default=20, ge=1, le=100_000)
+    #: Default 20, or ``bulkhead_max_concurrent`` when that is lower.
+    adaptive_initial_limit: int = Field(default=_ADAPTIVE_INITIAL_LIMIT, ge=1, le=100_000)
     adaptive_smoothing: Ratio = 0.2
     adaptive_tolerance: float = Field(default=1.5, ge=1.0, le=10.0)
 
@@ -98,7 +118,36 @@ class ClientConfig(BaseModel):
     log_request_body: bool = False
     log_response_body: bool = False
 
-    service_name: str = Field(default="service", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    service_name: str = Field(default="unknown-service", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adaptive_start_within_max(cls, data: Any) -> Any:
+        # The seed's bulkhead (10) is below the adaptive default start (20): switching
+        # the mode on must not fail for a limit the user never set.
+        if isinstance(data, dict) and "adaptive_initial_limit" not in data:
+            maximum = data.get("bulkhead_max_concurrent", cls.model_fields["bulkhead_max_concurrent"].default)
+            if isinstance(maximum, int) and 1 <= maximum < _ADAPTIVE_INITIAL_LIMIT:
+                data = {**data, "adaptive_initial_limit": maximum}
+        return data
+
+    @field_validator("api_key_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not _TOKEN.fullmatch(value):
+            raise ValueError("must be a header name (an RFC 9110 token: letters, digits, !#$%&'*+-.^_`|~)")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _header_value(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message never shows the value: it is a secret.
+        if value is not None and not _HEADER_VALUE.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "must be usable as a header value: visible ASCII, no CR/LF or other control "
+                "characters, no leading or trailing whitespace"
+            )
+        return value
 
     @field_validator("base_url")
     @classmethod

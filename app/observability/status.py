@@ -15,7 +15,11 @@ __all__ = ["DependencyView"]
 
 
 class DependencyView:
-    """Reads a client's policies and rolling stats; holds no state of its own."""
+    """Reads a client's policies and rolling stats; holds no state of its own.
+
+    ``essential``: the service cannot answer without this dependency, so readiness
+    fails while it is unavailable; a degradable one only shows as degraded.
+    """
 
     def __init__(
         self,
@@ -26,8 +30,10 @@ class DependencyView:
         *,
         budget: RetryBudget | None = None,
         adaptive: Gradient2Limit | None = None,
+        essential: bool = True,
     ) -> None:
         self.name = name
+        self.essential = essential
         self.breaker = breaker
         self.bulkhead = bulkhead
         self.observer = observer
@@ -39,10 +45,19 @@ class DependencyView:
         """True while the breaker rejects calls."""
         return self.breaker.state_name == "open"
 
+    @property
+    def readiness_status(self) -> str:
+        """``ok``; or, while the breaker is open, ``unavailable`` if essential, else ``degraded``."""
+        if not self.breaker_open:
+            return "ok"
+        return "unavailable" if self.essential else "degraded"
+
     def readiness(self) -> dict[str, Any]:
         """The short form ``/health/ready`` shows."""
         remaining = self.breaker.seconds_until_half_open()
         return {
+            "status": self.readiness_status,
+            "essential": self.essential,
             "breaker": self.breaker.state_name,
             "seconds_until_half_open": None if math.isinf(remaining) else round(remaining, 3),
             "bulkhead": {
@@ -56,6 +71,7 @@ class DependencyView:
         """Everything the status API and the dashboard show, over the rolling window."""
         remaining = self.breaker.seconds_until_half_open()
         out = self.observer.stats.snapshot()
+        out["essential"] = self.essential
         out["breaker"] = {
             "state": self.breaker.state_name,
             "mode": self.breaker.mode,

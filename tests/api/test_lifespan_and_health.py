@@ -1,4 +1,4 @@
-"""The lifespan opens and closes the sessions; health and readiness report the breakers."""
+"""The lifespan opens and closes the sessions; liveness; bad settings fail in create_app."""
 
 from __future__ import annotations
 
@@ -27,32 +27,6 @@ async def test_lifespan_opens_and_closes_the_sessions(container, http) -> None:
     assert session.closed
     assert not container.analysis_engine.session.initialized
     assert not container.analysis_engine.client.initialized
-
-
-async def test_ready_reports_breakers_and_503_when_open(container, http) -> None:
-    """/health/ready lists each dependency's breaker; an open breaker makes it 503."""
-    async with serve(create_app(container)) as base:
-        async with http.get(f"{base}/health/ready") as resp:
-            body = await resp.json()
-            assert resp.status == 200
-        assert set(body["dependencies"]) == {"analysis-engine-service", "ml-workbench-service"}
-        assert body["dependencies"]["analysis-engine-service"]["breaker"] == "closed"
-        container.ml_workbench.breaker().open()
-        async with http.get(f"{base}/health/ready") as resp:
-            body = await resp.json()
-            assert resp.status == 503
-        assert body["dependencies"]["ml-workbench-service"]["breaker"] == "open"
-        assert body["dependencies"]["ml-workbench-service"]["seconds_until_half_open"] > 0
-
-
-async def test_docs_are_served(container, http) -> None:
-    """The OpenAPI docs page and schema are served."""
-    async with serve(create_app(container)) as base:
-        async with http.get(f"{base}/docs") as resp:
-            assert resp.status == 200
-        async with http.get(f"{base}/openapi.json") as resp:
-            paths = (await resp.json())["paths"]
-    assert {"/api/v1/signals/{symbol}", "/api/v1/indicators/{symbol}", "/health/ready"} <= set(paths)
 
 
 def test_bad_settings_fail_in_create_app(monkeypatch) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -88,21 +86,12 @@ def clean(platform: Running) -> Iterator[Running]:
 
 
 def _reset(platform: Running) -> None:
-    """Clear the faults, then probe until every breaker is closed again."""
+    """Clear the faults, then close every breaker through the gateway's admin endpoint."""
     for base in (platform.analysis, platform.workbench):
         urllib.request.urlopen(urllib.request.Request(f"{base}/chaos", method="DELETE"), timeout=5).close()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{platform.gateway}/health/ready", timeout=2) as resp:
-                states = {d["breaker"] for d in orjson.loads(resp.read())["dependencies"].values()}
-        except urllib.error.HTTPError:
-            states = {"open"}
-        if states == {"closed"}:
-            return
-        if "half_open" in states:
-            # A half-open breaker closes on a successful trial: send one through the gateway.
-            with contextlib.suppress(urllib.error.HTTPError):
-                urllib.request.urlopen(f"{platform.gateway}/api/v1/signals/EURUSD", timeout=5).close()
-        time.sleep(0.1)
-    raise AssertionError("the gateway's breakers did not close again")
+    for name in ("analysis-engine-service", "ml-workbench-service"):
+        url = f"{platform.gateway}/api/v1/resilience/{name}/reset"
+        urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5).close()
+    with urllib.request.urlopen(f"{platform.gateway}/health/ready", timeout=2) as resp:
+        states = {d["breaker"] for d in orjson.loads(resp.read())["dependencies"].values()}
+    assert states == {"closed"}, states

@@ -146,3 +146,34 @@ async def test_dropped_connections_are_a_typed_error_not_a_hang(http, clean) -> 
     assert resp.status == 503
     assert body["error"].endswith("ClientConnectionError")
     assert time.monotonic() - started < 1.0
+
+
+async def test_admin_reset_ends_an_outage_at_once_and_isolate_holds_it(http, clean) -> None:
+    """The walkthrough: the engine broken, then fixed; a reset closes the breaker without the wait.
+
+    Isolate does the opposite: calls fail fast with the upstream healthy, until a reset.
+    """
+    await chaos(http, clean.analysis, error_rate=1.0, error_status=503)
+    for _ in range(3):
+        async with http.get(f"{clean.gateway}/api/v1/regime/EURUSD") as resp:
+            assert resp.status == 503
+    async with http.delete(f"{clean.analysis}/chaos"):
+        pass
+    async with http.post(f"{clean.gateway}/api/v1/resilience/analysis-engine-service/reset") as resp:
+        assert resp.status == 200
+        assert (await resp.json())["breaker"] == "closed"
+    async with http.get(f"{clean.gateway}/api/v1/regime/EURUSD") as resp:
+        assert resp.status == 200  # at once: no reset timeout to wait out
+
+    async with http.post(f"{clean.gateway}/api/v1/resilience/ml-workbench-service/isolate") as resp:
+        assert resp.status == 200
+    before = (await chaos_stats(http, clean.workbench))["requests"]
+    async with http.get(f"{clean.gateway}/api/v1/signals/EURUSD") as resp:
+        body = await resp.json()
+    assert resp.status == 200
+    assert body["degraded"] == ["ml-workbench-service"]
+    assert (await chaos_stats(http, clean.workbench))["requests"] == before  # nothing was sent
+    async with http.get(f"{clean.gateway}/health/ready") as resp:
+        ready = await resp.json()
+    assert resp.status == 200  # the ML Workbench is degradable
+    assert ready["status"] == "degraded"

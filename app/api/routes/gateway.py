@@ -7,11 +7,13 @@ from typing import Annotated, Literal
 
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, HTTPException, Path, Query, Response
+from pydantic import BaseModel
 
+from app.api.answers import IndicatorsAnswer, RegimeAnswer, checked
 from app.api.deps import AnalysisEngineDep, MLWorkbenchDep, SettingsDep
 from app.api.indicators import parse_indicators
 from app.api.responses import JsonBytesResponse
-from app.api.signals import build_signal
+from app.api.signals import INDICATORS_ENDPOINT, REGIME_ENDPOINT, build_signal
 
 __all__ = ["router"]
 
@@ -23,6 +25,11 @@ Symbol = Annotated[
 ]
 Timeframe = Annotated[Literal["1m", "5m", "15m", "1h", "4h", "1d"], Query()]
 Limit = Annotated[int, Query(ge=1, le=5000)]
+
+
+def _json(answer: BaseModel) -> Response:
+    # The checked model, not the upstream's body: only what was validated goes out.
+    return Response(answer.model_dump_json(exclude_unset=True), media_type="application/json")
 
 
 @router.get("/indicators/{symbol}")
@@ -40,14 +47,19 @@ async def indicators(
     except ValueError as exc:
         raise HTTPException(422, detail=f"indicators: {exc}") from None
     data = await client.get_technical_indicators(symbol.upper(), timeframe, requested, limit)
-    return JsonBytesResponse(data)
+    service = client.service_name
+    return _json(
+        checked(IndicatorsAnswer, data, service_name=service, method="POST", endpoint=INDICATORS_ENDPOINT)
+    )
 
 
 @router.get("/regime/{symbol}")
 @inject
 async def regime(symbol: Symbol, client: AnalysisEngineDep, timeframe: Timeframe = "1h") -> Response:
     """The market regime of ``symbol``."""
-    return JsonBytesResponse(await client.detect_market_regime(symbol.upper(), timeframe))
+    data = await client.detect_market_regime(symbol.upper(), timeframe)
+    service = client.service_name
+    return _json(checked(RegimeAnswer, data, service_name=service, method="GET", endpoint=REGIME_ENDPOINT))
 
 
 @router.get("/signals/{symbol}")

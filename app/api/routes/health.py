@@ -1,4 +1,4 @@
-"""Liveness and readiness: is the process up, and can each dependency be called."""
+"""Liveness and readiness: is the process up, and can it answer without what is down."""
 
 # No `from __future__ import annotations` here: @inject reads the Annotated markers
 # from the signature at decoration time, and string annotations would hide them.
@@ -6,7 +6,7 @@
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, Response
 
-from app.api.deps import DependencyViewsDep
+from app.api.deps import DependencyViewsDep, LifecycleDep
 from app.api.responses import JsonBytesResponse
 
 __all__ = ["router"]
@@ -22,13 +22,22 @@ async def health() -> Response:
 
 @router.get("/health/ready")
 @inject
-async def ready(views: DependencyViewsDep) -> Response:
-    """Readiness: each dependency with its breaker; 503 while a breaker is open."""
-    is_open = any(view.breaker_open for view in views)
+async def ready(views: DependencyViewsDep, lifecycle: LifecycleDep) -> Response:
+    """Readiness: 503 while an essential dependency's breaker is open, or while draining.
+
+    A degradable dependency (``APP_ESSENTIAL_DEPENDENCIES`` leaves it out) with its
+    breaker open makes the service ``degraded``, still 200: it answers without it.
+    """
+    statuses = {view.readiness_status for view in views}
+    if lifecycle.draining:
+        status = "draining"
+    elif "unavailable" in statuses:
+        status = "unavailable"
+    elif "degraded" in statuses:
+        status = "degraded"
+    else:
+        status = "ready"
     return JsonBytesResponse(
-        {
-            "status": "degraded" if is_open else "ready",
-            "dependencies": {v.name: v.readiness() for v in views},
-        },
-        status_code=503 if is_open else 200,
+        {"status": status, "dependencies": {v.name: v.readiness() for v in views}},
+        status_code=503 if status in ("draining", "unavailable") else 200,
     )

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from app.api.deps import DependencyViewsDep
+from app.api.deps import DependencyViewsDep, LifecycleDep
 from app.api.responses import JsonBytesResponse
 from app.observability.status import DependencyView
 
@@ -46,11 +46,17 @@ async def resilience(views: DependencyViewsDep) -> Response:
 
 @router.get("/api/v1/resilience/stream")
 @inject
-async def resilience_stream(request: Request, views: DependencyViewsDep) -> StreamingResponse:
-    """The same status as Server-Sent Events, one per second, until the client leaves."""
+async def resilience_stream(
+    request: Request, views: DependencyViewsDep, lifecycle: LifecycleDep
+) -> StreamingResponse:
+    """The same status as Server-Sent Events, one per second, until the client leaves.
+
+    The stream also ends when the gateway starts draining: an open dashboard must not
+    hold a shutdown for its whole grace period (the page reconnects to the next one).
+    """
 
     async def events() -> AsyncIterator[bytes]:
-        while not await request.is_disconnected():
+        while not lifecycle.draining and not await request.is_disconnected():
             yield b"data: " + orjson.dumps(_status(views)) + b"\n\n"
             await asyncio.sleep(STREAM_INTERVAL_SECONDS)
 

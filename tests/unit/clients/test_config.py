@@ -7,27 +7,68 @@ from pydantic import ValidationError
 
 from app.clients import BaseServiceClient, ClientConfig
 
+#: DESIGN §5: the seed's fields and defaults. A contract: a profile may set other values,
+#: the class may not.
+SEED_DEFAULTS = [
+    ("timeout_seconds", 10.0),
+    ("api_key", None),
+    ("api_key_header", "X-API-Key"),
+    ("max_retries", 3),
+    ("retry_base_delay", 0.5),
+    ("retry_max_delay", 30.0),
+    ("retry_backoff_factor", 2.0),
+    ("retry_jitter", True),
+    ("circuit_breaker_failure_threshold", 5),
+    ("circuit_breaker_reset_timeout_seconds", 60),
+    ("bulkhead_max_concurrent", 10),
+    ("bulkhead_max_waiting", 20),
+    ("enable_metrics", True),
+    ("enable_request_logging", True),
+    ("log_request_body", False),
+    ("log_response_body", False),
+    ("service_name", "unknown-service"),
+]
 
-def test_defaults() -> None:
-    """The documented defaults, and the issue's added fields."""
+
+@pytest.mark.parametrize(("field", "default"), SEED_DEFAULTS, ids=[f for f, _ in SEED_DEFAULTS])
+def test_seed_defaults(field, default) -> None:
+    """Each of the seed's fields keeps the seed's default."""
+    cfg = ClientConfig(base_url="http://127.0.0.1:8001/api/v1")
+    value = getattr(cfg, field)
+    assert value == default
+    # True == 1: equality alone would not tell a flag from a count.
+    assert isinstance(value, bool) is isinstance(default, bool)
+
+
+def test_base_url_is_required() -> None:
+    """The seed's one required field: no default URL to call by accident."""
+    with pytest.raises(ValidationError) as info:
+        ClientConfig()  # type: ignore[call-arg]
+    assert [err["loc"] for err in info.value.errors()] == [("base_url",)]
+
+
+def test_defaults_of_the_added_fields() -> None:
+    """What the issues added is off or conservative by default; the URL gets one trailing slash."""
     cfg = ClientConfig(base_url="http://127.0.0.1:8001/api/v1")
     assert cfg.base_url == "http://127.0.0.1:8001/api/v1/"
-    assert cfg.timeout_seconds == 30.0
     assert cfg.total_timeout_seconds is None
-    assert cfg.api_key is None
-    assert cfg.api_key_header == "X-API-Key"
-    assert (cfg.max_retries, cfg.retry_base_delay, cfg.retry_max_delay) == (3, 0.5, 10.0)
-    assert (cfg.retry_backoff_factor, cfg.retry_jitter) == (2.0, True)
     assert cfg.retry_on_status == frozenset({429, 502, 503, 504})
-    assert cfg.circuit_breaker_failure_threshold == 5
-    assert cfg.circuit_breaker_reset_timeout_seconds == 30.0
     assert cfg.circuit_breaker_half_open_max_calls == 1
-    assert (cfg.bulkhead_max_concurrent, cfg.bulkhead_max_waiting) == (100, 100)
     assert cfg.max_response_bytes == 10 * 1024 * 1024
     assert cfg.follow_redirects is False
-    assert (cfg.enable_metrics, cfg.enable_request_logging) == (True, True)
-    assert (cfg.log_request_body, cfg.log_response_body) == (False, False)
-    assert cfg.service_name == "service"
+    assert (cfg.retry_budget_enabled, cfg.hedging_enabled, cfg.rate_limit_per_second) == (False, False, None)
+    assert (cfg.bulkhead_mode, cfg.circuit_breaker_mode) == ("fixed", "consecutive")
+
+
+@pytest.mark.parametrize(
+    ("fields", "initial"),
+    [({}, 10), ({"bulkhead_max_concurrent": 100}, 20), ({"bulkhead_max_concurrent": 5}, 5),
+     ({"bulkhead_max_concurrent": 50, "adaptive_initial_limit": 30}, 30)],
+)  # fmt: skip
+def test_adaptive_mode_starts_within_the_seed_bulkhead(fields, initial) -> None:
+    """Switching the adaptive limit on needs no other field: it starts at min(20, the maximum)."""
+    cfg = ClientConfig(base_url="http://h/", bulkhead_mode="adaptive", **fields)
+    assert cfg.adaptive_initial_limit == initial
 
 
 @pytest.mark.parametrize(
@@ -52,6 +93,19 @@ def test_defaults() -> None:
         ("retry_backoff_factor", 0.5),
         ("service_name", "has spaces"),
         ("unknown_option", 1),
+        ("api_key_header", "X API Key"),
+        ("api_key_header", "X-Key:"),
+        ("api_key_header", "X-Key\r\nInjected: 1"),
+        ("api_key_header", "Ключ"),
+        ("api_key_header", ""),
+        ("api_key", "sk-abc\r\nX-Injected: 1"),
+        ("api_key", "sk-abc\n"),
+        ("api_key", "sk-\x00abc"),
+        ("api_key", "sk-\x7fabc"),
+        ("api_key", " sk-abc"),
+        ("api_key", "sk-abc\t"),
+        ("api_key", "sk-ключ"),
+        ("api_key", ""),
     ],
 )
 def test_invalid_values_name_the_field(field, value) -> None:
@@ -89,3 +143,24 @@ async def test_client_accepts_a_dict() -> None:
     async with BaseServiceClient({"base_url": "http://127.0.0.1:1/x", "service_name": "s"}) as c:
         assert c.config.service_name == "s"
         assert c.service_name == "s"
+
+
+@pytest.mark.parametrize("key", ["sk-abc\r\nX-Injected: 1", "sk-\x00abc", " sk-abc"])
+def test_bad_header_value_is_refused_without_echoing_it(key) -> None:
+    """The refusal names api_key and says why, but never shows the key itself."""
+    with pytest.raises(ValidationError) as info:
+        ClientConfig(base_url="http://h/", api_key=key)
+    message = str(info.value)
+    assert "api_key" in message
+    assert "control characters" in message
+    assert "sk-" not in message
+
+
+@pytest.mark.parametrize("header", ["X-API-Key", "x_api_key", "Api-Key~1", "!#$%&'*+-.^_`|~"])
+@pytest.mark.parametrize("key", ["sk-abc123", "Bearer abc.def", "a b  c"])
+def test_good_header_parts_are_kept(header, key) -> None:
+    """Any RFC 9110 token names the header; visible ASCII with inner spaces is a valid key."""
+    cfg = ClientConfig(base_url="http://h/", api_key_header=header, api_key=key)
+    assert cfg.api_key_header == header
+    assert cfg.api_key is not None
+    assert cfg.api_key.get_secret_value() == key

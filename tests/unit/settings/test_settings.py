@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,14 +11,6 @@ import pytest
 from settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    """No APP_ or alias variables leak in from the machine running the tests."""
-    for name in list(os.environ):
-        if name.startswith(("APP_", "ANALYSIS_ENGINE_", "ML_WORKBENCH_")):
-            monkeypatch.delenv(name)
 
 
 def test_test_profile_is_selected_by_app_env(monkeypatch) -> None:
