@@ -321,8 +321,9 @@ _STATUS_ERRORS: dict[int, type[ClientError]] = {
 
 def error_for_status(status: int) -> type[ClientError]:
     """The error class for a non-2xx HTTP status (the DESIGN §4 table)."""
-    if status >= 500:
+    if 500 <= status < 600:
         return ServerError
+    # Anything else, a made-up 6xx or 9xx included, is an answer we do not understand.
     return _STATUS_ERRORS.get(status, ClientResponseError)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -15,21 +16,50 @@ R = TypeVar("R")
 
 
 class LoopThread:
-    """Runs coroutines on an event loop owned by a daemon thread, started on first use."""
+    """Runs coroutines on an event loop owned by a daemon thread, started on first use.
 
-    def __init__(self, name: str) -> None:
+    ``close()`` ends it for good: whatever still runs on the loop is cancelled and
+    awaited, so a thread blocked in ``run`` always returns (with ``closed_error()`` when
+    the close cut its call short), and a later ``run`` raises ``closed_error()`` instead
+    of starting a new thread.
+    """
+
+    def __init__(self, name: str, closed_error: Callable[[], BaseException] | None = None) -> None:
         self._name = name
+        self._closed_error = closed_error or (lambda: RuntimeError(f"{name}: loop thread closed"))
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The loop, once started."""
+        """The loop, once started (None again after ``close``)."""
         return self._loop
 
-    def _ensure(self) -> asyncio.AbstractEventLoop:
+    @staticmethod
+    def _serve(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            # Finished on its own thread: close() may be called from inside another loop.
+            # Anything still pending is cancelled and run to its end, so every waiting
+            # run() gets an answer and no task is destroyed pending.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    def submit(self, coro: Coroutine[Any, Any, R]) -> concurrent.futures.Future[R]:
+        """Schedule ``coro`` on the loop (started if need be); the caller decides how to wait."""
         with self._lock:
+            if self._closed:
+                coro.close()  # never started: closing it avoids a "never awaited" warning
+                raise self._closed_error()
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(
@@ -37,17 +67,8 @@ class LoopThread:
                 )
                 thread.start()
                 self._loop, self._thread = loop, thread
-            return self._loop
-
-    @staticmethod
-    def _serve(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-            # Finished on its own thread: stop() may be called from inside another loop.
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
+            # Under the lock: close() cannot stop the loop between the check and this.
+            return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def run(self, fn: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` on the private loop and wait for its result."""
@@ -61,22 +82,28 @@ class LoopThread:
                 "sync client methods cannot be called from a running event loop; "
                 "await the async method instead"
             )
-        future = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self._ensure())
+        future = self.submit(fn(*args, **kwargs))
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            if self._closed:
+                raise self._closed_error() from None
+            raise
         except BaseException:
             future.cancel()  # Ctrl-C in the caller's thread stops the call too
             raise
 
-    def stop(self) -> None:
-        """Stop the loop and join its thread; a later ``run`` starts a new one."""
+    def close(self) -> None:
+        """Stop the loop for good (pending work is cancelled) and join its thread."""
         with self._lock:
+            self._closed = True
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
         loop.call_soon_threadsafe(loop.stop)
-        thread.join()
+        if thread is not threading.current_thread():  # a thread cannot join itself
+            thread.join()
 
 
 class SyncCapable(Protocol):

@@ -12,10 +12,25 @@ __all__ = ["EndpointResolver"]
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+# What a path may hold as is (RFC 3986 pchar and "/"), plus "%" for escapes already there.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+# A "%" that does not start an escape is a literal percent sign.
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _encode_literal(text: str) -> str:
+    """A template's literal text, percent-encoded like a path (UTF-8 for non-ASCII)."""
+    if text.isascii() and not any(c in text for c in '"<>[]^`{|}%'):
+        return text  # the usual template: nothing to do
+    return quote(_STRAY_PERCENT.sub("%25", text), safe=_PATH_SAFE)
 
 
 def _encode_segment_value(value: object) -> str:
-    encoded = quote(str(value), safe="")
+    text = str(value)
+    try:
+        encoded = quote(text, safe="")
+    except UnicodeEncodeError:
+        raise ValueError("path parameter values must be valid text (no lone surrogates)") from None
     if encoded in ("", ".", ".."):
         # quote() leaves dots alone, and an empty value would merge two segments.
         if not encoded:
@@ -29,9 +44,10 @@ class EndpointResolver:
 
     A template is relative to ``base_url`` (a leading ``/`` is ignored). It is refused
     with ``ValueError`` when it is absolute, holds a ``..`` or ``.`` segment (also
-    percent-encoded), a query, a fragment or a backslash. Each parameter value is
-    percent-encoded as one segment, so a value cannot add segments. Checked templates
-    are cached; filling them is a string format.
+    percent-encoded), a query, a fragment, a backslash or a control character. Its
+    literal text is percent-encoded as a path is (non-ASCII as UTF-8, escapes already
+    there kept), and each parameter value as one segment, so a value cannot add
+    segments. Checked templates are cached; filling them is a string format.
     """
 
     __slots__ = ("_base", "_plain", "_prefix", "_templates")
@@ -51,15 +67,21 @@ class EndpointResolver:
         raw = template.lstrip("/")
         if template.startswith("//") or _SCHEME.match(template):
             raise ValueError(f"endpoint {template!r} must be relative to the base URL")
-        if any(c in raw for c in "?#\\") or any(ord(c) < 0x21 for c in raw):
+        if any(c in raw for c in "?#\\") or any(ord(c) < 0x21 or ord(c) == 0x7F for c in raw):
             raise ValueError(f"endpoint {template!r} must be a plain path (use params= for queries)")
         for segment in unquote(raw).split("/"):
             if segment in (".", ".."):
                 raise ValueError(f"endpoint {template!r} must not contain '.' or '..' segments")
         names = frozenset(_PLACEHOLDER.findall(raw))
-        # Escape every brace that is not a placeholder, so str.format fills only those.
-        fmt = _PLACEHOLDER.sub(lambda m: "\0" + m.group(1) + "\1", raw)
-        fmt = fmt.replace("{", "{{").replace("}", "}}").replace("\0", "{").replace("\1", "}")
+        # Literal text is encoded (braces that are not placeholders become %7B/%7D), so
+        # str.format fills only the placeholders.
+        try:
+            pieces = _PLACEHOLDER.split(raw)  # literal, name, literal, name, ..., literal
+            fmt = "".join(
+                _encode_literal(piece) if i % 2 == 0 else "{" + piece + "}" for i, piece in enumerate(pieces)
+            )
+        except UnicodeEncodeError:
+            raise ValueError(f"endpoint {template!r} must be valid text (no lone surrogates)") from None
         prefix = self._prefix.replace("{", "{{").replace("}", "}}")
         checked = (prefix + fmt, names)
         if len(self._templates) < 1024:  # bounded: templates are code, not data

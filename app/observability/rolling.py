@@ -23,11 +23,14 @@ OUTCOMES = (
     "decode_error",
     "short_circuited",
     "rejected",
+    "invalid_request",
+    "client_closed",
     "error",
 )
 #: Outcomes that count as the dependency's failures in the error percentage: all but
-#: answers, fallbacks and the caller's own bad requests.
-FAILURES = frozenset(OUTCOMES) - {"success", "fallback", "client_error"}
+#: answers, fallbacks, the caller's own bad requests (sent or refused before sending)
+#: and calls ended by our own client's shutdown.
+FAILURES = frozenset(OUTCOMES) - {"success", "fallback", "client_error", "invalid_request", "client_closed"}
 _MAX_SAMPLES = 2048  # latency samples kept per bucket: bounded memory at any traffic
 
 

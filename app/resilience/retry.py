@@ -10,12 +10,15 @@ injected monotonic clock.
 from __future__ import annotations
 
 import email.utils
+import math
+import re
 import time
 from collections.abc import Callable, Iterator
 
 import backoff
 
 from app.clients.exceptions import (
+    ClientClosedError,
     ClientConnectionError,
     ClientError,
     ClientTimeoutError,
@@ -23,26 +26,53 @@ from app.clients.exceptions import (
     ServerError,
 )
 
-__all__ = ["RetryPolicy", "parse_retry_after"]
+__all__ = ["MAX_RETRY_AFTER", "RetryPolicy", "parse_retry_after"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
+#: The cap on a parsed ``Retry-After`` when the caller gives none: one day. A value is
+#: always finite, so nothing downstream meets ``inf`` or ``nan``.
+MAX_RETRY_AFTER = 86_400.0
 
-def parse_retry_after(value: str | None, wall: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date), or None."""
+# delay-seconds is 1*DIGIT (RFC 9110 §10.2.3); a decimal fraction is tolerated. ASCII
+# only: str.isdigit() and float() also take Arabic-Indic or superscript digits.
+_SECONDS = re.compile(r"([0-9]+)(?:\.[0-9]+)?", re.ASCII)
+# More integer digits than this is longer than any cap (and float() would say inf).
+_MAX_DIGITS = 15
+# An HTTP-date is short; anything much longer is not one, and is not parsed at all.
+_MAX_DATE_LENGTH = 64
+
+
+def parse_retry_after(
+    value: str | None, wall: Callable[[], float] = time.time, *, cap: float = MAX_RETRY_AFTER
+) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date), or None.
+
+    The result is None for anything unusable (negative, non-ASCII digits, garbage, an
+    impossible date), else a finite number in ``[0, cap]``: hundreds of digits or a date
+    in the year 9999 come back as ``cap``, never as ``inf`` or an ``OverflowError``.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    cap = min(max(0.0, cap), MAX_RETRY_AFTER)
+    digits = _SECONDS.fullmatch(value)
+    if digits:
+        seconds = math.inf if len(digits.group(1)) > _MAX_DIGITS else float(value)
+    elif len(value) <= _MAX_DATE_LENGTH:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            if when.tzinfo is None:
+                return None  # RFC 9110 dates are GMT; a zone-less one is not a valid HTTP-date
+            # An HTTP-date is absolute wall time, so the wall clock is the right one here.
+            seconds = when.timestamp() - wall()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None  # parsedate_to_datetime and datetime raise all of these on garbage
+    else:
         return None
-    if when.tzinfo is None:
-        return None  # RFC 9110 dates are GMT; a zone-less one is not a valid HTTP-date
-    # An HTTP-date is absolute wall time, so the wall clock is the right one here.
-    return max(0.0, when.timestamp() - wall())
+    if math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), cap)
 
 
 class RetryPolicy:
@@ -86,6 +116,8 @@ class RetryPolicy:
 
     def is_retryable(self, error: ClientError, *, idempotent: bool) -> bool:
         """True when a retry of this failed attempt is safe and may help."""
+        if isinstance(error, ClientClosedError):
+            return False  # the client is shutting down: another attempt could only fail
         if isinstance(error, ClientConnectionError):
             return idempotent or not error.request_sent
         if isinstance(error, ClientTimeoutError):
@@ -103,8 +135,10 @@ class RetryPolicy:
 
     def wait_for(self, computed: float, error: ClientError) -> float:
         """The wait before the next attempt: the server's ``Retry-After`` wins when given."""
-        if error.retry_after is not None and error.status in (429, 503):
-            return min(error.retry_after, self.max_delay)
+        after = error.retry_after
+        # "0 <= after" is False for nan, so a value that is not a number falls through.
+        if after is not None and error.status in (429, 503) and after >= 0:
+            return min(after, self.max_delay)
         return computed
 
     def __repr__(self) -> str:

@@ -43,6 +43,10 @@ class Harness:
             "retry_max_delay": 0.05,
             "retry_jitter": False,
             "circuit_breaker_failure_threshold": 100,
+            # The rows send crowds (50, 500 callers) at other policies: the seed's bulkhead
+            # (10 + 20 waiting) would turn them away first. Bulkhead rows set their own.
+            "bulkhead_max_concurrent": 1000,
+            "bulkhead_max_waiting": 1000,
         }
         fields.update(overrides)
         config = ClientConfig(**fields)
@@ -54,7 +58,7 @@ class Harness:
         return client
 
     def metric(self, name: str, **labels: str) -> float:
-        labels.setdefault("service", "faulty")
+        labels.setdefault("peer_service", "faulty")
         return self.registry.get_sample_value(name, labels) or 0.0
 
     def requests(self, outcome: str) -> float:

@@ -247,12 +247,17 @@ async def test_hedging_under_one_slow_replica(harness, upstream: Upstream) -> No
         retry_budget_enabled=True, retry_budget_ratio=0.2, retry_budget_min_retries_per_second=0.5,
     )  # fmt: skip
     hedged_p99 = await p99(hedged)
-    hedges = harness.metric("service_client_hedges_total", service="hedged")
+    hedges = harness.metric("service_client_hedges_total", peer_service="hedged")
     assert plain_p99 >= 0.4
     assert hedged_p99 < plain_p99 / 2
     assert 1 <= hedges <= 0.2 * 50 + 0.5 * 10  # the budget: 20% of requests plus the floor
     assert (
-        harness.metric("service_client_attempts_total", service="hedged", method="GET", endpoint="r")
+        harness.metric(
+            "service_client_attempts_total",
+            peer_service="hedged",
+            http_request_method="GET",
+            url_template="r",
+        )
         == 50 + hedges
     )
 
@@ -268,11 +273,11 @@ async def test_inbound_deadline_reaches_the_upstream(upstream: Upstream, monkeyp
         REGISTRY.get_sample_value(
             "service_client_requests_total",
             {
-                "service": "analysis-engine-service",
-                "method": "GET",
-                "endpoint": "market-regime/{symbol}",
+                "peer_service": "analysis-engine-service",
+                "http_request_method": "GET",
+                "url_template": "market-regime/{symbol}",
                 "outcome": "timeout",
-                "status": "",
+                "http_response_status_code": "",
             },
         )
         or 0.0
@@ -291,11 +296,11 @@ async def test_inbound_deadline_reaches_the_upstream(upstream: Upstream, monkeyp
     timeouts_after = REGISTRY.get_sample_value(
         "service_client_requests_total",
         {
-            "service": "analysis-engine-service",
-            "method": "GET",
-            "endpoint": "market-regime/{symbol}",
+            "peer_service": "analysis-engine-service",
+            "http_request_method": "GET",
+            "url_template": "market-regime/{symbol}",
             "outcome": "timeout",
-            "status": "",
+            "http_response_status_code": "",
         },
     )
     assert timeouts_after == timeouts_before + 1

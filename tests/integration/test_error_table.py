@@ -158,9 +158,9 @@ async def test_status_rows(make_client, upstream: Upstream, status, cls, categor
 
 
 async def test_429_carries_retry_after(make_client, upstream: Upstream) -> None:
-    """A 429's Retry-After becomes ``retry_after``."""
+    """A 429's Retry-After becomes ``retry_after`` (within the retry_max_delay cap)."""
     upstream.route("r", json({"detail": "slow down"}, status=429, headers={"Retry-After": "7"}))
-    client = make_client(upstream.base_url, max_retries=0)
+    client = make_client(upstream.base_url, max_retries=0, retry_max_delay=30.0)
     with pytest.raises(RateLimitedError) as info:
         await client.get("r")
     assert info.value.retry_after == 7.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -70,6 +70,38 @@ async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
             writer.write(b" ")
             await writer.drain()
             await asyncio.sleep(0.1)
+
+
+def respond(
+    head: bytes, body: bytes | Callable[[], Iterable[bytes]] = b"", *, chunked: bool = False
+) -> Behaviour:
+    """Read a request; send ``head`` verbatim (status line and headers), then ``body``; close.
+
+    ``head`` is raw bytes, so a header can be anything at all; ``Connection: close`` is
+    added. The body is sent as given (``head`` frames it, with Content-Length or with
+    nothing, the close ending it), or in HTTP/1.1 chunks, one per piece, with
+    ``chunked``. A callable body yields its pieces lazily (a stream of gigabytes costs
+    nothing until read); writing stops quietly when the client drops the connection.
+    """
+
+    async def behaviour(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        extra = b"\r\nConnection: close" + (b"\r\nTransfer-Encoding: chunked" if chunked else b"")
+        writer.write(head.rstrip(b"\r\n") + extra + b"\r\n\r\n")
+        pieces = [body] if isinstance(body, bytes) else body()
+        with contextlib.suppress(ConnectionError):
+            for piece in pieces:
+                if not piece:
+                    continue
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                await writer.drain()
+            if chunked:
+                writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+
+    return behaviour
 
 
 @contextlib.asynccontextmanager
