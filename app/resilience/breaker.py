@@ -1,18 +1,11 @@
-"""Circuit breaker: aiobreaker's state machine on a monotonic clock, with a bounded half-open.
+"""CircuitBreakerPolicy: the public breaker, with its defaults, manual control and time to half-open.
 
-aiobreaker 1.2.0 has defects that this module wraps rather than leaks:
-
-* it stamps ``opened_at`` with ``datetime.utcnow()`` and compares it with
-  ``datetime.now()`` in ``opens_at``, so outside UTC the time to half-open is off by
-  the zone offset, and wall-clock jumps move it;
-* its half-open state lets every concurrent call through, not one trial;
-* the call that trips the breaker raises ``CircuitBreakerError`` instead of its own
-  error, and ``CircuitBreakerError`` would reach callers.
-
-Here the states are subclasses of aiobreaker's, ``opened_at`` is a reading of the
-injected monotonic clock, half-open admits at most ``half_open_max_calls`` trials, and a
-tripping call re-raises its own error. A rejection raises :class:`BreakerRejectedError`, which the
-pipeline turns into ``CircuitBreakerOpenError``.
+The state machine is aiobreaker's, adapted in :mod:`app.resilience.breaker_engine`;
+when a closed breaker opens is a rule of :mod:`app.resilience.trip_rules`. This module
+decides the rest: how long each opening lasts, on a monotonic clock; manual control
+(``isolate``, ``reset``, ``open``, ``close``, ``half_open``); and who hears of state
+changes. A rejection raises :class:`BreakerRejectedError`, which the pipeline turns into
+``CircuitBreakerOpenError``.
 """
 
 from __future__ import annotations
@@ -21,110 +14,59 @@ import math
 import random
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
-from aiobreaker import CircuitBreaker, CircuitBreakerListener, CircuitBreakerState
-from aiobreaker.state import (
-    CircuitBreakerError,
-    CircuitClosedState,
-    CircuitHalfOpenState,
-    CircuitOpenState,
+from app.resilience.breaker_engine import (
+    BreakerEngine,
+    BreakerRejectedError,
+    BreakerState,
+    StateName,
 )
-
 from app.resilience.clock import MONOTONIC, Clock
+from app.resilience.trip_rules import BreakerMode, ConsecutiveFailures, FailureRate, TripRule
 from app.resilience.window import OutcomeWindow
 
-__all__ = ["BreakerRejectedError", "BreakerState", "CircuitBreakerPolicy", "StateListener"]
+__all__ = [
+    "BREAKER_DEFAULTS",
+    "BreakerDefaults",
+    "BreakerRejectedError",
+    "BreakerState",
+    "CircuitBreakerPolicy",
+    "StateListener",
+]
 
 T = TypeVar("T")
 
-BreakerState = CircuitBreakerState
 StateListener = Callable[["CircuitBreakerPolicy", str, str], None]
 
 
-class BreakerRejectedError(CircuitBreakerError):  # type: ignore[misc]
-    """The breaker rejected a call; ``retry_after`` is the time to half-open, in seconds."""
+@dataclass(frozen=True, slots=True)
+class BreakerDefaults:
+    """The breaker's defaults, DESIGN §5's seed values; ``ClientConfig``'s fields default to them."""
 
-    def __init__(self, message: str, retry_after: float | None) -> None:
-        super().__init__(message, None)
-        self.retry_after = retry_after
-
-
-class _Closed(CircuitClosedState):  # type: ignore[misc]
-    def on_failure(self, exception: Exception) -> None:
-        breaker: CircuitBreakerPolicy = self._breaker
-        # A late failure from a call that began before the breaker opened must not
-        # restart the open period; only the live closed state may trip it. In
-        # failure-rate mode the window decides, in CircuitBreakerPolicy._record.
-        if breaker.window is None and breaker._state is self and breaker.fail_counter >= breaker.fail_max:
-            breaker.open()
+    failure_threshold: int = 5
+    reset_timeout_seconds: float = 60.0
+    half_open_max_calls: int = 1
+    failure_rate: float = 0.5
+    minimum_calls: int = 20
+    slow_call_rate: float = 1.0
+    backoff_factor: float = 1.0
+    max_reset_timeout_seconds: float = 300.0
+    reset_jitter: float = 0.1
 
 
-class _Open(CircuitOpenState):  # type: ignore[misc]
-    def before_call(self, func: Any, *args: Any, **kwargs: Any) -> None:
-        breaker: CircuitBreakerPolicy = self._breaker
-        remaining = breaker.seconds_until_half_open()
-        if remaining > 0:
-            if breaker.isolated:
-                raise BreakerRejectedError("circuit breaker isolated", None)
-            raise BreakerRejectedError("circuit breaker open", remaining)
+BREAKER_DEFAULTS: Final = BreakerDefaults()
+
+_D = BREAKER_DEFAULTS
 
 
-class _HalfOpen(CircuitHalfOpenState):  # type: ignore[misc]
-    def __init__(self, breaker: CircuitBreakerPolicy, prev_state: Any = None, notify: bool = False) -> None:
-        super().__init__(breaker, prev_state=prev_state, notify=notify)
-        self.trials = 0
-
-    async def call_async(self, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-        breaker: CircuitBreakerPolicy = self._breaker
-        with breaker._lock:
-            if self.trials >= breaker.half_open_max_calls:
-                raise BreakerRejectedError("circuit breaker half-open: trial calls in flight", None)
-            self.trials += 1
-        try:
-            result: T = await super().call_async(func, *args, **kwargs)
-        finally:
-            # Released even on cancellation, which aiobreaker does not see.
-            self.trials -= 1
-        return result
-
-    def on_failure(self, exception: Exception) -> None:
-        if self._breaker._state is self:
-            self._breaker.open()
-
-    def on_success(self) -> None:
-        if self._breaker._state is self:
-            self._breaker.close()
+def _counts_everything(exc: BaseException) -> bool:
+    return True
 
 
-_STATES: dict[CircuitBreakerState, type[Any]] = {
-    CircuitBreakerState.CLOSED: _Closed,
-    CircuitBreakerState.OPEN: _Open,
-    CircuitBreakerState.HALF_OPEN: _HalfOpen,
-}
-
-_NAMES = {
-    CircuitBreakerState.CLOSED: "closed",
-    CircuitBreakerState.OPEN: "open",
-    CircuitBreakerState.HALF_OPEN: "half_open",
-}
-
-
-class _ListenerBridge(CircuitBreakerListener):  # type: ignore[misc]
-    """Turns aiobreaker's state-change events into ``(breaker, old, new)`` callbacks."""
-
-    def __init__(self, owner: CircuitBreakerPolicy) -> None:
-        self._owner = owner
-
-    def state_change(self, breaker: Any, old: Any, new: Any) -> None:
-        before = _NAMES[old.state] if old is not None else "closed"
-        after = _NAMES[new.state]
-        for listener in tuple(self._owner._state_listeners):
-            listener(self._owner, before, after)
-
-
-class CircuitBreakerPolicy(CircuitBreaker):  # type: ignore[misc]
+class CircuitBreakerPolicy:
     """A circuit breaker on a monotonic clock, in one of two modes.
 
     * ``consecutive`` (no ``window``): opens after ``failure_threshold`` consecutive
@@ -137,42 +79,57 @@ class CircuitBreakerPolicy(CircuitBreaker):  # type: ignore[misc]
     Open, it rejects for the break duration, then admits at most
     ``half_open_max_calls`` trials: a successful trial closes it, a failed one reopens
     it. The break duration is ``reset_timeout_seconds``, multiplied by
-    ``backoff_factor`` for each consecutive opening up to ``max_reset_timeout_seconds``,
-    less up to ``reset_jitter`` of it at random (Envoy's ejection time). ``isolate()``
-    holds it open until ``reset()``. ``is_failure`` decides what counts as a failure.
+    ``backoff_factor`` for each consecutive opening up to ``max_reset_timeout_seconds``;
+    when it grows (``backoff_factor`` > 1), less up to ``reset_jitter`` of it at random
+    (Envoy's ejection time). ``isolate()`` holds it open until ``reset()``.
+
+    An error is a failure if ``is_failure`` says so (by default, every error), neutral
+    if ``is_neutral`` says so (by default, none; it is asked first), else a success.
+    A neutral outcome, like a cancelled call, changes nothing: not the count of failures
+    in a row, not a half-open breaker (its trial slot is freed), not the window.
+    Defaults are :data:`BREAKER_DEFAULTS`.
     """
+
+    __slots__ = (
+        "_engine", "_listeners", "_lock", "_rng", "_rule", "_timed", "backoff_factor", "clock",
+        "failure_rate", "failure_threshold", "half_open_max_calls", "is_failure", "is_neutral",
+        "isolated", "max_reset_timeout_seconds", "minimum_calls", "name", "open_for", "openings",
+        "reset_jitter", "reset_timeout_seconds", "slow_call_rate", "slow_call_threshold", "window",
+    )  # fmt: skip
 
     def __init__(
         self,
-        failure_threshold: int = 5,
-        reset_timeout_seconds: float = 30.0,
-        half_open_max_calls: int = 1,
+        failure_threshold: int = _D.failure_threshold,
+        reset_timeout_seconds: float = _D.reset_timeout_seconds,
+        half_open_max_calls: int = _D.half_open_max_calls,
         *,
         is_failure: Callable[[BaseException], bool] | None = None,
+        is_neutral: Callable[[BaseException], bool] | None = None,
         clock: Clock = MONOTONIC,
         name: str = "",
         window: OutcomeWindow | None = None,
-        failure_rate: float = 0.5,
-        minimum_calls: int = 20,
+        failure_rate: float = _D.failure_rate,
+        minimum_calls: int = _D.minimum_calls,
         slow_call_threshold: float | None = None,
-        slow_call_rate: float = 1.0,
-        backoff_factor: float = 1.0,
-        max_reset_timeout_seconds: float = 300.0,
-        reset_jitter: float = 0.0,
+        slow_call_rate: float = _D.slow_call_rate,
+        backoff_factor: float = _D.backoff_factor,
+        max_reset_timeout_seconds: float = _D.max_reset_timeout_seconds,
+        reset_jitter: float = _D.reset_jitter,
         rng: random.Random | None = None,
     ) -> None:
         if failure_threshold < 1 or reset_timeout_seconds <= 0 or half_open_max_calls < 1:
             raise ValueError("breaker thresholds and timeouts must be positive")
         if not (0 < failure_rate <= 1 and 0 < slow_call_rate <= 1 and backoff_factor >= 1):
             raise ValueError("breaker rates must be in (0, 1] and backoff_factor >= 1")
-        self._clock = clock
-        # Re-entrant: state changes notify listeners, which may read the breaker again.
-        self._lock = threading.RLock()
-        self._state_listeners: list[StateListener] = []
-        self._is_failure = is_failure or (lambda exc: True)
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self.half_open_max_calls = half_open_max_calls
+        if not 0 <= reset_jitter < 1:
+            raise ValueError("breaker reset_jitter must be in [0, 1)")
+        self.clock = clock
+        self.name = name
+        self.failure_threshold = failure_threshold
         self.reset_timeout_seconds = reset_timeout_seconds
+        self.half_open_max_calls = half_open_max_calls
+        self.is_failure = is_failure or _counts_everything
+        self.is_neutral = is_neutral
         self.window = window
         self.failure_rate = failure_rate
         self.minimum_calls = minimum_calls
@@ -184,46 +141,91 @@ class CircuitBreakerPolicy(CircuitBreaker):  # type: ignore[misc]
         self.isolated = False
         self.openings = 0  # consecutive openings since the last close
         self.open_for = reset_timeout_seconds  # this opening's break duration
-        super().__init__(
-            fail_max=failure_threshold,
-            timeout_duration=timedelta(seconds=reset_timeout_seconds),
-            exclude=[lambda exc: not self._is_failure(exc)],
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._listeners: list[StateListener] = []
+        self._rule: TripRule = (
+            ConsecutiveFailures(failure_threshold)
+            if window is None
+            else FailureRate(
+                window,
+                clock,
+                failure_rate=failure_rate,
+                minimum_calls=minimum_calls,
+                slow_call_threshold=slow_call_threshold,
+                slow_call_rate=slow_call_rate,
+            )
+        )
+        self._timed = self._rule.timed
+        # Re-entrant: state changes notify listeners, which may read the breaker again.
+        self._lock = threading.RLock()
+        self._engine = BreakerEngine(
+            self,
+            is_failure=self.is_failure,
+            is_neutral=is_neutral,
+            half_open_max_calls=half_open_max_calls,
+            lock=self._lock,
             name=name,
         )
-        self.add_listener(_ListenerBridge(self))
-
-    # aiobreaker builds states from its own enum; these subclasses carry the fixes.
-    def _create_new_state(
-        self, new_state: CircuitBreakerState, prev_state: Any = None, notify: bool = False
-    ) -> Any:
-        return _STATES[new_state](self, prev_state=prev_state, notify=notify)
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> BreakerMode:
         """``consecutive`` or ``failure_rate``."""
-        return "consecutive" if self.window is None else "failure_rate"
+        return self._rule.mode
+
+    @property
+    def fail_counter(self) -> int:
+        """Counted failures in a row (a success resets it; a neutral outcome leaves it)."""
+        return self._engine.fail_counter
+
+    # -- calls ---------------------------------------------------------------
+
+    def call_through(self, func: Callable[..., Awaitable[T]], *args: Any) -> Awaitable[T]:
+        """Run ``func(*args)`` under the breaker; raises ``BreakerRejectedError`` if refused."""
+        engine = self._engine
+        if self._timed and engine.closed:
+            return self._measured(engine.call(func, *args))
+        return engine.call(func, *args)
+
+    async def _measured(self, call: Awaitable[T]) -> T:
+        """A closed-state call the trip rule times: its outcome and start go to the rule."""
+        started = self.clock.now()
+        try:
+            result = await call
+        except Exception as exc:
+            neutral = self.is_neutral
+            if neutral is None or not neutral(exc):
+                self._record(self.is_failure(exc), started)
+            raise
+        self._record(False, started)
+        return result
+
+    def _record(self, failure: bool, started: float) -> None:
+        with self._lock:
+            if self._rule.record(failure=failure, started=started) and self._engine.closed:
+                self.open()
+
+    # -- manual control ------------------------------------------------------
 
     def open(self) -> None:
-        """Open the circuit now (monotonic stamp, not aiobreaker's ``utcnow()``)."""
+        """Open the circuit now, for the next break duration."""
         with self._lock:
             self.openings += 1
             duration = min(
                 self.max_reset_timeout_seconds,
                 self.reset_timeout_seconds * self.backoff_factor ** (self.openings - 1),
             )
-            if self.reset_jitter:
+            # Jitter only spreads growing break durations; a fixed one stays exact.
+            if self.reset_jitter and self.backoff_factor > 1:
                 duration *= 1 - self.reset_jitter * self._rng.random()
             self.open_for = duration
-            self._state_storage.opened_at = self._clock.now()
-            self.state = self._state_storage.state = CircuitBreakerState.OPEN
+            self._engine.move_open(self.clock.now())
 
     def close(self) -> None:
         """Close the circuit; the break duration and the window start over."""
         with self._lock:
             self.openings = 0
-            if self.window is not None:
-                self.window.clear()
-            super().close()
+            self._rule.clear()
+            self._engine.move_closed()
 
     def isolate(self) -> None:
         """Hold the breaker open, rejecting every call, until ``reset()``."""
@@ -235,23 +237,23 @@ class CircuitBreakerPolicy(CircuitBreaker):  # type: ignore[misc]
         """Close the breaker and forget its history (also ends an ``isolate()``)."""
         with self._lock:
             self.isolated = False
-            self._state_storage.reset_counter()
+            self._engine.reset_counter()
             self.close()
 
     def half_open(self) -> None:
         """Move an open breaker to half-open; a no-op if another caller already did."""
-        with self._lock:
-            if self._state_storage.state is CircuitBreakerState.OPEN:
-                self.state = self._state_storage.state = CircuitBreakerState.HALF_OPEN
+        self._engine.half_open()
+
+    # -- time to half-open ---------------------------------------------------
 
     def seconds_until_half_open(self) -> float:
         """Seconds until an open breaker admits a trial; 0 when not open or due; inf isolated."""
-        if self._state_storage.state is not CircuitBreakerState.OPEN:
+        engine = self._engine
+        if not engine.is_open:
             return 0.0
         if self.isolated:
             return math.inf
-        opened_at: float = self._state_storage.opened_at
-        return max(0.0, opened_at + self.open_for - self._clock.now())
+        return max(0.0, engine.opened_at + self.open_for - self.clock.now())
 
     @property
     def opens_at(self) -> datetime | None:
@@ -270,56 +272,44 @@ class CircuitBreakerPolicy(CircuitBreaker):  # type: ignore[misc]
         return timedelta(seconds=remaining)
 
     @property
-    def state_name(self) -> str:
+    def state_name(self) -> StateName:
         """``closed``, ``open`` or ``half_open`` (an open breaker that is due reads half_open)."""
-        state = self._state_storage.state
-        if state is CircuitBreakerState.OPEN and self.seconds_until_half_open() == 0:
+        engine = self._engine
+        if engine.is_open and self.seconds_until_half_open() == 0:
             return "half_open"
-        return _NAMES[state]
+        return engine.state_name
 
-    def call_through(self, func: Callable[..., Awaitable[T]], *args: Any) -> Awaitable[T]:
-        """Run ``func(*args)`` under the breaker; raises ``BreakerRejectedError`` if refused."""
-        state = self.state
-        if self.window is not None and type(state) is _Closed:
-            return self._measured(state, func, *args)
-        result: Awaitable[T] = state.call_async(func, *args)
-        return result
+    # -- the engine's owner hooks --------------------------------------------
 
-    async def _measured(self, state: Any, func: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """A closed-state call in failure-rate mode: its outcome and duration go to the window."""
-        started = self._clock.now()
-        try:
-            result: T = await state.call_async(func, *args)
-        except Exception as exc:
-            self._record(self._is_failure(exc), started)
-            raise
-        self._record(False, started)
-        return result
+    def rejection(self) -> BreakerRejectedError | None:
+        """The error refusing a call now, or None when a trial is due (the engine asks)."""
+        remaining = self.seconds_until_half_open()
+        if remaining <= 0:
+            return None
+        if self.isolated:
+            return BreakerRejectedError("circuit breaker isolated", None)
+        return BreakerRejectedError("circuit breaker open", remaining)
 
-    def _record(self, failure: bool, started: float) -> None:
-        assert self.window is not None  # noqa: S101 - only called in failure-rate mode
-        threshold = self.slow_call_threshold
-        slow = threshold is not None and self._clock.now() - started > threshold
-        with self._lock:
-            totals = self.window.record(failure=failure, slow=slow)
-            if (
-                self._state_storage.state is CircuitBreakerState.CLOSED
-                and totals.calls >= self.minimum_calls
-                and (
-                    totals.failures >= self.failure_rate * totals.calls
-                    or (threshold is not None and totals.slow >= self.slow_call_rate * totals.calls)
-                )
-            ):
-                self.open()
+    def failed_while_closed(self, consecutive: int) -> None:
+        """Open if the trip rule says ``consecutive`` failures in a row are enough."""
+        if self._rule.after_failures(consecutive):
+            self.open()
+
+    def state_changed(self, old: StateName, new: StateName) -> None:
+        """Tell every state listener."""
+        for listener in tuple(self._listeners):
+            listener(self, old, new)
+
+    # -- listeners -----------------------------------------------------------
 
     def add_state_listener(self, listener: StateListener) -> None:
         """Call ``listener(breaker, old, new)`` on every state change."""
-        self._state_listeners.append(listener)
+        self._listeners.append(listener)
 
     def __repr__(self) -> str:
         return (
             f"CircuitBreakerPolicy(name={self.name!r}, mode={self.mode!r}, state={self.state_name!r}, "
-            f"failure_threshold={self.fail_max}, failure_rate={self.failure_rate}, "
+            f"failure_threshold={self.failure_threshold}, failure_rate={self.failure_rate}, "
             f"reset_timeout_seconds={self.reset_timeout_seconds}, "
             f"half_open_max_calls={self.half_open_max_calls})"
         )

@@ -300,7 +300,7 @@ async def test_unparseable_framing_headers_are_connection_errors(recorder, heade
         (b"HTTP/1.1 101 Switching Protocols", ClientResponseError),
         (b"HTTP/1.1 abc X", ClientConnectionError),
         (b"HTTP/2 200 OK", ClientConnectionError),
-        (b"HTTP/1.1 999 X", ServerError),
+        (b"HTTP/1.1 999 X", ClientResponseError),  # no such status class: not a 5xx either
     ],
 )
 async def test_odd_status_lines_are_typed(recorder, status_line, cls) -> None:

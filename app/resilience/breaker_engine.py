@@ -1,0 +1,251 @@
+"""The aiobreaker adapter: its breaker and state subclasses, deferring every decision to an owner.
+
+aiobreaker 1.2.0 has defects that this module wraps rather than leaks:
+
+* it stamps ``opened_at`` with ``datetime.utcnow()`` and compares it with
+  ``datetime.now()`` in ``opens_at``, so outside UTC the time to half-open is off by
+  the zone offset, and wall-clock jumps move it;
+* its half-open state lets every concurrent call through, not one trial;
+* the call that trips the breaker raises ``CircuitBreakerError`` instead of its own
+  error, and ``CircuitBreakerError`` would reach callers;
+* an error it is told to exclude counts as a success: it resets the count and closes a
+  half-open breaker. Right for a caller's 4xx (the upstream answered), wrong for an
+  outcome that says nothing about the upstream (our own shutdown).
+
+Here ``opened_at`` is whatever the owner stamps (a monotonic reading), half-open admits
+at most ``half_open_max_calls`` trials, a tripping call re-raises its own error, and an
+error is a failure, a success or neutral (no effect at all). When to open, how long to
+stay open and whom to tell are the owner's (:class:`BreakerOwner`) decisions. A
+rejection raises :class:`BreakerRejectedError`. aiobreaker ships no types: every
+``type: ignore`` of the breaker lives in this module.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, Protocol, TypeVar
+
+from aiobreaker import CircuitBreaker, CircuitBreakerState
+from aiobreaker.state import (
+    CircuitBreakerBaseState,
+    CircuitBreakerError,
+    CircuitClosedState,
+    CircuitHalfOpenState,
+    CircuitOpenState,
+)
+
+__all__ = ["BreakerEngine", "BreakerOwner", "BreakerRejectedError", "BreakerState", "StateName"]
+
+T = TypeVar("T")
+
+BreakerState = CircuitBreakerState
+StateName = Literal["closed", "open", "half_open"]
+
+
+class BreakerRejectedError(CircuitBreakerError):  # type: ignore[misc]
+    """The breaker rejected a call; ``retry_after`` is the time to half-open, in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message, None)
+        self.retry_after = retry_after
+
+
+class BreakerOwner(Protocol):
+    """The decisions the engine leaves to the policy that owns it."""
+
+    def open(self) -> None:
+        """Open now: stamp the time and choose the break duration."""
+        ...
+
+    def close(self) -> None:
+        """Close now, forgetting the trip rule's history."""
+        ...
+
+    def rejection(self) -> BreakerRejectedError | None:
+        """The error refusing a call while open, or None once a trial is due."""
+        ...
+
+    def failed_while_closed(self, consecutive: int) -> None:
+        """A counted failure in the live closed state, the ``consecutive``-th in a row."""
+        ...
+
+    def state_changed(self, old: StateName, new: StateName) -> None:
+        """The state moved from ``old`` to ``new``."""
+        ...
+
+
+_NAMES: dict[CircuitBreakerState, StateName] = {
+    CircuitBreakerState.CLOSED: "closed",
+    CircuitBreakerState.OPEN: "open",
+    CircuitBreakerState.HALF_OPEN: "half_open",
+}
+
+
+class _Outcomes(CircuitBreakerBaseState):  # type: ignore[misc]
+    """Every state's outcome handling: failure, success, or neutral; no aiobreaker listeners."""
+
+    def _handle_error(self, func: Any, exception: Exception) -> None:
+        breaker: BreakerEngine = self._breaker
+        neutral = breaker.is_neutral
+        if neutral is not None and neutral(exception):
+            # Says nothing about the upstream: the count, the state and the window stay
+            # as they were; a half-open trial slot is freed by the caller's ``finally``.
+            raise exception
+        if breaker.is_failure(exception):
+            breaker._state_storage.increment_counter()
+            self.on_failure(exception)
+        else:
+            self._handle_success()
+        raise exception
+
+    def _handle_success(self) -> None:
+        self._breaker._state_storage.reset_counter()
+        self.on_success()
+
+
+class _Closed(_Outcomes, CircuitClosedState):  # type: ignore[misc]
+    def on_failure(self, exception: Exception) -> None:
+        breaker: BreakerEngine = self._breaker
+        # A late failure from a call that began before the breaker opened must not
+        # restart the open period; only the live closed state may trip it.
+        if breaker._state is self:
+            breaker.owner.failed_while_closed(breaker._state_storage.counter)
+
+
+class _Open(_Outcomes, CircuitOpenState):  # type: ignore[misc]
+    def before_call(self, func: Any, *args: Any, **kwargs: Any) -> None:
+        rejection = self._breaker.owner.rejection()
+        if rejection is not None:
+            raise rejection
+
+
+class _HalfOpen(_Outcomes, CircuitHalfOpenState):  # type: ignore[misc]
+    def __init__(self, breaker: BreakerEngine, prev_state: Any = None, notify: bool = False) -> None:
+        super().__init__(breaker, prev_state=prev_state, notify=notify)
+        self.trials = 0
+
+    async def call_async(self, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        breaker: BreakerEngine = self._breaker
+        with breaker.lock:
+            if self.trials >= breaker.half_open_max_calls:
+                raise BreakerRejectedError("circuit breaker half-open: trial calls in flight", None)
+            self.trials += 1
+        try:
+            result: T = await super().call_async(func, *args, **kwargs)
+        finally:
+            # Released even on cancellation, which aiobreaker does not see, and on a
+            # neutral outcome, which leaves the breaker half-open for the next trial.
+            self.trials -= 1
+        return result
+
+    def on_failure(self, exception: Exception) -> None:
+        if self._breaker._state is self:
+            self._breaker.owner.open()
+
+    def on_success(self) -> None:
+        if self._breaker._state is self:
+            self._breaker.owner.close()
+
+
+_STATES: dict[CircuitBreakerState, type[Any]] = {
+    CircuitBreakerState.CLOSED: _Closed,
+    CircuitBreakerState.OPEN: _Open,
+    CircuitBreakerState.HALF_OPEN: _HalfOpen,
+}
+
+
+class BreakerEngine(CircuitBreaker):  # type: ignore[misc]
+    """aiobreaker's state machine with the fixes above; the owner decides, the engine moves.
+
+    ``is_failure`` and ``is_neutral`` classify an error (neutral first); anything else
+    is a success. ``lock`` guards transitions and the half-open trial count.
+    """
+
+    def __init__(
+        self,
+        owner: BreakerOwner,
+        *,
+        is_failure: Callable[[BaseException], bool],
+        is_neutral: Callable[[BaseException], bool] | None,
+        half_open_max_calls: int,
+        lock: threading.RLock,
+        name: str,
+    ) -> None:
+        self.owner = owner
+        self.is_failure = is_failure
+        self.is_neutral = is_neutral
+        self.half_open_max_calls = half_open_max_calls
+        self.lock = lock
+        # No aiobreaker listeners: state changes go to the owner, and the per-call
+        # listener loops of the hot path stay empty.
+        super().__init__(name=name)
+
+    # aiobreaker builds states from its own enum; these subclasses carry the fixes.
+    def _create_new_state(
+        self, new_state: CircuitBreakerState, prev_state: Any = None, notify: bool = False
+    ) -> Any:
+        state = _STATES[new_state](self, prev_state=prev_state, notify=notify)
+        if notify:
+            self.owner.state_changed(_NAMES[prev_state.state] if prev_state is not None else "closed", _NAMES[new_state])
+        return state
+
+    def call(self, func: Callable[..., Awaitable[T]], *args: Any) -> Awaitable[T]:
+        """``func(*args)`` through the current state, which is read now, not when awaited."""
+        result: Awaitable[T] = self.state.call_async(func, *args)
+        return result
+
+    @property
+    def closed(self) -> bool:
+        """True in the closed state."""
+        return self._state_storage.state is CircuitBreakerState.CLOSED
+
+    @property
+    def is_open(self) -> bool:
+        """True in the open state, whether or not a trial is due."""
+        return self._state_storage.state is CircuitBreakerState.OPEN
+
+    @property
+    def state_name(self) -> StateName:
+        """``closed``, ``open`` or ``half_open``, as stored."""
+        return _NAMES[self._state_storage.state]
+
+    @property
+    def opened_at(self) -> float:
+        """The owner's stamp of the last opening."""
+        opened_at: float = self._state_storage.opened_at
+        return opened_at
+
+    @property
+    def fail_counter(self) -> int:
+        """Counted failures in a row."""
+        counter: int = self._state_storage.counter
+        return counter
+
+    def reset_counter(self) -> None:
+        """Forget the failures in a row."""
+        self._state_storage.reset_counter()
+
+    def move_open(self, opened_at: float) -> None:
+        """Enter the open state, stamped ``opened_at`` (the owner's clock, not ``utcnow()``)."""
+        self._state_storage.opened_at = opened_at
+        self.state = self._state_storage.state = CircuitBreakerState.OPEN
+
+    def move_closed(self) -> None:
+        """Enter the closed state (which resets the count)."""
+        self.state = self._state_storage.state = CircuitBreakerState.CLOSED
+
+    def half_open(self) -> None:
+        """Move an open breaker to half-open; a no-op if another caller already did."""
+        with self.lock:
+            if self._state_storage.state is CircuitBreakerState.OPEN:
+                self.state = self._state_storage.state = CircuitBreakerState.HALF_OPEN
+
+    # aiobreaker's own transitions, reached only through its states, go to the owner.
+    def open(self) -> None:
+        """Open through the owner, which stamps its clock and picks the break duration."""
+        self.owner.open()
+
+    def close(self) -> None:
+        """Close through the owner, which also clears the trip rule's history."""
+        self.owner.close()
