@@ -5,7 +5,6 @@ from __future__ import annotations
 from dependency_injector import containers, providers
 from dependency_injector.ext.starlette import Lifespan
 
-from app.api.lifecycle import Lifecycle
 from app.clients.analysis_engine import AnalysisEngineClient
 from app.clients.config import ClientConfig
 from app.clients.ml_workbench import MLWorkbenchClient
@@ -20,6 +19,7 @@ from app.clients.policies import (
     retry_from_config,
 )
 from app.clients.resources import client_resource, session_resource
+from app.observability.lifecycle import Lifecycle
 from app.observability.status import DependencyView
 from app.resilience.clock import MONOTONIC
 from settings import load_settings

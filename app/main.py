@@ -8,11 +8,11 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
 from app.api import RequestContextMiddleware, install_error_handlers
 from app.api.routes import admin, gateway, health, observability
-from app.clients.factory import use_container
 from app.containers import Container
+from app.factory import use_container
 from app.observability.http_metrics import HttpMetricsMiddleware
-from app.observability.redaction import register_secret
 from app.observability.tracing import tracing
+from app.redaction import register_secret
 
 __all__ = ["DOCS_STATIC_URL", "create_app"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.clients import BaseServiceClient, ClientConfig
-from app.clients.factory import reset_factory
+from app.factory import reset_factory
 from tests.support.clock import FakeClock
 from tests.support.upstream import Upstream
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from app.clients.exceptions import ClientResponseError
+from app.errors import ClientResponseError
 
 __all__ = [
     "BadUpstreamAnswerError",

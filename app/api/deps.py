@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api.lifecycle import Lifecycle
 from app.api.markers import AsyncProvide
 from app.clients.analysis_engine import AnalysisEngineClient
 from app.clients.ml_workbench import MLWorkbenchClient
 from app.containers import Container
+from app.observability.lifecycle import Lifecycle
 from app.observability.status import DependencyView
 from settings import Settings
 

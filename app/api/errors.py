@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from app.api.responses import JsonBytesResponse
-from app.clients.exceptions import (
+from app.errors import (
     AuthenticationError,
     ClientError,
     ClientValidationError,
@@ -21,7 +21,7 @@ from app.clients.exceptions import (
     ServiceTimeoutError,
     ServiceUnavailableError,
 )
-from app.observability.redaction import contains_secret, scrub, scrub_deep
+from app.redaction import contains_secret, scrub, scrub_deep
 
 __all__ = ["install_error_handlers", "status_for"]
 

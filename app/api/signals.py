@@ -25,9 +25,9 @@ from app.api.answers import (
     checked,
 )
 from app.clients.analysis_engine import AnalysisEngineClient
-from app.clients.exceptions import ClientError
 from app.clients.fallback import collect_degraded, mark_degraded
 from app.clients.ml_workbench import MLWorkbenchClient
+from app.errors import ClientError
 
 __all__ = [
     "BadUpstreamAnswerError",

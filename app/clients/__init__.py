@@ -1,4 +1,8 @@
-"""Typed, resilient service clients: the public API of the framework."""
+"""Typed, resilient service clients: the public API of the framework.
+
+The factory path for code without DI (``get_analysis_engine_client()`` and friends) is
+``app.factory``: it reads the composition root, which sits above this package.
+"""
 
 from app.clients.analysis_engine import (
     AnalysisEngineClient,
@@ -16,7 +20,13 @@ from app.clients.base import (
 from app.clients.config import (
     ClientConfig,
 )
-from app.clients.exceptions import (
+from app.clients.ml_workbench import (
+    MLWorkbenchClient,
+    ModelInfo,
+    Prediction,
+)
+from app.clients.operations import operation
+from app.errors import (
     AuthenticationError,
     BulkheadFullError,
     CircuitBreakerOpenError,
@@ -39,21 +49,6 @@ from app.clients.exceptions import (
     ServiceTimeoutError,
     ServiceUnavailableError,
 )
-from app.clients.factory import (
-    close_factory_clients,
-    get_analysis_engine_client,
-    get_client,
-    get_ml_workbench_client,
-    register_client_config,
-    reset_factory,
-    use_container,
-)
-from app.clients.ml_workbench import (
-    MLWorkbenchClient,
-    ModelInfo,
-    Prediction,
-)
-from app.clients.operations import operation
 
 __all__ = [
     "AnalysisEngineClient",
@@ -90,12 +85,5 @@ __all__ = [
     "ServiceError",
     "ServiceTimeoutError",
     "ServiceUnavailableError",
-    "close_factory_clients",
-    "get_analysis_engine_client",
-    "get_client",
-    "get_ml_workbench_client",
     "operation",
-    "register_client_config",
-    "reset_factory",
-    "use_container",
 ]

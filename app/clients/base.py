@@ -9,7 +9,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypedDict, TypeVar, Unpack, cast
 
@@ -19,17 +19,6 @@ from yarl import URL
 
 from app.clients.config import ClientConfig
 from app.clients.decoding import ACCEPT_ENCODING
-from app.clients.exceptions import (
-    BulkheadFullError,
-    CircuitBreakerOpenError,
-    ClientClosedError,
-    ClientConnectionError,
-    ClientError,
-    ClientResponseError,
-    ClientTimeoutError,
-    ErrorContext,
-    RequestEncodeError,
-)
 from app.clients.fallback import NO_FALLBACK, falls_back, mark_degraded, resolve
 from app.clients.policies import (
     adaptive_from_config,
@@ -53,9 +42,20 @@ from app.clients.response import (
 from app.clients.session import new_session
 from app.clients.sync import LoopThread, sync_twin
 from app.clients.urls import EndpointResolver
+from app.errors import (
+    BulkheadFullError,
+    CircuitBreakerOpenError,
+    ClientClosedError,
+    ClientConnectionError,
+    ClientError,
+    ClientResponseError,
+    ClientTimeoutError,
+    ErrorContext,
+    Rejection,
+    RequestEncodeError,
+)
 from app.observability.context import inbound_deadline_var, request_id_var
 from app.observability.observer import CallObserver
-from app.observability.redaction import register_secret
 from app.observability.tracing import (
     end_cancelled,
     end_span,
@@ -63,6 +63,7 @@ from app.observability.tracing import (
     start_call_span,
     tracing,
 )
+from app.redaction import register_secret
 from app.resilience.adaptive import Gradient2Limit
 from app.resilience.breaker import CircuitBreakerPolicy
 from app.resilience.budget import RetryBudget
@@ -74,7 +75,7 @@ from app.resilience.pipeline import CallRecord, Pipeline
 from app.resilience.ratelimit import RateLimiter
 from app.resilience.retry import IDEMPOTENT_METHODS, RetryPolicy
 
-__all__ = ["BaseServiceClient", "CallOptions", "operation"]
+__all__ = ["BaseServiceClient", "CallOptions"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -87,23 +88,6 @@ _CLOSE_GRACE = 2.0
 # character (HTAB aside), and no lone surrogate (no encoding can send one).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
-
-
-def operation(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Mark a service method: a typed error passing through gains ``operation`` = its name."""
-    name = method.__name__
-
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await method(*args, **kwargs)
-        except ClientError as error:
-            error.operation = name
-            raise
-
-    wrapper.__name__ = name
-    wrapper.__qualname__ = method.__qualname__
-    wrapper.__doc__ = method.__doc__
-    return wrapper
 
 
 def _header_problem(headers: Mapping[str, str] | None, idempotency_key: str | None) -> str | None:
@@ -634,7 +618,7 @@ class BaseServiceClient:
         """A call refused before anything was sent (open breaker, full bulkhead): the lean path."""
         if breaker_wait > 0:
             cls: type[ClientError] = CircuitBreakerOpenError
-            reason = "breaker_open"
+            reason: Rejection = "breaker_open"
             retry_after = None if math.isinf(breaker_wait) else breaker_wait
         else:
             cls, reason, retry_after = BulkheadFullError, "bulkhead_full", None

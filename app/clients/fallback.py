@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any, Final
 
-from app.clients.exceptions import ClientError, ServiceTimeoutError, ServiceUnavailableError
+from app.errors import ClientError, ServiceTimeoutError, ServiceUnavailableError
 
 __all__ = ["NO_FALLBACK", "collect_degraded", "falls_back", "mark_degraded", "resolve"]
 

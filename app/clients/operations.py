@@ -6,7 +6,7 @@ import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
-from app.clients.exceptions import ClientError
+from app.errors import ClientError
 
 __all__ = ["operation"]
 

@@ -123,7 +123,15 @@ def observer_from_config(
     families: MetricFamilies | None = None,
 ) -> CallObserver:
     """The client's observer, listening to its breaker and reading its bulkhead's gauges."""
-    observer = CallObserver(config, clock=clock, families=families)
+    observer = CallObserver(
+        config.service_name,
+        metrics=config.enable_metrics,
+        log_calls=config.enable_request_logging,
+        log_request_body=config.log_request_body,
+        log_response_body=config.log_response_body,
+        families=families,
+        clock=clock,
+    )
     breaker.add_state_listener(lambda _breaker, old, new: observer.breaker_changed(old, new))
     if observer.metrics is not None:
         observer.metrics.circuit(breaker.state_name)

@@ -10,7 +10,7 @@ from aiohttp import hdrs
 from multidict import CIMultiDictProxy
 
 from app.clients.decoding import BodyDecoder, BodyDecodingError, BodyTooLargeError, is_identity
-from app.clients.exceptions import ClientError, ErrorContext, ResponseDecodeError, error_for_status
+from app.errors import ClientError, ErrorContext, ResponseDecodeError, error_for_status
 from app.resilience.retry import MAX_RETRY_AFTER, parse_retry_after
 
 __all__ = [

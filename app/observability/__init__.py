@@ -2,7 +2,7 @@
 
 from app.observability.context import request_id_var
 from app.observability.logging import JsonFormatter, configure_logging
-from app.observability.redaction import redact, register_secret, scrub
+from app.redaction import redact, register_secret, scrub
 
 __all__ = [
     "JsonFormatter",

@@ -12,7 +12,7 @@ from typing import IO, Any
 import orjson
 from opentelemetry import trace
 
-from app.observability.redaction import REDACTED, contains_secret, is_secret_key, redact, scrub, scrub_deep
+from app.redaction import REDACTED, contains_secret, is_secret_key, redact, scrub, scrub_deep
 
 __all__ = ["BufferedLogHandler", "JsonFormatter", "configure_logging", "stop_logging"]
 

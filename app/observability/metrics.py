@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from app.errors import Outcome, Rejection
+
 __all__ = [
     "BREAKER_STATE_VALUES",
     "CALL_LABELS",
@@ -156,7 +158,7 @@ class ClientMetrics:
         method: str,
         endpoint: str,
         *,
-        outcome: str,
+        outcome: Outcome,
         status: int | None,
         seconds: float,
         attempts: int,
@@ -180,14 +182,14 @@ class ClientMetrics:
         pair[0].observe(seconds)
         pair[1].inc(attempts)
 
-    def retry(self, reason: str) -> None:
+    def retry(self, reason: Outcome) -> None:
         """Count one retry, by the outcome of the attempt that failed."""
         counter = self._retries.get(reason)
         if counter is None:
             counter = self._retries[reason] = self.families.retries.labels(self.service, reason)
         counter.inc()
 
-    def rejection(self, reason: str) -> None:
+    def rejection(self, reason: Rejection) -> None:
         """Count a call refused by a policy (breaker_open, bulkhead_full, rate_limited, budget_exhausted)."""
         counters = self._rejections.get(reason)
         if counters is None:

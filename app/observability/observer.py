@@ -8,11 +8,10 @@ from typing import Any
 
 import orjson
 
-from app.clients.config import ClientConfig
-from app.clients.exceptions import ClientError
+from app.errors import ClientError, Outcome, Rejection
 from app.observability.metrics import ClientMetrics, MetricFamilies, default_families
-from app.observability.redaction import REDACTED, is_secret_key, redact, truncate
 from app.observability.rolling import RollingStats
+from app.redaction import REDACTED, is_secret_key, redact, truncate
 from app.resilience.clock import MONOTONIC, Clock
 from app.resilience.pipeline import CallRecord
 
@@ -33,19 +32,21 @@ class CallObserver:
 
     def __init__(
         self,
-        config: ClientConfig,
+        service: str,
         *,
+        metrics: bool = True,
+        log_calls: bool = True,
+        log_request_body: bool = False,
+        log_response_body: bool = False,
         families: MetricFamilies | None = None,
         clock: Clock = MONOTONIC,
     ) -> None:
-        self.service = config.service_name
-        self.metrics = (
-            ClientMetrics(self.service, families or default_families()) if config.enable_metrics else None
-        )
+        self.service = service
+        self.metrics = ClientMetrics(service, families or default_families()) if metrics else None
         self.stats = RollingStats(clock=clock)
-        self.log_calls = config.enable_request_logging
-        self.log_request_body = config.log_request_body
-        self.log_response_body = config.log_response_body
+        self.log_calls = log_calls
+        self.log_request_body = log_request_body
+        self.log_response_body = log_response_body
 
     # -- pipeline events ---------------------------------------------------------------
 
@@ -59,7 +60,7 @@ class CallObserver:
                 "retry", {"attempt": record.attempts, "reason": error.outcome, "wait_seconds": wait}
             )
 
-    def rejected(self, record: CallRecord, reason: str) -> None:
+    def rejected(self, record: CallRecord, reason: Rejection) -> None:
         """A policy refused the call (breaker_open, bulkhead_full, rate_limited, budget_exhausted)."""
         self.stats.rejection()
         if self.metrics is not None:
@@ -67,13 +68,15 @@ class CallObserver:
         if record.span is not None:
             record.span.add_event("rejected", {"reason": reason})
 
-    def refused(self, record: CallRecord, reason: str, error: ClientError, *, fallback: bool = False) -> None:
+    def refused(
+        self, record: CallRecord, reason: Rejection, error: ClientError, *, fallback: bool = False
+    ) -> None:
         """A call refused before it started (open breaker, full bulkhead): the lean path.
 
         The same counts as ``rejected`` plus ``finished``, in one pass: this runs for
         every call while a dependency is down, so it is kept to a few microseconds.
         """
-        outcome = "fallback" if fallback else error.outcome
+        outcome: Outcome = "fallback" if fallback else error.outcome
         self.stats.refused(outcome)
         metrics = self.metrics
         if metrics is not None:
@@ -113,7 +116,7 @@ class CallObserver:
         fallback: bool = False,
     ) -> None:
         """One logical call ended, with a result (possibly a fallback) or ``error``."""
-        outcome = "fallback" if fallback else "success" if error is None else error.outcome
+        outcome: Outcome = "fallback" if fallback else "success" if error is None else error.outcome
         self.stats.record(outcome, seconds if record.attempts else None)
         if self.metrics is not None:
             self.metrics.call(
@@ -134,7 +137,7 @@ class CallObserver:
         record: CallRecord,
         seconds: float,
         *,
-        outcome: str,
+        outcome: Outcome,
         error: ClientError | None,
         sent: Any,
         received: Any,

@@ -7,30 +7,11 @@ import threading
 from collections import Counter
 from typing import Any
 
+from app.errors import FAILURE_OUTCOMES, OUTCOMES, Outcome
 from app.resilience.clock import MONOTONIC, Clock
 
-__all__ = ["OUTCOMES", "RollingStats"]
+__all__ = ["RollingStats"]
 
-#: Every outcome a logical call can end in, in the order the status API lists them.
-OUTCOMES = (
-    "success",
-    "fallback",
-    "client_error",
-    "server_error",
-    "timeout",
-    "connection_error",
-    "rate_limited",
-    "decode_error",
-    "short_circuited",
-    "rejected",
-    "invalid_request",
-    "client_closed",
-    "error",
-)
-#: Outcomes that count as the dependency's failures in the error percentage: all but
-#: answers, fallbacks, the caller's own bad requests (sent or refused before sending)
-#: and calls ended by our own client's shutdown.
-FAILURES = frozenset(OUTCOMES) - {"success", "fallback", "client_error", "invalid_request", "client_closed"}
 _MAX_SAMPLES = 2048  # latency samples kept per bucket: bounded memory at any traffic
 
 
@@ -65,7 +46,7 @@ class RollingStats:
             buckets.pop(0)
         return bucket
 
-    def record(self, outcome: str, seconds: float | None) -> None:
+    def record(self, outcome: Outcome, seconds: float | None) -> None:
         """One finished logical call; ``seconds`` is None when nothing was sent."""
         with self._lock:
             bucket = self._bucket()
@@ -73,7 +54,7 @@ class RollingStats:
             if seconds is not None and len(bucket.latencies) < _MAX_SAMPLES:
                 bucket.latencies.append(seconds)
 
-    def refused(self, outcome: str) -> None:
+    def refused(self, outcome: Outcome) -> None:
         """One call refused by a policy before anything was sent: counted once, no latency."""
         with self._lock:
             bucket = self._bucket()
@@ -117,7 +98,7 @@ class RollingStats:
             retries = sum(b.retries for b in live)
             rejections = sum(b.rejections for b in live)
         total = sum(counts.values())
-        failures = sum(n for o, n in counts.items() if o in FAILURES)
+        failures = sum(n for o, n in counts.items() if o in FAILURE_OUTCOMES)
         latencies.sort()
         return {
             "window_seconds": self.window,

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import (
 if TYPE_CHECKING:
     from yarl import URL
 
-    from app.clients.exceptions import ClientError
+    from app.errors import ClientError
     from app.resilience.pipeline import CallRecord
 
 __all__ = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
-from app.clients.exceptions import (
+from app.errors import (
     BulkheadFullError,
     CircuitBreakerOpenError,
     ClientClosedError,
@@ -19,6 +19,7 @@ from app.clients.exceptions import (
     ClientError,
     ClientTimeoutError,
     RateLimitedError,
+    Rejection,
     retry_exhausted,
 )
 from app.resilience.adaptive import Gradient2Limit
@@ -84,7 +85,7 @@ class PipelineEvents(Protocol):
         """A failed attempt will be retried after ``wait`` seconds."""
         ...
 
-    def rejected(self, record: CallRecord, reason: str) -> None:
+    def rejected(self, record: CallRecord, reason: Rejection) -> None:
         """A policy refused the call."""
         ...
 
@@ -97,7 +98,7 @@ class _NoEvents:
     def retry(self, record: CallRecord, error: ClientError, wait: float) -> None:
         return None
 
-    def rejected(self, record: CallRecord, reason: str) -> None:
+    def rejected(self, record: CallRecord, reason: Rejection) -> None:
         return None
 
     def hedged(self, record: CallRecord) -> None:

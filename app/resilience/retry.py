@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import backoff
 
-from app.clients.exceptions import (
+from app.errors import (
     ClientClosedError,
     ClientConnectionError,
     ClientError,

@@ -22,8 +22,8 @@ from app.clients import (
     ResponseDecodeError,
     ServerError,
 )
-from app.clients.exceptions import retry_exhausted
 from app.clients.fallback import NO_FALLBACK
+from app.errors import retry_exhausted
 from app.main import create_app
 from tests.api.payloads import INDICATORS, REGIME
 from tests.support.asgi import serve

@@ -25,8 +25,8 @@ from opentelemetry.util._once import Once
 from app.containers import Container
 from app.main import create_app
 from app.observability.logging import BufferedLogHandler, configure_logging, stop_logging
-from app.observability.redaction import register_secret
 from app.observability.tracing import configure_tracing, tracing
+from app.redaction import register_secret
 from settings import load_settings
 from tests.support.asgi import serve
 from tests.support.upstream import Upstream, json

@@ -17,11 +17,11 @@ from app.clients import (
     ClientValidationError,
     ServerError,
 )
-from app.clients.exceptions import retry_exhausted
 from app.containers import Container
+from app.errors import retry_exhausted
 from app.main import create_app
 from app.observability.logging import JsonFormatter
-from app.observability.redaction import REDACTED, register_secret
+from app.redaction import REDACTED, register_secret
 from settings import load_settings
 from tests.support.asgi import serve
 from tests.support.upstream import Upstream

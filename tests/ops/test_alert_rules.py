@@ -26,9 +26,9 @@ from app.clients import (
 )
 from app.clients.policies import breaker_from_config, bulkhead_from_config, observer_from_config
 from app.containers import Container
+from app.errors import FAILURE_OUTCOMES as FAILURES
 from app.main import create_app
 from app.observability.metrics import MetricFamilies
-from app.observability.rolling import FAILURES
 from settings import load_settings
 from tests.support.asgi import serve
 from tests.support.upstream import Upstream, delayed, sequence

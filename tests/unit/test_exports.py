@@ -13,7 +13,7 @@ import settings
 import upstreams
 from app import clients
 
-PACKAGES = ["app.clients", "app.resilience", "app.observability", "app.api", "settings"]
+PACKAGES = ["app.clients", "app.resilience", "app.observability", "app.api", "app.errors", "app.factory", "settings"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -28,13 +28,19 @@ def test_all_is_sorted_and_resolves(name) -> None:
 
 
 def test_clients_exports_are_complete() -> None:
-    """Every name a public app.clients module exports is re-exported by app.clients."""
-    public = ["analysis_engine", "base", "config", "exceptions", "factory", "ml_workbench"]
+    """Every name a public app.clients module exports, and every error of app.errors, is re-exported by app.clients."""
+    public = ["analysis_engine", "base", "config", "ml_workbench", "operations"]
     missing = [
         f"{name}.{item}"
         for name in public
         for item in importlib.import_module(f"app.clients.{name}").__all__
         if item not in clients.__all__
+    ]
+    errors = importlib.import_module("app.errors")
+    missing += [
+        f"errors.{item}"
+        for item in errors.__all__
+        if (isinstance(getattr(errors, item), type) and item not in clients.__all__)
     ]
     assert missing == []
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from app.clients.exceptions import (
+from app.errors import (
     BulkheadFullError,
     CircuitBreakerOpenError,
     ClientTimeoutError,

@@ -9,7 +9,7 @@ import types
 import backoff
 import pytest
 
-from app.clients.exceptions import (
+from app.errors import (
     ClientConnectionError,
     ClientTimeoutError,
     ClientValidationError,

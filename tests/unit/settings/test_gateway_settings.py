@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.clients import ClientConfig
-from app.observability.redaction import scrub
+from app.redaction import scrub
 from settings import Settings, SettingsError, load_settings
 from settings.config import longest_call_seconds
 

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from yarl import URL
 
-from app.observability import redaction
-from app.observability.redaction import (
+from app import redaction
+from app.redaction import (
     REDACTED,
     contains_secret,
     is_secret_key,

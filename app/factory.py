@@ -23,15 +23,13 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, Unpack, cast
+from typing import Any, TypeVar, Unpack, cast
 
 from app.clients.analysis_engine import AnalysisEngineClient
 from app.clients.base import BaseServiceClient, CallOptions
 from app.clients.config import ClientConfig
 from app.clients.ml_workbench import MLWorkbenchClient
-
-if TYPE_CHECKING:
-    from app.containers import Container, UpstreamContainer
+from app.containers import Container, UpstreamContainer
 
 __all__ = [
     "close_factory_clients",
@@ -203,9 +201,6 @@ def _default_container() -> Container:
     global _container  # noqa: PLW0603 - the process-wide default, created on first use
     with _lock:
         if _container is None:
-            # Imported here: app.containers imports the client modules, this one included.
-            from app.containers import Container  # noqa: PLC0415
-
             _container = Container()
         return _container
 

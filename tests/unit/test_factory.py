@@ -17,13 +17,16 @@ from app.clients import (
     ClientClosedError,
     ClientConfig,
     MLWorkbenchClient,
+)
+from app.containers import Container
+from app.factory import (
+    close_factory_clients,
     get_analysis_engine_client,
     get_client,
     get_ml_workbench_client,
     register_client_config,
+    use_container,
 )
-from app.clients.factory import close_factory_clients, use_container
-from app.containers import Container
 from tests.support.upstream import Upstream, json
 
 REGIME = {"symbol": "EURUSD", "timeframe": "1h", "regime": "ranging", "confidence": 0.5, "metrics": {}}
@@ -158,7 +161,7 @@ async def test_a_shared_client_serves_one_live_loop(analysis) -> None:
 FLOWS = {
     "shared client in asyncio.run, never closed by the caller": """
         import asyncio
-        from app.clients import get_analysis_engine_client
+        from app.factory import get_analysis_engine_client
 
         async def main():
             client = get_analysis_engine_client()
@@ -168,7 +171,7 @@ FLOWS = {
     """,
     "shared client taken at import time, used in asyncio.run": """
         import asyncio
-        from app.clients import get_analysis_engine_client
+        from app.factory import get_analysis_engine_client
 
         client = get_analysis_engine_client()
 
@@ -179,7 +182,7 @@ FLOWS = {
     """,
     "async with on the shared client while another task still uses it": """
         import asyncio
-        from app.clients import get_analysis_engine_client
+        from app.factory import get_analysis_engine_client
 
         async def brief_user():
             async with get_analysis_engine_client() as client:
@@ -197,7 +200,7 @@ FLOWS = {
     """,
     "shared client in two asyncio.run calls, one after the other": """
         import asyncio
-        from app.clients import get_analysis_engine_client
+        from app.factory import get_analysis_engine_client
 
         async def main():
             return (await get_analysis_engine_client().detect_market_regime("EURUSD"))["regime"]
@@ -206,13 +209,13 @@ FLOWS = {
         print(asyncio.run(main()))
     """,
     "shared client's sync twins, never closed": """
-        from app.clients import get_analysis_engine_client
+        from app.factory import get_analysis_engine_client
 
         print(get_analysis_engine_client().detect_market_regime_sync("EURUSD")["regime"])
     """,
     "shared client used sync, then async, on uvloop": """
         import uvloop
-        from app.clients import get_analysis_engine_client
+        from app.factory import get_analysis_engine_client
 
         get_analysis_engine_client().detect_market_regime_sync("EURUSD")
 
@@ -223,8 +226,8 @@ FLOWS = {
     """,
     "a loop run and closed by hand, after close_factory_clients()": """
         import asyncio
-        from app.clients import get_analysis_engine_client
-        from app.clients.factory import close_factory_clients
+        from app.factory import get_analysis_engine_client
+        from app.factory import close_factory_clients
 
         loop = asyncio.new_event_loop()
         answer = loop.run_until_complete(get_analysis_engine_client().detect_market_regime("EURUSD"))
@@ -234,7 +237,7 @@ FLOWS = {
     """,
     "config_override client closed by async with and by with": """
         import asyncio
-        from app.clients import get_analysis_engine_client
+        from app.factory import get_analysis_engine_client
 
         async def main():
             async with get_analysis_engine_client({"max_retries": 0}) as client:
@@ -248,7 +251,7 @@ FLOWS = {
 
 LEAKING = """
     import asyncio, gc
-    from app.clients import get_analysis_engine_client
+    from app.factory import get_analysis_engine_client
 
     async def main():
         client = get_analysis_engine_client({"max_retries": 0})  # the caller's, and not closed

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar, Literal, TypedDict, get_args
 
-from app.observability.redaction import scrub, scrub_cut, scrub_deep
+from app.redaction import scrub, scrub_cut, scrub_deep
 
 __all__ = [
     "AuthenticationError",
@@ -19,7 +19,12 @@ __all__ = [
     "ClientValidationError",
     "DataValidationError",
     "ErrorContext",
+    "FAILURE_OUTCOMES",
+    "OUTCOMES",
+    "Outcome",
+    "REJECTIONS",
     "RateLimitedError",
+    "Rejection",
     "RequestEncodeError",
     "ResourceNotFoundError",
     "ResponseDecodeError",
@@ -29,6 +34,39 @@ __all__ = [
     "ServiceTimeoutError",
     "ServiceUnavailableError",
 ]
+
+
+#: How a logical call ended: the one vocabulary of logs, metrics, spans and the status API.
+Outcome = Literal[
+    "success",
+    "fallback",
+    "client_error",
+    "server_error",
+    "timeout",
+    "connection_error",
+    "rate_limited",
+    "decode_error",
+    "short_circuited",
+    "rejected",
+    "invalid_request",
+    "client_closed",
+    "error",
+]
+#: Every outcome, in the order the status API lists them.
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+#: Outcomes that count as the dependency's failures: all but answers, fallbacks, the
+#: caller's own bad requests (sent, or refused before sending) and our own shutdown.
+FAILURE_OUTCOMES: frozenset[Outcome] = frozenset(OUTCOMES) - {
+    "success",
+    "fallback",
+    "client_error",
+    "invalid_request",
+    "client_closed",
+}
+
+#: Why a policy refused a call, or a retry, before anything was sent.
+Rejection = Literal["breaker_open", "bulkhead_full", "rate_limited", "budget_exhausted"]
+REJECTIONS: tuple[Rejection, ...] = get_args(Rejection)
 
 
 class ErrorContext(TypedDict):
@@ -77,7 +115,7 @@ class ClientError(ServiceError):
     #: Default reason text for the class, used when the raise site gives none.
     reason: ClassVar[str] = "request failed"
     #: The outcome label logs and metrics count this error under.
-    outcome: ClassVar[str] = "error"
+    outcome: ClassVar[Outcome] = "error"
     #: The service method the error passed through (set by ``@operation``).
     operation: str | None = None
     #: True when a retry was refused because the client's retry budget was spent.
@@ -196,7 +234,7 @@ class ClientConnectionError(ClientError, ServiceUnavailableError):
     """Connect refused, DNS failure, or the connection broke before a full response."""
 
     reason = "connection failed"
-    outcome = "connection_error"
+    outcome: ClassVar[Outcome] = "connection_error"
 
     def __init__(self, message: str | None = None, *, request_sent: bool = True, **kw: Any) -> None:
         # A connection that failed before the request left is safe to retry for any method.
