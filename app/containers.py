@@ -8,16 +8,7 @@ from dependency_injector.ext.starlette import Lifespan
 from app.clients.analysis_engine import AnalysisEngineClient
 from app.clients.config import ClientConfig
 from app.clients.ml_workbench import MLWorkbenchClient
-from app.clients.policies import (
-    adaptive_from_config,
-    breaker_from_config,
-    budget_from_config,
-    bulkhead_from_config,
-    hedging_from_config,
-    observer_from_config,
-    rate_limiter_from_config,
-    retry_from_config,
-)
+from app.clients.policies import ClientPolicies
 from app.clients.resources import client_resource, session_resource
 from app.observability.lifecycle import Lifecycle
 from app.observability.status import DependencyView
@@ -40,14 +31,17 @@ class UpstreamContainer(containers.DeclarativeContainer):
     essential = providers.Dependency(instance_of=bool, default=True)
     clock = providers.Object(MONOTONIC)
 
-    breaker = providers.Singleton(breaker_from_config, config, clock)
-    bulkhead = providers.Singleton(bulkhead_from_config, config)
-    retry = providers.Singleton(retry_from_config, config)
-    budget = providers.Singleton(budget_from_config, config, clock)
-    rate_limiter = providers.Singleton(rate_limiter_from_config, config, clock)
-    hedging = providers.Singleton(hedging_from_config, config)
-    adaptive = providers.Singleton(adaptive_from_config, config)
-    observer = providers.Singleton(observer_from_config, config, breaker, bulkhead, clock)
+    #: Every policy a client of this upstream shares: the lifespan's client and the
+    #: factory path's get this one object.
+    policies = providers.Singleton(ClientPolicies.from_config, config, clock)
+    breaker = policies.provided.breaker
+    bulkhead = policies.provided.bulkhead
+    retry = policies.provided.retry
+    budget = policies.provided.budget
+    rate_limiter = policies.provided.rate_limiter
+    hedging = policies.provided.hedging
+    adaptive = policies.provided.adaptive
+    observer = policies.provided.observer
 
     view = providers.Singleton(
         DependencyView,
@@ -58,20 +52,6 @@ class UpstreamContainer(containers.DeclarativeContainer):
         budget=budget,
         adaptive=adaptive,
         essential=essential,
-    )
-
-    #: Every policy a client of this upstream shares, as its constructor's keywords: the
-    #: lifespan's client and the factory path's are built from this one list.
-    policies = providers.Dict(
-        breaker=breaker,
-        bulkhead=bulkhead,
-        retry=retry,
-        budget=budget,
-        rate_limiter=rate_limiter,
-        hedging=hedging,
-        adaptive=adaptive,
-        observer=observer,
-        clock=clock,
     )
 
     session = providers.Resource(session_resource, config)

@@ -291,8 +291,8 @@ def get_client(
         client = _clients.get(key)
         if client is None:
             # A container upstream's client shares its policies; a registered one has its own.
-            policies = sub.policies() if sub is not None else {}
-            client = cast(_SharedClient, _shared_class(client_class)(base, **policies))
+            policies = sub.policies() if sub is not None else None
+            client = cast(_SharedClient, _shared_class(client_class)(base, policies=policies))
             _clients[key] = client
             _open.add(client)
             _register_atexit()

@@ -20,16 +20,7 @@ from yarl import URL
 from app.clients.config import ClientConfig
 from app.clients.decoding import ACCEPT_ENCODING
 from app.clients.fallback import NO_FALLBACK, falls_back, mark_degraded, resolve
-from app.clients.policies import (
-    adaptive_from_config,
-    breaker_from_config,
-    budget_from_config,
-    bulkhead_from_config,
-    hedging_from_config,
-    observer_from_config,
-    rate_limiter_from_config,
-    retry_from_config,
-)
+from app.clients.policies import ClientPolicies
 from app.clients.response import (
     BodyDecodingError,
     BodyTooLargeError,
@@ -64,16 +55,10 @@ from app.observability.tracing import (
     tracing,
 )
 from app.redaction import register_secret
-from app.resilience.adaptive import Gradient2Limit
-from app.resilience.breaker import CircuitBreakerPolicy
-from app.resilience.budget import RetryBudget
-from app.resilience.bulkhead import Bulkhead
 from app.resilience.clock import MONOTONIC, Clock
 from app.resilience.deadline import Deadline
-from app.resilience.hedging import HedgingPolicy
 from app.resilience.pipeline import CallRecord, Pipeline
-from app.resilience.ratelimit import RateLimiter
-from app.resilience.retry import IDEMPOTENT_METHODS, RetryPolicy
+from app.resilience.retry import IDEMPOTENT_METHODS
 
 __all__ = ["BaseServiceClient", "CallOptions"]
 
@@ -169,16 +154,6 @@ class CallOptions(TypedDict, total=False):
     fallback: Any
 
 
-class _Unset:
-    """Marks a policy argument that was not given (None already means "off")."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET = _Unset()
-
-
 class BaseServiceClient:
     """A typed, resilient HTTP client for one upstream service.
 
@@ -194,36 +169,26 @@ class BaseServiceClient:
         config: ClientConfig | Mapping[str, Any],
         *,
         session: aiohttp.ClientSession | None = None,
-        breaker: CircuitBreakerPolicy | None = None,
-        bulkhead: Bulkhead | None = None,
-        retry: RetryPolicy | None = None,
-        budget: RetryBudget | _Unset | None = UNSET,
-        rate_limiter: RateLimiter | _Unset | None = UNSET,
-        hedging: HedgingPolicy | _Unset | None = UNSET,
-        adaptive: Gradient2Limit | _Unset | None = UNSET,
-        observer: CallObserver | None = None,
+        policies: ClientPolicies | None = None,
         clock: Clock = MONOTONIC,
     ) -> None:
         cfg = config if isinstance(config, ClientConfig) else ClientConfig.model_validate(config)
         self.config = cfg
         self.service_name = cfg.service_name
-        self.clock = clock
-        # Each policy may be injected (the container shares its Singletons this way);
-        # otherwise it is built from the config, and None means the feature is off.
-        self.breaker = breaker if breaker is not None else breaker_from_config(cfg, clock)
-        self.bulkhead = bulkhead if bulkhead is not None else bulkhead_from_config(cfg)
-        self.retry = retry if retry is not None else retry_from_config(cfg)
-        self.budget = budget_from_config(cfg, clock) if isinstance(budget, _Unset) else budget
-        self.rate_limiter = (
-            rate_limiter_from_config(cfg, clock) if isinstance(rate_limiter, _Unset) else rate_limiter
-        )
-        self.hedging = hedging_from_config(cfg) if isinstance(hedging, _Unset) else hedging
-        self.adaptive = adaptive_from_config(cfg) if isinstance(adaptive, _Unset) else adaptive
-        self.observer = (
-            observer
-            if observer is not None
-            else observer_from_config(cfg, self.breaker, self.bulkhead, clock)
-        )
+        # Injected policies are shared (the container's Singletons); otherwise the client
+        # builds its own from the config, on ``clock``.
+        if policies is None:
+            policies = ClientPolicies.from_config(cfg, clock)
+        self.policies = policies
+        clock = self.clock = policies.clock
+        self.breaker = policies.breaker
+        self.bulkhead = policies.bulkhead
+        self.retry = policies.retry
+        self.budget = policies.budget
+        self.rate_limiter = policies.rate_limiter
+        self.hedging = policies.hedging
+        self.adaptive = policies.adaptive
+        self.observer = policies.observer
         self._pipeline = Pipeline(
             bulkhead=self.bulkhead,
             breaker=self.breaker,

@@ -1,6 +1,12 @@
-"""Builds each resilience policy from a ClientConfig; the container and the client share these."""
+"""ClientPolicies: every policy of one client, built from a ClientConfig in this one place.
+
+The container (one Singleton per upstream), a client built alone, and the factory all
+get their policies from :meth:`ClientPolicies.from_config`.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 from app.clients.config import ClientConfig
 from app.observability.metrics import MetricFamilies
@@ -17,6 +23,7 @@ from app.resilience.retry import RetryPolicy
 from app.resilience.window import CountWindow, OutcomeWindow, TimeWindow
 
 __all__ = [
+    "ClientPolicies",
     "adaptive_from_config",
     "breaker_from_config",
     "budget_from_config",
@@ -139,3 +146,46 @@ def observer_from_config(
             lambda: bulkhead.in_flight, lambda: bulkhead.queued, lambda: bulkhead.max_concurrent
         )
     return observer
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ClientPolicies:
+    """The policies one client runs its calls through; the optional ones are None when off.
+
+    Clients of one upstream that share a ``ClientPolicies`` share its breaker, bulkhead,
+    budget and stats. Build it with :meth:`from_config`; swap a piece for a test with
+    ``dataclasses.replace(policies, breaker=...)``.
+    """
+
+    breaker: CircuitBreakerPolicy
+    bulkhead: Bulkhead
+    retry: RetryPolicy
+    observer: CallObserver
+    clock: Clock = MONOTONIC
+    budget: RetryBudget | None = None
+    rate_limiter: RateLimiter | None = None
+    hedging: HedgingPolicy | None = None
+    adaptive: Gradient2Limit | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ClientConfig,
+        clock: Clock = MONOTONIC,
+        *,
+        families: MetricFamilies | None = None,
+    ) -> ClientPolicies:
+        """Every policy ``config`` asks for, on ``clock``; metrics into ``families`` (default registry)."""
+        breaker = breaker_from_config(config, clock)
+        bulkhead = bulkhead_from_config(config)
+        return cls(
+            breaker=breaker,
+            bulkhead=bulkhead,
+            retry=retry_from_config(config),
+            observer=observer_from_config(config, breaker, bulkhead, clock, families),
+            clock=clock,
+            budget=budget_from_config(config, clock),
+            rate_limiter=rate_limiter_from_config(config, clock),
+            hedging=hedging_from_config(config),
+            adaptive=adaptive_from_config(config),
+        )

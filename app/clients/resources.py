@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import aiohttp
 
 from app.clients.base import BaseServiceClient
 from app.clients.config import ClientConfig
+from app.clients.policies import ClientPolicies
 from app.clients.session import new_session
 
 __all__ = ["client_resource", "session_resource"]
@@ -30,10 +31,10 @@ async def client_resource(
     config: ClientConfig,
     *,
     session: aiohttp.ClientSession,
-    policies: Mapping[str, Any],
+    policies: ClientPolicies,
 ) -> AsyncIterator[C]:
     """The upstream's client on the shared session and the container's policies; closed at shutdown."""
-    client = client_class(config, session=session, **policies)
+    client = client_class(config, session=session, policies=policies)
     try:
         yield client
     finally:

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from app.clients import BaseServiceClient, ClientConfig
-from app.clients.policies import breaker_from_config, bulkhead_from_config, observer_from_config
+from app.clients.policies import ClientPolicies
 from app.observability.logging import JsonFormatter
 from app.observability.metrics import MetricFamilies
 
@@ -50,10 +50,7 @@ class Harness:
         }
         fields.update(overrides)
         config = ClientConfig(**fields)
-        breaker = breaker_from_config(config)
-        bulkhead = bulkhead_from_config(config)
-        observer = observer_from_config(config, breaker, bulkhead, families=self.families)
-        client = cls(config, breaker=breaker, bulkhead=bulkhead, observer=observer)
+        client = cls(config, policies=ClientPolicies.from_config(config, families=self.families))
         self.clients.append(client)
         return client
 

@@ -32,7 +32,7 @@ from app.clients import (
     ResponseDecodeError,
     ServerError,
 )
-from app.clients.policies import breaker_from_config, bulkhead_from_config, observer_from_config
+from app.clients.policies import ClientPolicies
 from app.clients.urls import EndpointResolver
 from app.observability.metrics import MetricFamilies
 from app.resilience.retry import MAX_RETRY_AFTER, parse_retry_after
@@ -67,10 +67,8 @@ class Recorder:
         fields.update(overrides)
         config = ClientConfig(**fields)
         extra: dict[str, Any] = {} if clock is None else {"clock": clock}
-        breaker = breaker_from_config(config, **extra)
-        bulkhead = bulkhead_from_config(config)
-        observer = observer_from_config(config, breaker, bulkhead, families=self.families, **extra)
-        client = BaseServiceClient(config, breaker=breaker, bulkhead=bulkhead, observer=observer, **extra)
+        policies = ClientPolicies.from_config(config, families=self.families, **extra)
+        client = BaseServiceClient(config, policies=policies)
         self.clients.append(client)
         return client
 

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.clients import BaseServiceClient, ClientConfig
-from app.clients.policies import breaker_from_config, bulkhead_from_config, observer_from_config
+from app.clients.policies import ClientPolicies
 from app.containers import Container
 from app.main import create_app
 from app.observability.logging import JsonFormatter, configure_logging, stop_logging
@@ -86,9 +86,9 @@ async def test_metric_children_are_cached(upstream: Upstream, monkeypatch) -> No
     registry = CollectorRegistry()
     families = MetricFamilies(registry)
     config = ClientConfig(base_url=upstream.base_url, service_name="cached", enable_request_logging=False)
-    breaker, bulkhead = breaker_from_config(config), bulkhead_from_config(config)
-    observer = observer_from_config(config, breaker, bulkhead, families=families)
-    async with BaseServiceClient(config, breaker=breaker, bulkhead=bulkhead, observer=observer) as client:
+    policies = ClientPolicies.from_config(config, families=families)
+    observer = policies.observer
+    async with BaseServiceClient(config, policies=policies) as client:
         await client.get("r")
 
         def no_labels(*args, **kwargs):

@@ -24,7 +24,7 @@ from app.clients import (
     ClientConfig,
     ServerError,
 )
-from app.clients.policies import breaker_from_config, bulkhead_from_config, observer_from_config
+from app.clients.policies import ClientPolicies
 from app.containers import Container
 from app.errors import FAILURE_OUTCOMES as FAILURES
 from app.main import create_app
@@ -244,9 +244,7 @@ async def client_traffic(upstream: Upstream) -> str:
             enable_request_logging=False,
             **overrides,
         )
-        breaker, bulkhead = breaker_from_config(config), bulkhead_from_config(config)
-        observer = observer_from_config(config, breaker, bulkhead, families=families)
-        client = BaseServiceClient(config, breaker=breaker, bulkhead=bulkhead, observer=observer)
+        client = BaseServiceClient(config, policies=ClientPolicies.from_config(config, families=families))
         clients.append(client)
         return client
 

@@ -13,7 +13,15 @@ import settings
 import upstreams
 from app import clients
 
-PACKAGES = ["app.clients", "app.resilience", "app.observability", "app.api", "app.errors", "app.factory", "settings"]
+PACKAGES = [
+    "app.clients",
+    "app.resilience",
+    "app.observability",
+    "app.api",
+    "app.errors",
+    "app.factory",
+    "settings",
+]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
