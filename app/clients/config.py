@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
+from app.resilience.breaker import BREAKER_DEFAULTS
+
 __all__ = ["ClientConfig"]
 
 PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
@@ -63,22 +65,27 @@ class ClientConfig(BaseModel):
     retry_on_status: frozenset[int] = frozenset({429, 502, 503, 504})
 
     # circuit breaker
-    circuit_breaker_failure_threshold: int = Field(default=5, ge=1, le=10_000)
-    circuit_breaker_reset_timeout_seconds: PositiveSeconds = 60.0
-    circuit_breaker_half_open_max_calls: int = Field(default=1, ge=1, le=1000)
+    circuit_breaker_failure_threshold: int = Field(
+        default=BREAKER_DEFAULTS.failure_threshold, ge=1, le=10_000
+    )
+    circuit_breaker_reset_timeout_seconds: PositiveSeconds = BREAKER_DEFAULTS.reset_timeout_seconds
+    circuit_breaker_half_open_max_calls: int = Field(
+        default=BREAKER_DEFAULTS.half_open_max_calls, ge=1, le=1000
+    )
     #: ``consecutive`` (aiobreaker's) or ``failure_rate`` over a sliding window (resilience4j's).
     circuit_breaker_mode: Literal["consecutive", "failure_rate"] = "consecutive"
-    circuit_breaker_failure_rate: Ratio = 0.5
+    circuit_breaker_failure_rate: Ratio = BREAKER_DEFAULTS.failure_rate
     circuit_breaker_window_seconds: PositiveSeconds = 30.0
     #: A count-based window of this many calls instead of the time-based one.
     circuit_breaker_window_size: int | None = Field(default=None, ge=1, le=100_000)
-    circuit_breaker_minimum_calls: int = Field(default=20, ge=1, le=100_000)
+    circuit_breaker_minimum_calls: int = Field(default=BREAKER_DEFAULTS.minimum_calls, ge=1, le=100_000)
     slow_call_threshold_seconds: PositiveSeconds | None = None
-    slow_call_rate_threshold: Ratio = 1.0
+    slow_call_rate_threshold: Ratio = BREAKER_DEFAULTS.slow_call_rate
     #: Each consecutive opening lasts this much longer (1 = fixed), up to the cap below.
-    circuit_breaker_backoff_factor: float = Field(default=1.0, ge=1.0, le=10.0)
-    circuit_breaker_max_reset_timeout_seconds: PositiveSeconds = 300.0
-    circuit_breaker_reset_jitter: float = Field(default=0.1, ge=0, lt=1)
+    circuit_breaker_backoff_factor: float = Field(default=BREAKER_DEFAULTS.backoff_factor, ge=1.0, le=10.0)
+    circuit_breaker_max_reset_timeout_seconds: PositiveSeconds = BREAKER_DEFAULTS.max_reset_timeout_seconds
+    #: Spreads growing break durations only (backoff_factor > 1); a fixed one stays exact.
+    circuit_breaker_reset_jitter: float = Field(default=BREAKER_DEFAULTS.reset_jitter, ge=0, lt=1)
 
     # retry budget (Finagle), off by default
     retry_budget_enabled: bool = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from app.clients.config import ClientConfig
+from app.errors import ClientClosedError
 from app.observability.metrics import MetricFamilies
 from app.observability.observer import CallObserver
 from app.resilience.adaptive import Gradient2Limit
@@ -29,10 +30,16 @@ __all__ = [
     "budget_from_config",
     "bulkhead_from_config",
     "hedging_from_config",
+    "is_breaker_neutral",
     "observer_from_config",
     "rate_limiter_from_config",
     "retry_from_config",
 ]
+
+
+def is_breaker_neutral(error: BaseException) -> bool:
+    """What the breaker ignores: our own shutdown says nothing about the upstream."""
+    return isinstance(error, ClientClosedError)
 
 
 def breaker_from_config(config: ClientConfig, clock: Clock = MONOTONIC) -> CircuitBreakerPolicy:
@@ -50,6 +57,7 @@ def breaker_from_config(config: ClientConfig, clock: Clock = MONOTONIC) -> Circu
         reset_timeout_seconds=config.circuit_breaker_reset_timeout_seconds,
         half_open_max_calls=config.circuit_breaker_half_open_max_calls,
         is_failure=is_breaker_failure,
+        is_neutral=is_breaker_neutral,
         clock=clock,
         name=config.service_name,
         window=window,
@@ -59,10 +67,7 @@ def breaker_from_config(config: ClientConfig, clock: Clock = MONOTONIC) -> Circu
         slow_call_rate=config.slow_call_rate_threshold,
         backoff_factor=config.circuit_breaker_backoff_factor,
         max_reset_timeout_seconds=config.circuit_breaker_max_reset_timeout_seconds,
-        # Jitter only spreads growing break durations; a fixed one stays exact.
-        reset_jitter=config.circuit_breaker_reset_jitter
-        if config.circuit_breaker_backoff_factor > 1
-        else 0.0,
+        reset_jitter=config.circuit_breaker_reset_jitter,
     )
 
 

@@ -1,6 +1,11 @@
 """Resilience policies, one module each, and the pipeline that orders them."""
 
-from app.resilience.breaker import BreakerRejectedError, CircuitBreakerPolicy
+from app.resilience.breaker import (
+    BREAKER_DEFAULTS,
+    BreakerDefaults,
+    BreakerRejectedError,
+    CircuitBreakerPolicy,
+)
 from app.resilience.bulkhead import Bulkhead, BulkheadRejectedError
 from app.resilience.clock import MONOTONIC, Clock, MonotonicClock
 from app.resilience.deadline import Deadline
@@ -8,6 +13,8 @@ from app.resilience.pipeline import CallRecord, Pipeline, is_breaker_failure
 from app.resilience.retry import RetryPolicy, parse_retry_after
 
 __all__ = [
+    "BREAKER_DEFAULTS",
+    "BreakerDefaults",
     "BreakerRejectedError",
     "Bulkhead",
     "BulkheadRejectedError",

@@ -182,7 +182,7 @@ class CircuitBreakerPolicy:
     def call_through(self, func: Callable[..., Awaitable[T]], *args: Any) -> Awaitable[T]:
         """Run ``func(*args)`` under the breaker; raises ``BreakerRejectedError`` if refused."""
         engine = self._engine
-        if self._timed and engine.closed:
+        if self._timed and engine.phase == "closed":
             return self._measured(engine.call(func, *args))
         return engine.call(func, *args)
 
@@ -201,7 +201,7 @@ class CircuitBreakerPolicy:
 
     def _record(self, failure: bool, started: float) -> None:
         with self._lock:
-            if self._rule.record(failure=failure, started=started) and self._engine.closed:
+            if self._rule.record(failure=failure, started=started) and self._engine.phase == "closed":
                 self.open()
 
     # -- manual control ------------------------------------------------------
@@ -249,7 +249,7 @@ class CircuitBreakerPolicy:
     def seconds_until_half_open(self) -> float:
         """Seconds until an open breaker admits a trial; 0 when not open or due; inf isolated."""
         engine = self._engine
-        if not engine.is_open:
+        if engine.phase != "open":
             return 0.0
         if self.isolated:
             return math.inf
@@ -274,10 +274,10 @@ class CircuitBreakerPolicy:
     @property
     def state_name(self) -> StateName:
         """``closed``, ``open`` or ``half_open`` (an open breaker that is due reads half_open)."""
-        engine = self._engine
-        if engine.is_open and self.seconds_until_half_open() == 0:
+        phase = self._engine.phase
+        if phase == "open" and self.seconds_until_half_open() == 0:
             return "half_open"
-        return engine.state_name
+        return phase
 
     # -- the engine's owner hooks --------------------------------------------
 

@@ -159,7 +159,8 @@ class BreakerEngine(CircuitBreaker):  # type: ignore[misc]
     """aiobreaker's state machine with the fixes above; the owner decides, the engine moves.
 
     ``is_failure`` and ``is_neutral`` classify an error (neutral first); anything else
-    is a success. ``lock`` guards transitions and the half-open trial count.
+    is a success. ``lock`` guards transitions and the half-open trial count. ``phase``
+    is the state's name and ``opened_at`` the stamp of the last opening.
     """
 
     def __init__(
@@ -177,6 +178,10 @@ class BreakerEngine(CircuitBreaker):  # type: ignore[misc]
         self.is_neutral = is_neutral
         self.half_open_max_calls = half_open_max_calls
         self.lock = lock
+        #: The state's name, and the owner's stamp of the last opening: plain attributes,
+        #: as the policy reads them on every attempt and every retry decision.
+        self.phase: StateName = "closed"
+        self.opened_at = 0.0
         # No aiobreaker listeners: state changes go to the owner, and the per-call
         # listener loops of the hot path stay empty.
         super().__init__(name=name)
@@ -186,35 +191,18 @@ class BreakerEngine(CircuitBreaker):  # type: ignore[misc]
         self, new_state: CircuitBreakerState, prev_state: Any = None, notify: bool = False
     ) -> Any:
         state = _STATES[new_state](self, prev_state=prev_state, notify=notify)
+        name = _NAMES[new_state]
         if notify:
-            self.owner.state_changed(_NAMES[prev_state.state] if prev_state is not None else "closed", _NAMES[new_state])
+            self.owner.state_changed(_NAMES[prev_state.state] if prev_state is not None else "closed", name)
+        self.phase = name
         return state
 
     def call(self, func: Callable[..., Awaitable[T]], *args: Any) -> Awaitable[T]:
         """``func(*args)`` through the current state, which is read now, not when awaited."""
-        result: Awaitable[T] = self.state.call_async(func, *args)
+        # The storage is in memory and only this engine moves it, so the cached state is
+        # always current: aiobreaker's ``state`` property need not re-check it per call.
+        result: Awaitable[T] = self._state.call_async(func, *args)
         return result
-
-    @property
-    def closed(self) -> bool:
-        """True in the closed state."""
-        return self._state_storage.state is CircuitBreakerState.CLOSED
-
-    @property
-    def is_open(self) -> bool:
-        """True in the open state, whether or not a trial is due."""
-        return self._state_storage.state is CircuitBreakerState.OPEN
-
-    @property
-    def state_name(self) -> StateName:
-        """``closed``, ``open`` or ``half_open``, as stored."""
-        return _NAMES[self._state_storage.state]
-
-    @property
-    def opened_at(self) -> float:
-        """The owner's stamp of the last opening."""
-        opened_at: float = self._state_storage.opened_at
-        return opened_at
 
     @property
     def fail_counter(self) -> int:
@@ -228,7 +216,7 @@ class BreakerEngine(CircuitBreaker):  # type: ignore[misc]
 
     def move_open(self, opened_at: float) -> None:
         """Enter the open state, stamped ``opened_at`` (the owner's clock, not ``utcnow()``)."""
-        self._state_storage.opened_at = opened_at
+        self.opened_at = opened_at
         self.state = self._state_storage.state = CircuitBreakerState.OPEN
 
     def move_closed(self) -> None:

@@ -103,6 +103,7 @@ async def test_break_duration_grows_with_consecutive_openings_up_to_the_cap(cloc
         clock=clock,
         backoff_factor=2.0,
         max_reset_timeout_seconds=60,
+        reset_jitter=0.0,  # exact durations: by default a growing one is jittered by 10%
     )
     durations = []
     for _ in range(5):
