@@ -5,14 +5,14 @@ from __future__ import annotations
 from dependency_injector import containers, providers
 from dependency_injector.ext.starlette import Lifespan
 
-from app.clients.analysis_engine import AnalysisEngineClient
 from app.clients.config import ClientConfig
-from app.clients.ml_workbench import MLWorkbenchClient
 from app.clients.policies import ClientPolicies
+from app.clients.registry import client_class_for
 from app.clients.resources import client_resource, session_resource
 from app.observability.lifecycle import Lifecycle
 from app.observability.status import DependencyView
 from app.resilience.clock import MONOTONIC
+from app.upstream_registry import UpstreamRegistry, open_configured_upstreams
 from settings import load_settings
 
 __all__ = ["Container", "UpstreamContainer"]
@@ -59,27 +59,45 @@ class UpstreamContainer(containers.DeclarativeContainer):
 
 
 class Container(containers.DeclarativeContainer):
-    """The gateway's container; its lifespan opens and closes every Resource."""
+    """The gateway's container; its lifespan opens and closes every Resource.
+
+    Upstreams come from ``settings.upstreams``. The gateway's own two are declared here,
+    because its routes are bound to them when they are imported; ``upstreams`` holds
+    those and every other configured upstream by name (see ``UpstreamRegistry``).
+    """
 
     __self__ = providers.Self()
 
     settings = providers.Singleton(load_settings)
 
+    # Config, client class and role come from the same places as any upstream's: the
+    # settings entry, the class bound to the name (app.clients.registry), the settings.
     analysis_engine = providers.Container(
         UpstreamContainer,
-        config=settings.provided.analysis_engine,
-        client_class=providers.Object(AnalysisEngineClient),
+        config=settings.provided.upstreams["analysis_engine"],
+        client_class=providers.Callable(client_class_for, "analysis_engine"),
         essential=settings.provided.is_essential.call("analysis_engine"),
     )
     ml_workbench = providers.Container(
         UpstreamContainer,
-        config=settings.provided.ml_workbench,
-        client_class=providers.Object(MLWorkbenchClient),
+        config=settings.provided.upstreams["ml_workbench"],
+        client_class=providers.Callable(client_class_for, "ml_workbench"),
         essential=settings.provided.is_essential.call("ml_workbench"),
     )
 
-    #: Every dependency's live status, in a fixed order, for readiness and the dashboard.
-    dependency_views = providers.List(analysis_engine.view, ml_workbench.view)
+    #: Every upstream's sub-container by name: the declared ones above, and one
+    #: UpstreamContainer for each upstream known only from the settings.
+    upstreams = providers.Singleton(
+        UpstreamRegistry,
+        settings,
+        declared=providers.Dict(analysis_engine=analysis_engine, ml_workbench=ml_workbench),
+        container_class=providers.Object(UpstreamContainer),
+    )
+    #: The lifespan opens the declared upstreams' Resources itself, and the others through this.
+    configured_upstreams = providers.Resource(open_configured_upstreams, upstreams)
+
+    #: Every dependency's live status, in the registry's order, for readiness and the dashboard.
+    dependency_views = upstreams.provided.views.call()
 
     #: Draining or not: set on SIGTERM, read by readiness and the status stream.
     lifecycle = providers.Singleton(Lifecycle)

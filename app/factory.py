@@ -29,7 +29,7 @@ from app.clients.analysis_engine import AnalysisEngineClient
 from app.clients.base import BaseServiceClient, CallOptions
 from app.clients.config import ClientConfig
 from app.clients.ml_workbench import MLWorkbenchClient
-from app.containers import Container, UpstreamContainer
+from app.containers import Container
 
 __all__ = [
     "close_factory_clients",
@@ -225,19 +225,19 @@ def reset_factory() -> None:
         _clients.clear()
 
 
-def _upstream(container: Container, service_name: str) -> tuple[str, UpstreamContainer | None]:
-    """The canonical name (the container section, for its upstreams) and the sub-container."""
-    for section in ("analysis_engine", "ml_workbench"):
-        sub: UpstreamContainer = getattr(container, section)
-        if service_name in (section, sub.config().service_name):
-            return section, sub
-    return service_name, None
+def _upstream(container: Container, service_name: str) -> tuple[str, Any]:
+    """The canonical name (the upstream's, for the container's) and its sub-container, or None."""
+    found: tuple[str, Any] | None = container.upstreams().find(service_name)
+    return found if found is not None else (service_name, None)
 
 
 def register_client_config(name: str, config: ClientConfig | Mapping[str, Any]) -> None:
-    """Register the config of a service by name; a container upstream's name overrides it.
+    """Register the config of a service by name; for one of the container's upstreams, re-point it.
 
-    The next ``get_client`` for ``name`` gives a new shared client with this config.
+    The container's upstreams are every one in the settings (``APP_UPSTREAMS__<NAME>__...``
+    included), found by name or ``service_name``. Any other name is the factory's alone,
+    with policies of its own. The next ``get_client`` for ``name`` gives a new shared
+    client with this config.
     """
     cfg = config if isinstance(config, ClientConfig) else ClientConfig.model_validate(config)
     with _lock:
@@ -264,6 +264,9 @@ def get_client(
 ) -> C:
     """The shared client of ``service_name``, or a client of your own for ``config_override``.
 
+    ``service_name`` is an upstream's name (``"pricing"`` for ``APP_UPSTREAMS__PRICING__...``)
+    or its ``service_name``, or a name given to ``register_client_config``.
+
     The shared client uses the container's breaker, bulkhead and retry singletons, so
     failures seen here and through DI trip the same breaker. It is the factory's: do not
     close it (closing it does nothing); the factory closes it when the event loop it ran
@@ -274,6 +277,9 @@ def get_client(
     With ``config_override`` (a ClientConfig or a partial mapping over the service's
     config) the client is new, with its own policies, and yours to close:
     ``async with get_client(cls, name, {...}) as client: ...``.
+
+    While a test overrides the container's client of that upstream
+    (``app.clients.testing.override_client``), the shared client is that override.
     """
     with _lock:
         container = _default_container()
@@ -283,10 +289,15 @@ def get_client(
         elif service_name in _registered:
             base = _registered[service_name]
         else:
-            known = sorted(["analysis_engine", "ml_workbench", *_registered])
+            known = sorted([*container.upstreams(), *_registered])
             raise KeyError(f"unknown service {service_name!r}; known: {', '.join(known)}")
         if config_override is not None:
             return client_class(_merge(base, config_override))
+        override = sub.client.last_overriding if sub is not None else None
+        if override is not None:
+            # Test mode: the fake stands in on the factory path too. Called directly, as
+            # the async Resource would hand it out wrapped in a future.
+            return cast(C, override())
         key = (client_class, service_name)
         client = _clients.get(key)
         if client is None:

@@ -74,7 +74,7 @@ class GatewayServer(uvicorn.Server):
             self.grace,
             len(self.server_state.tasks),
         )
-        for upstream in (self.container.analysis_engine, self.container.ml_workbench):
+        for upstream in self.container.upstreams().values():
             # Only the clients: the sessions are the lifespan's to close, after this.
             # An async Resource hands out an awaitable of the instance the lifespan made.
             resource = cast(providers.Resource[Awaitable[BaseServiceClient]], upstream.client)

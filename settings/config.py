@@ -1,10 +1,11 @@
-"""The gateway's settings: one section per upstream, from env vars and the profile file."""
+"""The gateway's settings: every upstream by name (``APP_UPSTREAMS__<NAME>__...``), env vars and profile."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -12,6 +13,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -19,20 +22,24 @@ from pydantic_settings import (
 from yarl import URL
 
 from app.clients.config import ClientConfig
+from app.clients.registry import UPSTREAM_NAME, default_service_name
 
-__all__ = ["FLAT_ALIASES", "Settings", "UPSTREAMS", "longest_call_seconds"]
+__all__ = ["FLAT_ALIASES", "Settings", "UPSTREAMS", "env_prefix", "longest_call_seconds"]
 
 Profile = Literal["local", "test", "production"]
-Upstream = Literal["analysis_engine", "ml_workbench"]
 
-#: The upstream sections, by attribute name.
-UPSTREAMS: tuple[Upstream, ...] = ("analysis_engine", "ml_workbench")
+#: The gateway's own upstreams. Each is an entry of ``Settings.upstreams`` like any other,
+#: with the gateway's defaults below, and keeps its own variables: ``APP_ANALYSIS_ENGINE__...``
+#: and the seed's flat ``ANALYSIS_ENGINE_API_URL`` (see ``FLAT_ALIASES``).
+UPSTREAMS: tuple[str, ...] = ("analysis_engine", "ml_workbench")
 
 #: Added to the longest request for the default shutdown grace: the answer still has
 #: to be written after the last upstream call ends.
 GRACE_MARGIN_SECONDS = 1.0
 #: An admin token: at least 16 visible ASCII characters, usable as a bearer token as is.
 _ADMIN_TOKEN = re.compile(r"[\x21-\x7e]{16,}")
+#: Where a router of one's own is: ``package.module:attribute``, as uvicorn names an app.
+_IMPORT_STRING = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 #: The seed's flat variables, accepted as aliases: suffix -> ClientConfig field.
 FLAT_ALIASES = {
@@ -83,22 +90,70 @@ def longest_call_seconds(config: ClientConfig) -> float:
     return (retries + 1) * config.timeout_seconds + retries * config.retry_max_delay
 
 
-def _upstream_base(url: str, service_name: str) -> ClientConfig:
-    # The seed's central configuration: 30 s per attempt (its ANALYSIS_ENGINE_TIMEOUT and
-    # ML_WORKBENCH_TIMEOUT default to "30.0"); the profiles set the rest. The bulkhead is
-    # the gateway's, not the seed's 10 + 20: each signal sends two Analysis Engine calls,
-    # so 10 slots would shed load at 5 concurrent signals.
-    return ClientConfig(
-        base_url=url,
-        service_name=service_name,
-        timeout_seconds=30.0,
-        bulkhead_max_concurrent=100,
-        bulkhead_max_waiting=100,
+def env_prefix(name: str) -> str:
+    """The variables of the upstream ``name`` start with this, then the field in capitals.
+
+    ``APP_UPSTREAMS__PRICING__`` for a configured one; the gateway's own keep their
+    section's, ``APP_ANALYSIS_ENGINE__`` (``APP_UPSTREAMS__ANALYSIS_ENGINE__`` works too).
+    """
+    return f"APP_{name.upper()}__" if name in UPSTREAMS else f"APP_UPSTREAMS__{name.upper()}__"
+
+
+#: What every upstream starts from before its variables and profile lines apply: the
+#: ``ClientConfig`` defaults (the seed's), with a ``service_name`` made from its name.
+#: The gateway's own two also get the seed's central configuration, 30 s per attempt
+#: (its ANALYSIS_ENGINE_TIMEOUT and ML_WORKBENCH_TIMEOUT default to "30.0"), and the
+#: gateway's bulkhead, not the seed's 10 + 20: each signal sends two Analysis Engine
+#: calls, so 10 slots would shed load at 5 concurrent signals.
+_GATEWAY_UPSTREAM = {"timeout_seconds": 30.0, "bulkhead_max_concurrent": 100, "bulkhead_max_waiting": 100}
+_BASES: dict[str, dict[str, Any]] = {
+    "analysis_engine": {"base_url": "http://127.0.0.1:8001/api/v1", **_GATEWAY_UPSTREAM},
+    "ml_workbench": {"base_url": "http://127.0.0.1:8002/api/v1", **_GATEWAY_UPSTREAM},
+}
+
+
+def _base(name: str) -> dict[str, Any]:
+    return {"service_name": default_service_name(name), **_BASES.get(name, {})}
+
+
+class _Sections(BaseSettings):
+    """The gateway's own upstreams under their section prefix: ``APP_ANALYSIS_ENGINE__...``.
+
+    Only read through ``SectionSource``, with the Settings' env rules, so values are
+    parsed exactly as ``APP_UPSTREAMS__...`` ones are (JSON for lists, "null" for None).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="APP_",
+        env_nested_delimiter="__",
+        env_parse_none_str="null",
+        extra="ignore",
     )
+
+    analysis_engine: ClientConfig | None = None
+    ml_workbench: ClientConfig | None = None
+
+
+class SectionSource(PydanticBaseSettingsSource):
+    """Reads ``APP_ANALYSIS_ENGINE__*`` (from the environment or the profile) into ``upstreams``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: ``__call__`` builds the whole nested mapping at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        """The sections the inner source found, as entries of ``upstreams``."""
+        found = self.inner()
+        sections = {name: found[name] for name in UPSTREAMS if found.get(name) is not None}
+        return {"upstreams": sections} if sections else {}
 
 
 class FlatAliasSource(PydanticBaseSettingsSource):
-    """Reads ``ANALYSIS_ENGINE_API_URL`` and friends into the nested sections."""
+    """Reads ``ANALYSIS_ENGINE_API_URL`` and friends into ``upstreams``."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         """Unused: ``__call__`` builds the whole nested mapping at once."""
@@ -116,14 +171,20 @@ class FlatAliasSource(PydanticBaseSettingsSource):
             }
             if values:
                 out[section] = values
-        return out
+        return {"upstreams": out} if out else {}
 
 
 class Settings(BaseSettings):
     """Everything the gateway reads at start-up. ``APP_ENV`` picks the profile file.
 
-    Precedence, highest first: constructor arguments, ``APP_*`` variables, the seed's
-    flat aliases, the profile file, the defaults.
+    ``upstreams`` holds every upstream by name: the gateway's own two, and one more for
+    each ``<NAME>`` of ``APP_UPSTREAMS__<NAME>__BASE_URL`` (any ``ClientConfig`` field
+    the same way, in the environment or the profile). ``settings.analysis_engine`` is
+    ``settings.upstreams["analysis_engine"]``.
+
+    Precedence, highest first: constructor arguments, ``APP_UPSTREAMS__*`` and other
+    ``APP_*`` variables, ``APP_ANALYSIS_ENGINE__*`` / ``APP_ML_WORKBENCH__*`` variables,
+    the seed's flat aliases, the profile file (in the same order), the defaults.
     """
 
     model_config = SettingsConfigDict(
@@ -149,10 +210,18 @@ class Settings(BaseSettings):
     #: The ML Workbench model the gateway's signals ask.
     signal_model_id: str = "direction-logreg-v1"
 
+    #: Every upstream, by name; see the class docstring. Always holds the gateway's own two.
+    upstreams: dict[str, ClientConfig] = Field(default_factory=dict, validate_default=True)
+
     #: The upstreams the gateway cannot answer without: while one of their breakers is
     #: open, ``/health/ready`` is 503. The others are degradable: shown as degraded, 200.
-    #: ``APP_ESSENTIAL_DEPENDENCIES``: section names, comma-separated or a JSON list.
-    essential_dependencies: Annotated[frozenset[Upstream], NoDecode] = frozenset({"analysis_engine"})
+    #: ``APP_ESSENTIAL_DEPENDENCIES``: upstream names, comma-separated or a JSON list.
+    essential_dependencies: Annotated[frozenset[str], NoDecode] = frozenset({"analysis_engine"})
+
+    #: Routers of your own that ``create_app`` serves with the gateway's, so ``python -m app``
+    #: runs them with no code of the framework's changed. ``APP_ROUTERS``: import strings,
+    #: ``package.module:router``, comma-separated or a JSON list.
+    routers: Annotated[tuple[str, ...], NoDecode] = ()
 
     #: After SIGTERM, how long in-flight requests may run before the upstream clients are
     #: closed under them. None: the longest request the upstream deadlines allow, plus 1 s.
@@ -164,9 +233,6 @@ class Settings(BaseSettings):
     #: When set, the admin endpoints require it as a bearer token (in every profile).
     admin_token: SecretStr | None = None
 
-    analysis_engine: ClientConfig = _upstream_base("http://127.0.0.1:8001/api/v1", "analysis-engine-service")
-    ml_workbench: ClientConfig = _upstream_base("http://127.0.0.1:8002/api/v1", "ml-workbench-service")
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -176,16 +242,66 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Put the seed's flat aliases between the real ``APP_*`` variables and the file."""
-        return (
+        """Add the gateway's own sections' variables and the seed's flat aliases, in precedence order."""
+        sources: list[PydanticBaseSettingsSource] = [
             init_settings,
             env_settings,
+            SectionSource(settings_cls, EnvSettingsSource(_Sections)),
             FlatAliasSource(settings_cls),
             dotenv_settings,
-            file_secret_settings,
-        )
+        ]
+        if isinstance(dotenv_settings, DotEnvSettingsSource):
+            profile = DotEnvSettingsSource(
+                _Sections,
+                env_file=dotenv_settings.env_file,
+                env_file_encoding=dotenv_settings.env_file_encoding,
+            )
+            sources.append(SectionSource(settings_cls, profile))
+        sources.append(file_secret_settings)
+        return tuple(sources)
 
-    @field_validator("essential_dependencies", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _sections_as_upstreams(cls, data: Any) -> Any:
+        # Settings(analysis_engine=config), as before the registry: that upstream's config.
+        if not isinstance(data, dict) or not any(name in data for name in UPSTREAMS):
+            return data
+        data = dict(data)
+        upstreams = dict(data.get("upstreams") or {})
+        for name in UPSTREAMS:
+            if name in data:
+                upstreams[name] = data.pop(name)
+        data["upstreams"] = upstreams
+        return data
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, value: Any) -> Any:
+        # Each upstream's own values over its base (see _BASES); the gateway's own two are
+        # always there. Their order is fixed (the gateway's, then the others by name), as
+        # readiness and the dashboard list them in it.
+        if not isinstance(value, Mapping):
+            return value
+        given: dict[str, Any] = {}
+        for key, entry in value.items():
+            name = str(key).lower()
+            if not UPSTREAM_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{key!r} is not an upstream name: lower-case letters, digits and '_', from a letter"
+                )
+            given[name] = entry
+        merged: dict[str, Any] = {}
+        for name in [*UPSTREAMS, *sorted(set(given) - set(UPSTREAMS))]:
+            entry = given.get(name)
+            if isinstance(entry, ClientConfig):
+                merged[name] = entry
+            elif entry is None or isinstance(entry, Mapping):
+                merged[name] = {**_base(name), **(entry or {})}
+            else:
+                merged[name] = entry  # not a section: the model says what is wrong with it
+        return merged
+
+    @field_validator("essential_dependencies", "routers", mode="before")
     @classmethod
     def _split_names(cls, value: Any) -> Any:
         # From the environment: "analysis_engine,ml_workbench", a JSON list, or "" for none.
@@ -196,6 +312,14 @@ class Settings(BaseSettings):
             return [name.strip() for name in text.split(",") if name.strip()]
         return value
 
+    @field_validator("routers")
+    @classmethod
+    def _import_strings(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [spec for spec in value if not _IMPORT_STRING.fullmatch(spec)]
+        if bad:
+            raise ValueError(f"write each as package.module:router, not {', '.join(map(repr, bad))}")
+        return value
+
     @field_validator("admin_token")
     @classmethod
     def _usable_token(cls, value: SecretStr | None) -> SecretStr | None:
@@ -204,13 +328,33 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def analysis_engine(self) -> ClientConfig:
+        """The Analysis Engine's config: ``upstreams["analysis_engine"]``."""
+        return self.upstreams["analysis_engine"]
+
+    @property
+    def ml_workbench(self) -> ClientConfig:
+        """The ML Workbench's config: ``upstreams["ml_workbench"]``."""
+        return self.upstreams["ml_workbench"]
+
+    def upstream(self, name: str) -> ClientConfig:
+        """The config of the upstream ``name``; a ``KeyError`` names the configured ones."""
+        try:
+            return self.upstreams[name]
+        except KeyError:
+            known = ", ".join(self.upstreams)
+            raise KeyError(f"no upstream {name!r} in the settings; configured: {known}") from None
+
+    @property
     def longest_request_seconds(self) -> float:
         """The longest a gateway request can take by the upstreams' deadlines.
 
         A signal calls the Analysis Engine (its two calls run side by side), then the ML
-        Workbench: the worst case is one full call to each, one after the other.
+        Workbench: the worst case is one full call to each, one after the other. A route
+        of your own may call any other upstream too, so each configured one adds its
+        longest call.
         """
-        return sum(longest_call_seconds(getattr(self, section)) for section in UPSTREAMS)
+        return sum(longest_call_seconds(config) for config in self.upstreams.values())
 
     @property
     def grace_seconds(self) -> float:
@@ -224,9 +368,19 @@ class Settings(BaseSettings):
         """True when the admin endpoints are served."""
         return self.admin_token is not None or (self.admin_enabled and self.env != "production")
 
-    def is_essential(self, section: str) -> bool:
-        """True when the gateway cannot answer without the upstream ``section``."""
-        return section in self.essential_dependencies
+    def is_essential(self, name: str) -> bool:
+        """True when the gateway cannot answer without the upstream ``name``."""
+        return name in self.essential_dependencies
+
+    @model_validator(mode="after")
+    def _essential_are_upstreams(self) -> Settings:
+        unknown = sorted(self.essential_dependencies - set(self.upstreams))
+        if unknown:
+            raise ValueError(
+                f"essential_dependencies (APP_ESSENTIAL_DEPENDENCIES): no upstream named "
+                f"{', '.join(map(repr, unknown))}; configured: {', '.join(self.upstreams)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _grace_covers_requests(self) -> Settings:
@@ -253,18 +407,17 @@ class Settings(BaseSettings):
                 "admin_enabled (APP_ADMIN_ENABLED): production serves the admin endpoints only "
                 "with a token; set APP_ADMIN_TOKEN"
             )
-        for section in UPSTREAMS:
-            cfg: ClientConfig = getattr(self, section)
-            env_name = f"APP_{section.upper()}__API_KEY"
+        for name, cfg in self.upstreams.items():
+            prefix = env_prefix(name)
             if cfg.api_key is not None and _is_placeholder(cfg.api_key.get_secret_value()):
                 raise ValueError(
-                    f"{section}.api_key ({env_name}) is a placeholder; "
+                    f"upstreams.{name}.api_key ({prefix}API_KEY) is a placeholder; "
                     "production refuses to start without a real secret"
                 )
             url = URL(cfg.base_url)
             if url.scheme == "http" and not _is_loopback(url.host or "") and not self.allow_insecure_http:
                 raise ValueError(
-                    f"{section}.base_url (APP_{section.upper()}__BASE_URL) is plain http to "
+                    f"upstreams.{name}.base_url ({prefix}BASE_URL) is plain http to "
                     f"{url.host}; use https or set APP_ALLOW_INSECURE_HTTP=true"
                 )
         return self

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from settings.config import FLAT_ALIASES, UPSTREAMS, Settings
+from settings.config import FLAT_ALIASES, UPSTREAMS, Settings, env_prefix
 
 __all__ = ["PROFILES_DIR", "SettingsError", "load_settings"]
 
@@ -23,12 +23,17 @@ def _env_names(loc: tuple[str | int, ...]) -> str:
     parts = [str(p) for p in loc]
     if not parts:
         return "settings"
-    names = ["APP_" + "__".join(p.upper() for p in parts)]
-    if len(parts) == 2 and parts[0] in UPSTREAMS:
-        names += [
-            f"{parts[0].upper()}_{suffix}" for suffix, field in FLAT_ALIASES.items() if field == parts[1]
-        ]
-    return " or ".join(names)
+    if parts[0] == "upstreams" and len(parts) >= 3:
+        # upstreams.pricing.timeout_seconds: APP_UPSTREAMS__PRICING__TIMEOUT_SECONDS; the
+        # gateway's own upstreams are named by their section's variables, and the seed's.
+        name, rest = parts[1], parts[2:]
+        names = [env_prefix(name) + "__".join(p.upper() for p in rest)]
+        if len(rest) == 1 and name in UPSTREAMS:
+            names += [
+                f"{name.upper()}_{suffix}" for suffix, field in FLAT_ALIASES.items() if field == rest[0]
+            ]
+        return " or ".join(names)
+    return "APP_" + "__".join(p.upper() for p in parts)
 
 
 def describe(error: ValidationError) -> str:

@@ -1,7 +1,8 @@
 """Typed, resilient service clients: the public API of the framework.
 
 The factory path for code without DI (``get_analysis_engine_client()`` and friends) is
-``app.factory``: it reads the composition root, which sits above this package.
+``app.factory``: it reads the composition root, which sits above this package. The test
+mode (a fake clock, fast settings, client overrides) is ``app.clients.testing``.
 """
 
 from app.clients.analysis_engine import (
@@ -26,6 +27,12 @@ from app.clients.ml_workbench import (
     Prediction,
 )
 from app.clients.operations import operation
+from app.clients.registry import (
+    client_class_for,
+    register_client_class,
+    unregister_client_class,
+    upstream_client,
+)
 from app.errors import (
     AuthenticationError,
     BulkheadFullError,
@@ -85,5 +92,9 @@ __all__ = [
     "ServiceError",
     "ServiceTimeoutError",
     "ServiceUnavailableError",
+    "client_class_for",
     "operation",
+    "register_client_class",
+    "unregister_client_class",
+    "upstream_client",
 ]

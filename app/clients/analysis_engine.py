@@ -8,6 +8,7 @@ from typing import Any, NotRequired, TypedDict, cast
 from app.clients.base import BaseServiceClient
 from app.clients.fallback import NO_FALLBACK
 from app.clients.operations import operation
+from app.clients.registry import upstream_client
 from app.clients.sync import sync_twin
 
 __all__ = [
@@ -79,6 +80,7 @@ class RegimeResponse(TypedDict):
     metrics: dict[str, float]
 
 
+@upstream_client("analysis_engine")
 class AnalysisEngineClient(BaseServiceClient):
     """Client of the Analysis Engine.
 

@@ -8,6 +8,7 @@ from typing import Any, TypedDict, cast
 from app.clients.base import BaseServiceClient
 from app.clients.fallback import NO_FALLBACK
 from app.clients.operations import operation
+from app.clients.registry import upstream_client
 from app.clients.sync import sync_twin
 
 __all__ = ["MLWorkbenchClient", "ModelInfo", "Prediction"]
@@ -32,6 +33,7 @@ class Prediction(TypedDict):
     probability: float
 
 
+@upstream_client("ml_workbench")
 class MLWorkbenchClient(BaseServiceClient):
     """Client of the ML Workbench.
 

@@ -102,6 +102,19 @@ async def test_registered_configs(container) -> None:
     assert moved.breaker is container.analysis_engine.breaker()
 
 
+def test_configured_upstreams_are_the_factorys_too(monkeypatch) -> None:
+    """An upstream from APP_UPSTREAMS__<NAME>__* is served by name or service name, and listed when unknown."""
+    monkeypatch.setenv("APP_ENV", "test")
+    monkeypatch.setenv("APP_UPSTREAMS__INVENTORY__BASE_URL", "http://127.0.0.1:9400/")
+    container = Container()
+    use_container(container)
+    client = get_client(BaseServiceClient, "inventory")
+    assert client is get_client(BaseServiceClient, "inventory-service")
+    assert client.breaker is container.upstreams()["inventory"].breaker()
+    with pytest.raises(KeyError, match="analysis_engine, inventory, ml_workbench"):
+        get_client(BaseServiceClient, "pricing")
+
+
 def test_default_container_is_built_on_first_use(monkeypatch) -> None:
     """Without create_app, the factory builds a container from the environment."""
     monkeypatch.setenv("APP_ENV", "test")
