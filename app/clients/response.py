@@ -1,69 +1,30 @@
-"""Reading a response: a bounded body, JSON/text decoding, and the status-to-error table."""
+"""What a response means, whatever transport read it: the decoded body, or the typed error for it."""
 
 from __future__ import annotations
 
-from typing import Any, Unpack
+from typing import Any, NoReturn, Unpack
 
-import aiohttp
 import orjson
 from aiohttp import hdrs
 from multidict import CIMultiDictProxy
 
-from app.clients.decoding import BodyDecoder, BodyDecodingError, BodyTooLargeError, is_identity
+from app.clients.decoding import BodyDecodingError, BodyTooLargeError
 from app.errors import ClientError, ErrorContext, ResponseDecodeError, error_for_status
 from app.resilience.retry import MAX_RETRY_AFTER, parse_retry_after
 
 __all__ = [
     "BodyDecodingError",
     "BodyTooLargeError",
+    "answer",
     "decode_body",
     "decode_error",
     "header_text",
-    "read_body",
     "status_error",
+    "unreadable",
 ]
 
-_CHUNK = 64 * 1024
 #: Upstream header text kept on an error (``location``): enough for any real URL.
 _MAX_HEADER_TEXT = 2048
-
-
-async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The decoded body, or ``BodyTooLargeError`` as soon as it passes ``limit`` bytes.
-
-    The limit is on the body after its Content-Encoding is undone (the sessions leave
-    decoding to us); ``BodyDecodingError`` when that coding is unknown or the stream corrupt.
-    """
-    coding = resp.headers.get(hdrs.CONTENT_ENCODING)
-    if coding is not None and not is_identity(coding):
-        return await _read_encoded(resp, coding, limit)
-    try:
-        length = resp.content_length
-    except ValueError:  # aiohttp's parser vets it; never trust that twice
-        length = None
-    if length is not None:
-        if length > limit:
-            raise BodyTooLargeError
-        if length <= _CHUNK:
-            # The common small reply: one read. aiohttp stops at Content-Length.
-            return await resp.read()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            # Dropped now: the error's traceback keeps this frame alive as long as the error.
-            chunks.clear()
-            raise BodyTooLargeError
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _read_encoded(resp: aiohttp.ClientResponse, coding: str, limit: int) -> bytes:
-    decoder = BodyDecoder(coding, limit)
-    async for chunk in resp.content.iter_chunked(_CHUNK):
-        decoder.feed(chunk)
-    return decoder.finish()
 
 
 def _is_json(content_type: str) -> bool:
@@ -155,3 +116,39 @@ def status_error(
 def decode_error(message: str, status: int, **context: Unpack[ErrorContext]) -> ResponseDecodeError:
     """A ``ResponseDecodeError`` for a body that is too large or not what it claims."""
     return ResponseDecodeError(message, status=status, **context)
+
+
+def answer(  # noqa: PLR0917 - once per call: positional arguments cost the least
+    status: int,
+    headers: CIMultiDictProxy[str],
+    content_type: str,
+    charset: str | None,
+    body: bytes,
+    max_retry_after: float,
+    context: ErrorContext,
+) -> Any:
+    """A whole response's value: a 2xx's decoded body; otherwise its status's typed error is raised."""
+    if not 200 <= status < 300:  # a final 1xx (or a status under 100) is no answer either
+        raise status_error(status, headers, content_type, body, max_retry_after=max_retry_after, **context)
+    try:
+        return decode_body(status, content_type, charset, body)
+    except ValueError as exc:
+        # The content type is the upstream's text: it is not repeated in the message.
+        raise decode_error("body is not valid JSON", status, **context) from exc
+
+
+def unreadable(
+    exc: BodyTooLargeError | BodyDecodingError,
+    status: int,
+    headers: CIMultiDictProxy[str],
+    *,
+    limit: int,
+    max_retry_after: float,
+    context: ErrorContext,
+) -> NoReturn:
+    """Raise the error for a body that could not be read within ``limit``: its status's, or a decode error."""
+    if not 200 <= status < 300:
+        raise status_error(status, headers, "", b"", max_retry_after=max_retry_after, **context) from exc
+    if isinstance(exc, BodyTooLargeError):
+        raise decode_error(f"body over the {limit}-byte limit", status, **context) from None
+    raise decode_error(f"body cannot be decoded: {exc}", status, **context) from exc

@@ -1,4 +1,4 @@
-"""The aiohttp session a client sends through: kept alive, sized to the bulkhead."""
+"""The aiohttp session an AiohttpTransport sends through: kept alive, sized to the bulkhead."""
 
 from __future__ import annotations
 

@@ -1,15 +1,19 @@
-"""A private event loop on its own thread, for the clients' sync twins."""
+"""The sync twins' side of a client: a private event loop on its own thread, and its transport."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
-__all__ = ["LoopThread", "SyncCapable", "sync_twin"]
+if TYPE_CHECKING:
+    from app.clients.transport import Transport
+
+__all__ = ["LoopThread", "SyncBridge", "SyncCapable", "sync_twin"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -104,6 +108,50 @@ class LoopThread:
         loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():  # a thread cannot join itself
             thread.join()
+
+
+class SyncBridge(LoopThread):
+    """A client's loop thread together with the transport its sync twins send through.
+
+    The transport is the bridge's own (a session serves the loop it was opened on): it
+    opens its session on the bridge's loop at the first sync call, and the bridge closes
+    it there, after the calls still running on that loop have been ended.
+    """
+
+    def __init__(
+        self, name: str, transport: Transport, closed_error: Callable[[], BaseException] | None = None
+    ) -> None:
+        super().__init__(name, closed_error)
+        self.transport = transport
+
+    async def aclose(self, end_calls: Callable[[], Awaitable[None]], timeout: float) -> None:
+        """From another loop: ``end_calls`` and close the transport on the bridge's loop, then stop it.
+
+        Bounded by ``timeout``: a close never hangs its caller, whatever the sync side does.
+        """
+        if self.loop is not None:
+            with contextlib.suppress(Exception):  # a loop closed under us has nothing to close
+                await asyncio.wait_for(asyncio.wrap_future(self.submit(self._shutdown(end_calls))), timeout)
+        self.close()
+
+    def close_blocking(
+        self,
+        end_calls: Callable[[], Awaitable[None]],
+        timeout: float,
+        here: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        """As :meth:`aclose`, for a thread that may not await (``here`` is its running loop, if any)."""
+        loop = self.loop
+        if loop is not None and loop is not here:
+            future = self.submit(self._shutdown(end_calls))
+            with contextlib.suppress(Exception):
+                future.result(timeout=timeout)
+        # On the bridge's own loop nothing can be waited for: its calls end as the loop stops.
+        self.close()
+
+    async def _shutdown(self, end_calls: Callable[[], Awaitable[None]]) -> None:
+        await end_calls()
+        await self.transport.aclose()
 
 
 class SyncCapable(Protocol):

@@ -1,4 +1,4 @@
-"""Endpoint templates: fill ``{name}`` placeholders safely and never leave the base URL."""
+"""Staying under the base URL: endpoint templates filled safely, and redirects followed only there."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from urllib.parse import quote, unquote
 
 from yarl import URL
 
-__all__ = ["EndpointResolver"]
+from app.clients.response import header_text
+from app.errors import ClientResponseError, ErrorContext
+
+__all__ = ["EndpointResolver", "RedirectGuard"]
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -112,3 +115,63 @@ class EndpointResolver:
                 return resolved
         # encoded=True: yarl must not decode %2F or %2E back into path structure.
         return URL(url, encoded=True)
+
+
+class RedirectGuard:
+    """Decides a redirect's next hop: only under the base URL (same origin, same path prefix).
+
+    Following it elsewhere would hand our API key to whatever the Location names.
+    Credentials in a Location are refused, never used.
+    """
+
+    __slots__ = ("_origin", "_path_prefix")
+
+    def __init__(self, base_url: str) -> None:
+        base = URL(base_url)
+        self._origin = base.origin()
+        self._path_prefix = base.raw_path  # ends in "/": the config normalises base_url
+
+    def next_hop(
+        self,
+        status: int,
+        location: str | None,
+        *,
+        method: str,
+        url: URL,
+        body: bytes | None,
+        context: ErrorContext,
+    ) -> tuple[str, URL, bytes | None]:
+        """The method, URL and body of the next hop, or a ``ClientResponseError`` that says why not."""
+        if not location:
+            raise ClientResponseError("redirect without Location", status=status, **context)
+        kept = header_text(location)
+        try:
+            target = url.join(URL(location))
+            origin = target.origin()
+            path = target.path
+        except (ValueError, TypeError) as exc:  # yarl: a bad IPv6 literal or port, surrogates
+            raise ClientResponseError(
+                "malformed redirect Location", status=status, location=kept, **context
+            ) from exc
+        if origin != self._origin:
+            raise ClientResponseError(
+                "refusing a cross-origin redirect", status=status, location=kept, **context
+            )
+        if target.raw_user is not None or target.raw_password is not None:
+            raise ClientResponseError(
+                "refusing a redirect with credentials in its Location",
+                status=status,
+                location=str(target.with_user(None)),  # the credentials are not kept either
+                **context,
+            )
+        if not target.raw_path.startswith(self._path_prefix) or any(
+            segment in (".", "..") for segment in path.split("/")
+        ):
+            raise ClientResponseError(
+                "refusing a redirect outside the base URL's path", status=status, location=kept, **context
+            )
+        if target.raw_fragment:
+            target = target.with_fragment(None)
+        if status == 303 or (status in (301, 302) and method == "POST"):
+            return "GET", target, None
+        return method, target, body

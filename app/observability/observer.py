@@ -1,19 +1,25 @@
-"""CallObserver: one place where a client's calls become logs, metrics, rolling stats and span events."""
+"""CallObserver: one place where a client's calls become logs, metrics, rolling stats and spans."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from app.errors import ClientError, Outcome, Rejection
 from app.observability.metrics import ClientMetrics, MetricFamilies, default_families
 from app.observability.rolling import RollingStats
+from app.observability.tracing import end_cancelled, end_span, start_attempt_span, start_call_span, tracing
 from app.redaction import REDACTED, is_secret_key, redact, truncate
 from app.resilience.clock import MONOTONIC, Clock
 from app.resilience.pipeline import CallRecord
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+    from yarl import URL
 
 __all__ = ["CallObserver"]
 
@@ -27,7 +33,9 @@ class CallObserver:
 
     Per call the cost is the rolling-window tally, the cached metric children and,
     when INFO is enabled for ``app.clients``, one log record whose fields are a plain
-    dict (JSON is rendered once, by the handler's formatter, with orjson).
+    dict (JSON is rendered once, by the handler's formatter, with orjson). It also keeps
+    the call's spans (a CLIENT span per call, a child per attempt): with tracing off
+    that costs one test of ``record.span`` per event.
     """
 
     def __init__(
@@ -103,9 +111,41 @@ class CallObserver:
         fields = {"peer.service": self.service, "event": "circuit_state", "from": old, "to": new}
         logger.warning("circuit %s: %s -> %s", self.service, old, new, extra={"fields": fields})
 
-    # -- the end of a logical call ---------------------------------------------------
+    # -- one logical call and its attempts --------------------------------------------
 
-    def finished(
+    @staticmethod
+    def call_started(record: CallRecord, url: URL) -> bool:
+        """A call is about to run: its span opens when tracing is on. True when it did."""
+        if not tracing.enabled:
+            return False
+        record.span = start_call_span(record, url)
+        return True
+
+    @staticmethod
+    def attempt_started(record: CallRecord, headers: dict[str, str]) -> Span | None:
+        """An attempt is about to be sent: in a traced call, its span, whose context goes into ``headers``."""
+        return None if record.span is None else start_attempt_span(record, headers)
+
+    @staticmethod
+    def attempt_ended(
+        record: CallRecord, span: Span | None, error: BaseException | None, params: Mapping[str, Any] | None
+    ) -> None:
+        """An attempt ended (``error`` None when it was answered): its span closes, DEBUG logs it."""
+        if span is not None:
+            if isinstance(error, asyncio.CancelledError):  # a hedge's loser, a caller gone, close()
+                end_cancelled(span)
+            else:
+                end_span(span, record, error)
+        if logger.isEnabledFor(_DEBUG):
+            _log_attempt(record, params)
+
+    @staticmethod
+    def call_cancelled(record: CallRecord) -> None:
+        """A call was cancelled by its caller: its span closes as such; nothing is counted."""
+        if record.span is not None:
+            end_cancelled(record.span)
+
+    def call_ended(
         self,
         record: CallRecord,
         seconds: float,
@@ -116,6 +156,8 @@ class CallObserver:
         fallback: bool = False,
     ) -> None:
         """One logical call ended, with a result (possibly a fallback) or ``error``."""
+        if record.span is not None:
+            end_span(record.span, record, error)
         outcome: Outcome = "fallback" if fallback else "success" if error is None else error.outcome
         self.stats.record(outcome, seconds if record.attempts else None)
         if self.metrics is not None:
@@ -163,20 +205,17 @@ class CallObserver:
             fields["response_body"] = truncate(orjson.dumps(redact(received), default=str).decode())
         logger.info("call %s %s %s", record.method, record.endpoint, outcome, extra={"fields": fields})
 
-    @staticmethod
-    def attempt(record: CallRecord, params: Mapping[str, Any] | None) -> None:
-        """One attempt ended (DEBUG only)."""
-        if not logger.isEnabledFor(_DEBUG):
-            return
-        fields = {
-            "peer.service": record.service,
-            "method": record.method,
-            "endpoint": record.endpoint,
-            "attempt": record.attempts,
-            "status": record.status,
-            "request_id": record.request_id,
-            # By name and by value: a key sent under an innocuous name ("q") is masked
-            # in the record itself, for every handler, not only by the JSON formatter.
-            "params": {k: REDACTED if is_secret_key(k) else redact(v) for k, v in (params or {}).items()},
-        }
-        logger.debug("attempt %s %s", record.method, record.endpoint, extra={"fields": fields})
+
+def _log_attempt(record: CallRecord, params: Mapping[str, Any] | None) -> None:
+    fields = {
+        "peer.service": record.service,
+        "method": record.method,
+        "endpoint": record.endpoint,
+        "attempt": record.attempts,
+        "status": record.status,
+        "request_id": record.request_id,
+        # By name and by value: a key sent under an innocuous name ("q") is masked
+        # in the record itself, for every handler, not only by the JSON formatter.
+        "params": {k: REDACTED if is_secret_key(k) else redact(v) for k, v in (params or {}).items()},
+    }
+    logger.debug("attempt %s %s", record.method, record.endpoint, extra={"fields": fields})

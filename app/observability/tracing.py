@@ -18,7 +18,6 @@ from opentelemetry.sdk.trace.export import (
 if TYPE_CHECKING:
     from yarl import URL
 
-    from app.errors import ClientError
     from app.resilience.pipeline import CallRecord
 
 __all__ = [
@@ -201,14 +200,14 @@ def start_attempt_span(record: CallRecord, headers: dict[str, str]) -> trace.Spa
     return span
 
 
-def end_span(span: trace.Span, record: CallRecord, error: ClientError | None) -> None:
-    """Close ``span`` with the status code and, on failure, the error type."""
+def end_span(span: trace.Span, record: CallRecord, error: BaseException | None) -> None:
+    """Close ``span`` with the status code and, on failure, the error type (and a typed error's outcome)."""
     if record.status is not None:
         span.set_attribute("http.response.status_code", record.status)
     span.set_attribute("app.attempts", record.attempts)
     if error is not None:
         span.set_attribute("error.type", type(error).__name__)
-        span.set_status(trace.Status(trace.StatusCode.ERROR, error.outcome))
+        span.set_status(trace.Status(trace.StatusCode.ERROR, getattr(error, "outcome", None)))
     span.end()
 
 

@@ -1,0 +1,193 @@
+"""AiohttpTransport, the default: attempts through an aiohttp session, answers read within limits."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from aiohttp import hdrs
+
+from app.clients.config import ClientConfig
+from app.clients.decoding import BodyDecoder, BodyDecodingError, BodyTooLargeError, is_identity
+from app.clients.response import answer, unreadable
+from app.clients.session import new_session
+from app.clients.transport import Request
+from app.clients.urls import RedirectGuard
+from app.errors import (
+    ClientClosedError,
+    ClientConnectionError,
+    ClientError,
+    ClientResponseError,
+    ClientTimeoutError,
+    ErrorContext,
+)
+
+__all__ = ["AiohttpTransport", "read_body"]
+
+_MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CHUNK = 64 * 1024
+
+
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    # ceil_threshold=inf: aiohttp would round a long timeout up to whole seconds, past the deadline.
+    return aiohttp.ClientTimeout(total=seconds, ceil_threshold=math.inf)
+
+
+async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The decoded body, or ``BodyTooLargeError`` as soon as it passes ``limit`` bytes.
+
+    The limit is on the body after its Content-Encoding is undone (the sessions leave
+    decoding to us); ``BodyDecodingError`` when that coding is unknown or the stream corrupt.
+    """
+    coding = resp.headers.get(hdrs.CONTENT_ENCODING)
+    if coding is not None and not is_identity(coding):
+        return await _read_encoded(resp, coding, limit)
+    try:
+        length = resp.content_length
+    except ValueError:  # aiohttp's parser vets it; never trust that twice
+        length = None
+    if length is not None:
+        if length > limit:
+            raise BodyTooLargeError
+        if length <= _CHUNK:
+            # The common small reply: one read. aiohttp stops at Content-Length.
+            return await resp.read()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            # Dropped now: the error's traceback keeps this frame alive as long as the error.
+            chunks.clear()
+            raise BodyTooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_encoded(resp: aiohttp.ClientResponse, coding: str, limit: int) -> bytes:
+    decoder = BodyDecoder(coding, limit)
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        decoder.feed(chunk)
+    return decoder.finish()
+
+
+class AiohttpTransport:
+    """Sends through one kept-alive aiohttp session: its own (opened on first use) or an injected one.
+
+    A session serves the event loop it was opened on, so a client keeps one transport per
+    loop it runs on (the sync twins have their own). Redirects are followed, with
+    ``follow_redirects``, only under the base URL. Bodies are decoded here in bounded
+    steps, never by aiohttp, and refused past ``max_response_bytes``.
+    """
+
+    __slots__ = (
+        "_cap", "_closed", "_config", "_default_timeout", "_follow", "_limit", "_owns", "_redirects",
+        "_session", "_timeout",
+    )  # fmt: skip
+
+    def __init__(self, config: ClientConfig, *, session: aiohttp.ClientSession | None = None) -> None:
+        self._config = config
+        self._session = session
+        self._owns = session is None  # an injected session belongs to whoever injected it
+        self._closed = False
+        self._limit = config.max_response_bytes
+        self._cap = config.retry_max_delay
+        self._follow = config.follow_redirects
+        self._redirects = RedirectGuard(config.base_url)
+        self._timeout = config.timeout_seconds
+        # aiohttp's own total timeout bounds the attempt (connect, send, headers, body): it
+        # costs less per call than a second timer around it. Built once for the usual case,
+        # an attempt that is not cut short by the deadline.
+        self._default_timeout = _timeout(config.timeout_seconds)
+
+    def __repr__(self) -> str:
+        return f"AiohttpTransport(base_url={self._config.base_url!r}, owns_session={self._owns})"
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The session attempts go through, once there is one (None after ``aclose`` of its own)."""
+        return self._session
+
+    async def send(self, request: Request, headers: Mapping[str, str], timeout: float) -> Any:
+        """One attempt (see :class:`~app.clients.transport.Transport`)."""
+        session = self._session
+        if session is None:
+            session = self._open(request.context)
+        record, ctx = request.record, request.context
+        method, url, body = request.method, request.url, request.body
+        attempt_timeout = self._default_timeout if timeout == self._timeout else _timeout(timeout)
+        ends = time.monotonic() + timeout if self._follow else 0.0
+        try:
+            for _ in range(_MAX_REDIRECTS + 1):
+                async with session.request(
+                    method,
+                    url,  # the query is already in it: encoded once per call, not per attempt
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    # Bodies are decoded by read_body, in bounded steps: aiohttp's decoder
+                    # would inflate a whole network read at once (a bomb's first 64 KiB).
+                    auto_decompress=False,
+                    timeout=attempt_timeout,
+                ) as resp:
+                    status = resp.status
+                    record.status = status
+                    if status in _REDIRECTS and self._follow:
+                        location = resp.headers.get(hdrs.LOCATION)
+                        method, url, body = self._redirects.next_hop(
+                            status, location, method=method, url=url, body=body, context=ctx
+                        )
+                        attempt_timeout = _timeout(max(0.0, ends - time.monotonic()))  # what is left
+                        continue
+                    try:
+                        raw = await read_body(resp, self._limit)
+                    except (BodyTooLargeError, BodyDecodingError) as exc:
+                        resp.close()  # drop the connection rather than drain a body we will not use
+                        unreadable(
+                            exc,
+                            status,
+                            resp.headers,
+                            limit=self._limit,
+                            max_retry_after=self._cap,
+                            context=ctx,
+                        )
+                    return answer(status, resp.headers, resp.content_type, resp.charset, raw, self._cap, ctx)
+            raise ClientResponseError("too many redirects", status=record.status, **ctx)
+        except (TimeoutError, aiohttp.ClientError, RuntimeError) as exc:
+            raise _below_http(exc, timeout, ctx, session) from exc
+
+    def _open(self, ctx: ErrorContext) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError(**ctx)
+        # Opened here, inside the running loop, which the session then belongs to.
+        session = self._session = new_session(self._config)
+        return session
+
+    async def aclose(self) -> None:
+        """Close the session this transport opened; an injected one stays open for its owner."""
+        self._closed = True
+        if self._owns and self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+
+def _below_http(
+    exc: BaseException, timeout: float, ctx: ErrorContext, session: aiohttp.ClientSession
+) -> ClientError:
+    """The typed error for what went wrong below HTTP (DESIGN §4)."""
+    if isinstance(exc, RuntimeError):
+        if not session.closed:
+            raise exc  # a defect of ours, not something the upstream did
+        # aclose() shut the session under this attempt, or the owner of an injected one
+        # closed it ("Session is closed"): our side's doing, not the upstream's.
+        return ClientClosedError("client closed while the call was in flight", **ctx)
+    if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
+        return ClientTimeoutError(f"no response within {timeout:.3f}s", **ctx)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # The connection was never made, so the request was never sent.
+        return ClientConnectionError("connect failed", request_sent=False, **ctx)
+    return ClientConnectionError(f"connection broke: {type(exc).__name__}", **ctx)

@@ -1,0 +1,119 @@
+"""What a call sends: headers, query and JSON body, encoded once per call or refused as unsendable."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from yarl import URL
+
+from app.clients.config import ClientConfig
+from app.clients.decoding import ACCEPT_ENCODING
+from app.redaction import register_secret
+
+__all__ = ["UnsendableError", "client_headers", "encode_request"]
+
+# RFC 9110 §5.1: a field name is a token. A value holds no CR, LF, NUL or other control
+# character (HTAB aside), and no lone surrogate (no encoding can send one).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+
+
+class UnsendableError(Exception):
+    """A request that cannot be sent as given; the message says why, naming no value."""
+
+
+def client_headers(config: ClientConfig) -> dict[str, str]:
+    """The headers every call of a client sends (its API key registered as a secret)."""
+    # Accept-Encoding: only what decoding.py decodes in bounded steps (aiohttp's own
+    # decoding is switched off per request by the transport).
+    headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
+    if config.api_key is not None:
+        key = config.api_key.get_secret_value()
+        register_secret(key)
+        headers[config.api_key_header] = key
+    return headers
+
+
+def encode_request(  # noqa: PLR0917 - once per call: positional arguments cost the least
+    base: dict[str, str],
+    request_id: str,
+    url: URL,
+    params: Mapping[str, Any] | None,
+    json: Any,
+    headers: Mapping[str, str] | None,
+    idempotency_key: str | None,
+) -> tuple[URL, dict[str, str], bytes | None]:
+    """The URL (with its query), headers and body every attempt of a call sends.
+
+    Raises ``UnsendableError`` when any of them cannot be sent.
+    """
+    hdrs = dict(base)
+    if headers or idempotency_key is not None:
+        problem = _header_problem(headers, idempotency_key)
+        if problem is not None:
+            raise UnsendableError(problem)
+        if headers:
+            hdrs.update(headers)
+        if idempotency_key is not None:
+            hdrs["Idempotency-Key"] = idempotency_key
+    hdrs["X-Request-ID"] = request_id
+    body = None
+    if json is not None:
+        try:
+            body = orjson.dumps(json)
+        except TypeError as exc:  # orjson.JSONEncodeError: an int past 64 bits, an unknown type
+            raise UnsendableError(f"request body cannot be encoded as JSON: {exc}") from exc
+        hdrs["Content-Type"] = "application/json"
+    if params:
+        # Encoded once here, not by aiohttp on every attempt, so a value it cannot
+        # encode is a typed error before anything is sent.
+        problem = _query_problem(params)
+        if problem is not None:
+            raise UnsendableError(problem)
+        try:
+            url = url.extend_query(params)
+        except (TypeError, ValueError) as exc:
+            raise UnsendableError("query parameters cannot be encoded") from exc
+    return url, hdrs, body
+
+
+def _header_problem(headers: Mapping[str, str] | None, idempotency_key: str | None) -> str | None:
+    """Why these per-call headers cannot be sent, or None (configured ones are vetted at load)."""
+    items = list(headers.items()) if headers else []
+    if idempotency_key is not None:
+        items.append(("Idempotency-Key", idempotency_key))
+    for name, value in items:
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            return "a header name is not a valid HTTP token"  # the name itself may be garbage
+        if not isinstance(value, str):
+            return f"header {name!r} has a {type(value).__name__} value, not text"
+        if _BAD_VALUE.search(value):
+            # aiohttp would refuse CR/LF only once connected (an untyped ValueError), and
+            # send NUL and other control characters as they are.
+            return f"header {name!r} holds CR, LF, NUL, another control character or a lone surrogate"
+    return None
+
+
+def _query_problem(params: Any) -> str | None:
+    """Why ``params`` cannot be sent as a query string, or None.
+
+    yarl refuses the same values with a TypeError or ValueError that names the value
+    (which may be a secret), and silently drops lone surrogates; this names the key only.
+    """
+    if not isinstance(params, Mapping):
+        return "params must be a mapping"
+    for key, value in params.items():
+        if not isinstance(key, str) or (not key.isascii() and _BAD_VALUE.search(key)):
+            return "a query parameter name is not valid text"
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(item, bool) or not isinstance(item, str | int | float):
+                return f"query parameter {key!r} has a {type(item).__name__} value"
+            if isinstance(item, float) and not math.isfinite(item):
+                return f"query parameter {key!r} is not a finite number"
+            if isinstance(item, str) and not item.isascii() and _BAD_VALUE.search(item):
+                return f"query parameter {key!r} is not valid text (a lone surrogate)"
+    return None

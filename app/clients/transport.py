@@ -1,0 +1,98 @@
+"""The transport seam: what one attempt hands the wire, and what a transport owes in return.
+
+As in httpx, the client above the seam runs the policies and the transport below it
+speaks HTTP. A transport is chosen per client class (``BaseServiceClient.transport_factory``,
+:class:`~app.clients.aiohttp_transport.AiohttpTransport` by default), so a leaner one
+can take its place without the client changing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import aiohttp
+    from yarl import URL
+
+    from app.clients.config import ClientConfig
+    from app.errors import ErrorContext
+    from app.resilience.pipeline import CallRecord
+
+__all__ = ["DEADLINE_HEADER", "Request", "Transport", "TransportFactory"]
+
+#: The header that tells the upstream how long this attempt may take, in milliseconds.
+DEADLINE_HEADER = "X-Request-Timeout-Ms"
+
+
+class Request:
+    """What every attempt of one logical call sends, encoded once before the first.
+
+    ``headers`` are the call's; an attempt may send a copy with more (the deadline it has
+    left, trace context). ``url`` already holds the query. ``record`` is where the
+    transport notes the status it saw; ``context`` names the call in every error.
+    """
+
+    __slots__ = (
+        "body",
+        "context",
+        "forward_deadline",
+        "fresh_headers",
+        "headers",
+        "method",
+        "params",
+        "record",
+        "url",
+    )
+
+    def __init__(
+        self,
+        *,
+        record: CallRecord,
+        url: URL,
+        body: bytes | None,
+        headers: dict[str, str],
+        params: dict[str, Any] | None,
+        forward_deadline: bool,
+        traced: bool,
+    ) -> None:
+        self.record = record
+        self.method = record.method
+        self.url = url
+        self.body = body
+        self.headers = headers
+        self.params = params  # as given, for the DEBUG attempt log
+        self.forward_deadline = forward_deadline
+        # Each attempt then sends headers of its own: hedged attempts run side by side.
+        self.fresh_headers = forward_deadline or traced
+        self.context: ErrorContext = {
+            "service_name": record.service,
+            "method": record.method,
+            "endpoint": record.endpoint,
+        }
+
+
+class Transport(Protocol):
+    """Sends attempts to one upstream and reads their answers within the client's limits."""
+
+    async def send(self, request: Request, headers: Mapping[str, str], timeout: float) -> Any:
+        """One attempt, done within ``timeout`` seconds: the decoded body, or a typed error.
+
+        Sets ``request.record.status`` to each status it sees. Raises the ``ClientError``
+        of DESIGN §4 for the answer (status, body, redirect), ``ClientTimeoutError`` or
+        ``ClientConnectionError`` only for failures below HTTP, and ``ClientClosedError``
+        when its own connections were closed under the attempt.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close what the transport opened (a session handed to it stays open); later sends fail closed."""
+        ...
+
+
+class TransportFactory(Protocol):
+    """Builds a client's transport; ``session`` is an injected aiohttp session, or None."""
+
+    def __call__(self, config: ClientConfig, *, session: aiohttp.ClientSession | None = None) -> Transport:
+        """A transport for the upstream ``config`` describes."""
+        ...
