@@ -284,13 +284,17 @@ def test_readme_block(block: Block, request) -> None:
         pytest.skip(f"README line {block.line} ({block.lang or 'plain'}): {block.skip}")
     request.getfixturevalue("make_run")
     if block.lang == "python":
-        _run_python(block, request.getfixturevalue("tmp_path"))
+        ran = [_run_python(block, request.getfixturevalue("tmp_path"))]
     else:
-        _run_shell(block)
+        ran = _run_shell(block)
+    # Each run asserted its exit status and promises; a runnable block that ran nothing
+    # (no command found in it) would prove nothing.
+    assert ran, f"README line {block.line}: nothing to run"
 
 
-def _run_shell(block: Block) -> None:
+def _run_shell(block: Block) -> list[Ran]:
     env = _clean_env()
+    done: list[Ran] = []
     for command in commands(block):
         if re.search(r"\bcurl\b", command.text) and shutil.which("curl", path=env["PATH"]) is None:
             pytest.fail("curl is not installed; the README's commands use it (apt-get install curl)")
@@ -306,9 +310,11 @@ def _run_shell(block: Block) -> None:
         for check in CHECKS:
             if check.applies(command.text):
                 check.check(ran)
+        done.append(ran)
+    return done
 
 
-def _run_python(block: Block, tmp_path: Path) -> None:
+def _run_python(block: Block, tmp_path: Path) -> Ran:
     program = tmp_path / f"readme_line{block.line}.py"
     program.write_text(block.text, encoding="utf-8")
     env = {**_clean_env(), "PYTHONPATH": str(ROOT)}
@@ -326,3 +332,4 @@ def _run_python(block: Block, tmp_path: Path) -> None:
     for check in CHECKS:
         if check.applies(block.text):
             check.check(ran)
+    return ran

@@ -5,7 +5,7 @@
 
 import hmac
 import logging
-from typing import Annotated
+from typing import Annotated, Literal
 
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, Path, Response
@@ -50,14 +50,28 @@ def _find(views: list[DependencyView], service: str) -> DependencyView | Respons
     return JsonBytesResponse({"detail": f"no such dependency; known: {known}", "code": "not_found"}, 404)
 
 
-def _answer(view: DependencyView, action: str) -> Response:
+def _act(
+    action: Literal["reset", "isolate"],
+    service: str,
+    views: list[DependencyView],
+    settings: Settings,
+    credentials: HTTPAuthorizationCredentials | None,
+) -> Response:
+    """Authorise, find the dependency, apply ``action`` to its breaker, log it and answer."""
+    found = _refused(settings, credentials) or _find(views, service)
+    if isinstance(found, Response):
+        return found
+    if action == "reset":
+        found.breaker.reset()
+    else:
+        found.breaker.isolate()
     log.warning(
         "admin %s: the breaker of %s",
         action,
-        view.name,
-        extra={"fields": {"admin_action": action, "dependency": view.name}},
+        found.name,
+        extra={"fields": {"admin_action": action, "dependency": found.name}},
     )
-    return JsonBytesResponse({"service": view.name, "action": action, **view.readiness()})
+    return JsonBytesResponse({"service": found.name, "action": action, **found.readiness()})
 
 
 @router.post("/{service}/reset")
@@ -66,11 +80,7 @@ async def reset(
     service: Service, views: DependencyViewsDep, settings: SettingsDep, credentials: BearerDep
 ) -> Response:
     """Close the dependency's breaker and forget its failures (also ends an isolation)."""
-    found = _refused(settings, credentials) or _find(views, service)
-    if isinstance(found, Response):
-        return found
-    found.breaker.reset()
-    return _answer(found, "reset")
+    return _act("reset", service, views, settings, credentials)
 
 
 @router.post("/{service}/isolate")
@@ -79,8 +89,4 @@ async def isolate(
     service: Service, views: DependencyViewsDep, settings: SettingsDep, credentials: BearerDep
 ) -> Response:
     """Hold the dependency's breaker open: every call fails fast (503) until a reset."""
-    found = _refused(settings, credentials) or _find(views, service)
-    if isinstance(found, Response):
-        return found
-    found.breaker.isolate()
-    return _answer(found, "isolate")
+    return _act("isolate", service, views, settings, credentials)
