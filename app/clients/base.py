@@ -380,8 +380,7 @@ class BaseServiceClient:
         self, record: CallRecord, error: ClientError, seconds: float, *, sent: Any, fallback: Any
     ) -> Any:
         """A call that failed: counted and logged, then its fallback's value, or the error raised."""
-        # The client's own shutdown is not the upstream being unavailable: no fallback.
-        if falls_back(fallback, error) and not isinstance(error, ClientClosedError):
+        if falls_back(fallback, error):
             self.observer.call_ended(record, seconds, error, sent, None, fallback=True)
             mark_degraded(self.service_name)
             return resolve(fallback, error)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any, Final
 
-from app.errors import ClientError, ServiceTimeoutError, ServiceUnavailableError
+from app.errors import ClientClosedError, ClientError, ServiceTimeoutError, ServiceUnavailableError
 
 __all__ = ["NO_FALLBACK", "collect_degraded", "falls_back", "mark_degraded", "resolve"]
 
@@ -27,9 +27,14 @@ def falls_back(fallback: Any, error: ClientError) -> bool:
     """True when ``error`` may be answered by ``fallback``.
 
     Only unavailability and timeouts fall back; a validation, authentication or
-    not-found error is the caller's to see.
+    not-found error is the caller's to see, and so is the client's own shutdown
+    (``ClientClosedError``): that is not the upstream being unavailable.
     """
-    return fallback is not NO_FALLBACK and isinstance(error, ServiceUnavailableError | ServiceTimeoutError)
+    return (
+        fallback is not NO_FALLBACK
+        and isinstance(error, ServiceUnavailableError | ServiceTimeoutError)
+        and not isinstance(error, ClientClosedError)
+    )
 
 
 def resolve(fallback: Any, error: ClientError) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 
 from app.clients.config import ClientConfig
-from app.errors import ClientClosedError
 from app.observability.metrics import MetricFamilies
 from app.observability.observer import CallObserver
 from app.resilience.adaptive import Gradient2Limit
@@ -18,7 +17,7 @@ from app.resilience.budget import RetryBudget
 from app.resilience.bulkhead import Bulkhead
 from app.resilience.clock import MONOTONIC, Clock
 from app.resilience.hedging import HedgingPolicy
-from app.resilience.pipeline import is_breaker_failure
+from app.resilience.pipeline import is_breaker_failure, is_breaker_neutral
 from app.resilience.ratelimit import RateLimiter
 from app.resilience.retry import RetryPolicy
 from app.resilience.window import CountWindow, OutcomeWindow, TimeWindow
@@ -30,16 +29,10 @@ __all__ = [
     "budget_from_config",
     "bulkhead_from_config",
     "hedging_from_config",
-    "is_breaker_neutral",
     "observer_from_config",
     "rate_limiter_from_config",
     "retry_from_config",
 ]
-
-
-def is_breaker_neutral(error: BaseException) -> bool:
-    """What the breaker ignores: our own shutdown says nothing about the upstream."""
-    return isinstance(error, ClientClosedError)
 
 
 def breaker_from_config(config: ClientConfig, clock: Clock = MONOTONIC) -> CircuitBreakerPolicy:

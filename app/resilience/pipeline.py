@@ -32,7 +32,7 @@ from app.resilience.hedging import HedgingPolicy
 from app.resilience.ratelimit import RateLimiter
 from app.resilience.retry import RetryPolicy
 
-__all__ = ["CallRecord", "Pipeline", "PipelineEvents", "is_breaker_failure"]
+__all__ = ["CallRecord", "Pipeline", "PipelineEvents", "is_breaker_failure", "is_breaker_neutral"]
 
 T = TypeVar("T")
 
@@ -51,6 +51,11 @@ def is_breaker_failure(error: BaseException) -> bool:
         return status is not None and (status >= 500 or status == 429)
     # Anything else escaping an attempt is a defect on our side, not the upstream's.
     return False
+
+
+def is_breaker_neutral(error: BaseException) -> bool:
+    """What the breaker ignores altogether: our own shutdown neither fails nor clears it."""
+    return isinstance(error, ClientClosedError)
 
 
 class CallRecord:
