@@ -1,0 +1,348 @@
+"""Balancer: one upstream's live instances, the pick for each attempt, and what each attempt taught."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, Literal, Protocol
+
+from app.balancing.instance import Instance
+from app.balancing.outlier import OutlierDetector, max_ejectable
+from app.balancing.settings import BalancerSettings
+from app.resilience.clock import MONOTONIC, Clock
+
+__all__ = ["AttemptOutcome", "Balancer", "BalancerEvents", "NoInstanceError"]
+
+#: How an attempt on an instance ended, for its health and its metrics: ``failure`` (5xx,
+#: connection, timeout) counts towards ejection; ``throttled`` (429) only keeps it
+#: avoided for its Retry-After; ``error`` (an answer the caller caused, such as a 404)
+#: and ``success`` say the instance is up; ``cancelled`` says nothing.
+AttemptOutcome = Literal["success", "error", "failure", "throttled", "cancelled"]
+
+#: Added to the cost of an instance inside its Retry-After window: any other instance wins.
+_AVOID = 1e6
+#: The least share of its traffic a new or returning instance gets (slow start).
+_MIN_RAMP = 0.1
+
+
+class NoInstanceError(Exception):
+    """The upstream has no instance to send to (discovery has found none yet)."""
+
+
+class BalancerEvents(Protocol):
+    """Where the balancer reports what it did, for metrics and logs."""
+
+    def attempt_ended(self, instance: Instance, outcome: AttemptOutcome) -> None:
+        """An attempt on ``instance`` ended."""
+        ...
+
+    def ejected(self, instance: Instance, reason: str, seconds: float) -> None:
+        """``instance`` was ejected for ``seconds``."""
+        ...
+
+    def instances_changed(self, instances: Collection[Instance]) -> None:
+        """The set of instances changed (added, removed, or drained away)."""
+        ...
+
+
+class Balancer:
+    """Picks an instance per attempt and learns from each one's outcome (DESIGN §9).
+
+    Not tied to an event loop: the async calls and the sync twins share one balancer.
+    Ejections end, and the failure-rate sweep runs, lazily at the next pick, on the
+    injected clock: no timer task to leak.
+    """
+
+    def __init__(
+        self,
+        urls: Iterable[str],
+        settings: BalancerSettings | None = None,
+        *,
+        clock: Clock = MONOTONIC,
+        rng: random.Random | None = None,
+        events: BalancerEvents | None = None,
+    ) -> None:
+        self.settings = s = settings or BalancerSettings()
+        self.clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - load spreading, not cryptography
+        self.events = events
+        now = clock.now()
+        self._instances: list[Instance] = []
+        for url in dict.fromkeys(urls):
+            instance = Instance(url, now, s.default_rtt)
+            instance.added_at = -math.inf  # the first set is not "new": no slow start
+            self._instances.append(instance)
+        self._by_url = {i.url: i for i in self._instances}
+        self._outliers = OutlierDetector(s, self._ejected, self._rng)
+        self._next_sweep = self._next_check = now + s.sweep_interval_seconds
+        self._returning: set[Instance] = set()
+        self._round_robin = itertools.count()
+        self._removal_listeners: list[Callable[[Instance], None]] = []
+        #: Called when every instance has failed (DNS discovery re-resolves at once).
+        self.on_all_failed: Callable[[], None] | None = None
+        self._all_failing = False
+        self._pick = {
+            "p2c_peak_ewma": self._pick_peak_ewma,
+            "least_request": self._pick_least_request,
+            "round_robin": self._pick_round_robin,
+        }[s.policy]
+
+    # -- the set -------------------------------------------------------------------
+
+    @property
+    def instances(self) -> list[Instance]:
+        """Every instance, draining ones included (a snapshot)."""
+        return list(self._instances)
+
+    def urls(self) -> tuple[str, ...]:
+        """The instances new calls may go to (draining ones excluded)."""
+        return tuple(i.url for i in self._instances if not i.draining)
+
+    def add_removal_listener(self, listener: Callable[[Instance], None]) -> None:
+        """``listener(instance)`` runs once a removed instance has drained (its connections can close)."""
+        self._removal_listeners.append(listener)
+
+    def remove_removal_listener(self, listener: Callable[[Instance], None]) -> None:
+        """Stop telling ``listener`` (its transport closed)."""
+        if listener in self._removal_listeners:
+            self._removal_listeners.remove(listener)
+
+    def update(self, urls: Iterable[str]) -> None:
+        """Make ``urls`` the set: new ones start slowly, kept ones keep their state, removed ones drain.
+
+        A removed instance gets no new attempts; it leaves once its attempts in flight have ended.
+        """
+        wanted = dict.fromkeys(urls)
+        now = self.clock.now()
+        for url in wanted:
+            instance = self._by_url.get(url)
+            if instance is None:
+                instance = self._by_url[url] = Instance(url, now, self._typical_ewma(now))
+                self._instances.append(instance)
+            elif instance.draining:
+                instance.draining = False  # came back before it drained away
+        for instance in list(self._instances):
+            if instance.url not in wanted and not instance.draining:
+                instance.draining = True
+                if instance.in_flight == 0:
+                    self._remove(instance)
+        self._changed()
+
+    def _remove(self, instance: Instance) -> None:
+        self._instances.remove(instance)
+        del self._by_url[instance.url]
+        self._returning.discard(instance)
+        for listener in self._removal_listeners:
+            listener(instance)
+
+    def _changed(self) -> None:
+        if self.events is not None:
+            self.events.instances_changed(self.instances)
+
+    # -- picking -------------------------------------------------------------------
+
+    def pick(self, tried: Collection[str] = ()) -> Instance:
+        """The instance for the next attempt, preferring ones this call has not tried.
+
+        Ejected and draining instances are left out, unless fewer than
+        ``panic_threshold_percent`` of the instances are healthy: then the balancer
+        panics and spreads over all of them, as Envoy does (better some failures than
+        the whole load on the few left).
+        """
+        now = self.clock.now()
+        if now >= self._next_check:
+            self._maintain(now)
+        live, healthy = self._split(now)
+        if not live:
+            raise NoInstanceError("no instances")
+        if tried:
+            untried = [i for i in healthy if i.url not in tried]
+            if untried:
+                healthy = untried
+        chosen = healthy[0] if len(healthy) == 1 else self._pick(healthy, now)
+        chosen.in_flight += 1
+        chosen.count_pick(now, self.settings.decay_seconds)
+        return chosen
+
+    def panicking(self) -> bool:
+        """True when too few instances are healthy and calls spread over all of them."""
+        live, healthy = self._split(self.clock.now())
+        return bool(live) and healthy is live
+
+    def _split(self, now: float) -> tuple[list[Instance], list[Instance]]:
+        """The live instances, and those to balance over: the healthy ones, or all of them in panic."""
+        live = [i for i in self._instances if not i.draining]
+        healthy = [i for i in live if not i.ejected(now)]
+        if not healthy or len(healthy) * 100 < self.settings.panic_threshold_percent * len(live):
+            return live, live  # panic
+        return live, healthy
+
+    def _two(self, candidates: list[Instance]) -> tuple[Instance, Instance]:
+        a, b = self._rng.sample(range(len(candidates)), 2)
+        return candidates[a], candidates[b]
+
+    def _pick_peak_ewma(self, candidates: list[Instance], now: float) -> Instance:
+        a, b = self._two(candidates)
+        return self._ramped(*((a, b) if self._cost(a, now) <= self._cost(b, now) else (b, a)), now)
+
+    def _pick_least_request(self, candidates: list[Instance], now: float) -> Instance:
+        a, b = self._two(candidates)
+        return self._ramped(*((a, b) if self._load(a, now) <= self._load(b, now) else (b, a)), now)
+
+    def _pick_round_robin(self, candidates: list[Instance], now: float) -> Instance:
+        usable = [i for i in candidates if now >= i.retry_after_until] or candidates
+        turn = next(self._round_robin)
+        return self._ramped(usable[turn % len(usable)], usable[(turn + 1) % len(usable)], now)
+
+    def _ramped(self, winner: Instance, other: Instance, now: float) -> Instance:
+        """``winner``, or while it is new (slow start) only with a chance that grows to 1 over the window.
+
+        So a new or returning instance gets a tenth of its share at first, whatever the
+        load, instead of every call its fresh, low cost would win (Envoy's slow start).
+        """
+        window = self.settings.slow_start_seconds
+        age = now - winner.added_at
+        if window <= 0 or age >= window or self._rng.random() < max(_MIN_RAMP, age / window):
+            return winner
+        return other
+
+    def _cost(self, instance: Instance, now: float) -> float:
+        """Peak-EWMA RTT x (in flight + 1); any other instance wins while it is told to back off."""
+        cost = instance.decayed_ewma(now, self.settings.decay_seconds) * (instance.in_flight + 1)
+        return cost + _AVOID if now < instance.retry_after_until else cost
+
+    def _load(self, instance: Instance, now: float) -> float:
+        load = float(instance.in_flight + 1)
+        return load + _AVOID if now < instance.retry_after_until else load
+
+    def _typical_ewma(self, now: float, newcomer: Instance | None = None) -> float:
+        """Where a new or returning instance starts: its healthy peers' mean EWMA, or the default RTT.
+
+        Starting from the default alone would starve it when the others are much faster,
+        or flood it when they are much slower.
+        """
+        decay = self.settings.decay_seconds
+        peers = [
+            i.decayed_ewma(now, decay)
+            for i in self._instances
+            if i is not newcomer and not i.draining and not i.ejected(now)
+        ]
+        return sum(peers) / len(peers) if peers else self.settings.default_rtt
+
+    # -- what an attempt taught ----------------------------------------------------
+
+    def finished(
+        self,
+        instance: Instance,
+        outcome: AttemptOutcome,
+        rtt: float,
+        retry_after: float | None = None,
+    ) -> bool:
+        """Record an attempt's end; True when it failed and so, now, has every instance.
+
+        The caller's breaker counts an instance's failure only then: while another
+        instance answers, one sick instance is the balancer's business, not the breaker's.
+        """
+        s, now = self.settings, self.clock.now()
+        instance.in_flight -= 1
+        all_failing = False
+        if outcome == "cancelled":
+            pass
+        elif outcome in ("success", "error"):
+            instance.requests += 1
+            instance.interval_requests += 1
+            instance.consecutive_failures = 0
+            instance.observe(rtt, now, s.decay_seconds)
+            self._all_failing = False
+        else:
+            instance.requests += 1
+            instance.failures += 1
+            if retry_after is not None and retry_after > 0:
+                instance.retry_after_until = now + min(retry_after, s.max_retry_after_seconds)
+            if outcome == "failure":
+                instance.interval_requests += 1
+                instance.interval_failures += 1
+                instance.consecutive_failures += 1
+                # A fast failure must not make the instance look fast.
+                instance.observe(max(rtt, s.failure_penalty_seconds), now, s.decay_seconds)
+                self._outliers.after_failure(instance, [i for i in self._instances if not i.draining], now)
+            all_failing = self._every_instance_failing(now)
+            if all_failing and not self._all_failing and self.on_all_failed is not None:
+                self.on_all_failed()
+            self._all_failing = all_failing
+        if self.events is not None:
+            self.events.attempt_ended(instance, outcome)
+        if instance.draining and instance.in_flight == 0 and instance.url in self._by_url:
+            self._remove(instance)
+            self._changed()
+        return all_failing
+
+    def _every_instance_failing(self, now: float) -> bool:
+        return all(
+            i.ejected(now) or i.consecutive_failures > 0 or now < i.retry_after_until
+            for i in self._instances
+            if not i.draining
+        )
+
+    def _ejected(self, instance: Instance, reason: str) -> None:
+        self._returning.add(instance)
+        self._next_check = min(self._next_check, instance.ejected_until)
+        if self.events is not None:
+            self.events.ejected(instance, reason, instance.ejected_until - self.clock.now())
+
+    def _maintain(self, now: float) -> None:
+        """Due work, done at a pick: the failure-rate sweep, and instances whose ejection ended."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.settings.sweep_interval_seconds
+            self._outliers.sweep([i for i in self._instances if not i.draining], now)
+        for instance in list(self._returning):
+            if not instance.ejected(now):
+                self._back(instance, now)
+        self._next_check = min([self._next_sweep, *(i.ejected_until for i in self._returning)])
+
+    def _back(self, instance: Instance, now: float) -> None:
+        """An instance back from ejection starts afresh, and slowly."""
+        self._returning.discard(instance)
+        instance.ewma = self._typical_ewma(now, instance)
+        instance.sampled = False
+        instance.stamp = instance.added_at = now
+        instance.consecutive_failures = 0
+
+    # -- status --------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Each instance's state, EWMA and share of recent traffic, for the status API and dashboard."""
+        s, now = self.settings, self.clock.now()
+        live = [i for i in self._instances if not i.draining]
+        shares = {i.url: i.recent_share(now, s.decay_seconds) for i in self._instances}
+        total = sum(shares.values()) or 1.0
+        rows = []
+        for i in self._instances:
+            state = "draining" if i.draining else "ejected" if i.ejected(now) else "healthy"
+            rows.append(
+                {
+                    "address": i.address,
+                    "url": i.url,
+                    "state": state,
+                    "ewma_ms": round(i.decayed_ewma(now, s.decay_seconds) * 1000, 3),
+                    "in_flight": i.in_flight,
+                    "share": round(shares[i.url] / total, 4),
+                    "requests": i.requests,
+                    "failures": i.failures,
+                    "ejections": i.ejections,
+                    "ejected_for_seconds": round(i.ejected_until - now, 3) if i.ejected(now) else None,
+                    "last_ejection_reason": i.last_ejection_reason,
+                }
+            )
+        ejected = sum(1 for i in live if i.ejected(now))
+        split_live, balanced = self._split(now)
+        return {
+            "policy": s.policy,
+            "healthy": len(live) - ejected,
+            "ejected": ejected,
+            "max_ejectable": max_ejectable(len(live), s.max_ejection_percent),
+            "panic": bool(split_live) and balanced is split_live,
+            "instances": rows,
+        }
