@@ -7,7 +7,7 @@ SUM := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 RUNTIME := $(VENV)/.runtime-$(SUM)
 DEV := $(VENV)/.dev-$(SUM)
 
-.PHONY: run install test lint typecheck pytest browser promtool screenshot bench bench-quick clean
+.PHONY: run install test lint typecheck pytest browser promtool discovery-servers screenshot bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,11 +55,19 @@ promtool:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null 2>&1; } || \
 		echo "make: promtool could not be installed; the alert-rule tests will be skipped"
 
+# Debian's dnsmasq-base (the binary only, no system daemon) and etcd-server, for the DNS
+# and etcd discovery tests. Where they cannot be installed those tests skip themselves
+# and say why.
+discovery-servers:
+	@{ { command -v dnsmasq || [ -x /usr/sbin/dnsmasq ]; } && command -v etcd; } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dnsmasq-base etcd-server) >/dev/null 2>&1; } || \
+		echo "make: dnsmasq or etcd could not be installed; the DNS and etcd discovery tests will be skipped"
+
 # Regenerates docs/dashboard.png, the README's screenshot, from the real page.
 screenshot: $(DEV) browser
 	$(BIN)/python scripts/dashboard_screenshot.py
 
-test: lint typecheck browser promtool pytest
+test: lint typecheck browser promtool discovery-servers pytest
 
 # The full benchmark (about 8 minutes on 2 cores): installs nginx from Debian when it
 # can, and rewrites BENCHMARKS.md and docs/benchmarks.png.

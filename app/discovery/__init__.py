@@ -1,0 +1,25 @@
+"""Discovery: where an upstream's instances come from (a file, DNS, etcd) and the last good set of them."""
+
+from app.discovery.dns_source import DnsSource
+from app.discovery.etcd_source import EtcdSource
+from app.discovery.file_source import FileSource
+from app.discovery.instances import normalise_instance, normalise_instances
+from app.discovery.metrics import DiscoveryFamilies, discovery_families
+from app.discovery.runner import DiscoveryRunner
+from app.discovery.source import DiscoveryError, DiscoverySource
+from app.discovery.uri import SCHEMES, parse_discovery
+
+__all__ = [
+    "DiscoveryError",
+    "DiscoveryFamilies",
+    "DiscoveryRunner",
+    "DiscoverySource",
+    "DnsSource",
+    "EtcdSource",
+    "FileSource",
+    "SCHEMES",
+    "discovery_families",
+    "normalise_instance",
+    "normalise_instances",
+    "parse_discovery",
+]
