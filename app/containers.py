@@ -52,6 +52,7 @@ class UpstreamContainer(containers.DeclarativeContainer):
         budget=budget,
         adaptive=adaptive,
         essential=essential,
+        fleet=policies.provided.fleet_status,
     )
 
     session = providers.Resource(session_resource, config)

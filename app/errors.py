@@ -120,6 +120,11 @@ class ClientError(ServiceError):
     operation: str | None = None
     #: True when a retry was refused because the client's retry budget was spent.
     budget_exhausted: bool = False
+    #: The instance (``host:port``) that answered or failed, when the upstream has several.
+    instance: str | None = None
+    #: True when only this instance failed while others of the upstream still answer: the
+    #: balancer deals with it (retry elsewhere, ejection) and the breaker does not count it.
+    instance_local: bool = False
     # Backing fields of the scrubbed properties below; the class defaults keep an error
     # built on a refused call (every call while a dependency is down) cheap.
     _detail: str | None = None
@@ -227,6 +232,8 @@ class ClientError(ServiceError):
                 "retry_after": self.retry_after,
             }
         )
+        if self.instance is not None:
+            out["instance"] = self.instance
         return out
 
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, ParamSpec, Self, TypedDict, TypeVar, Unpack, c
 import aiohttp
 
 from app.clients.aiohttp_transport import AiohttpTransport
+from app.clients.balanced import BalancedTransport
 from app.clients.config import ClientConfig
 from app.clients.fallback import NO_FALLBACK, falls_back, mark_degraded, resolve
 from app.clients.inflight import InFlight
@@ -32,7 +33,7 @@ from app.errors import (
     Rejection,
     RequestEncodeError,
 )
-from app.observability.context import inbound_deadline_var, request_id_var
+from app.observability.context import attempt_span_var, inbound_deadline_var, request_id_var
 from app.resilience.clock import MONOTONIC, Clock
 from app.resilience.deadline import Deadline
 from app.resilience.pipeline import CallRecord, Pipeline
@@ -114,10 +115,19 @@ class BaseServiceClient:
         )
         self._resolver = EndpointResolver(cfg.base_url)
         self._headers = client_headers(cfg)
-        self._transport: Transport = self.transport_factory(cfg, session=session)
+        balancer = policies.balancer
+        if balancer is None:
+            self._transport: Transport = self.transport_factory(cfg, session=session)
+            sync_transport: Transport = self.transport_factory(cfg)
+        else:  # many instances: each attempt to the one the balancer picks
+            factory, discovery = self.transport_factory, policies.discovery
+            self._transport = BalancedTransport(
+                balancer, factory, cfg, clock=clock, session=session, discovery=discovery
+            )
+            sync_transport = BalancedTransport(balancer, factory, cfg, clock=clock, discovery=discovery)
         self._sync = SyncBridge(
             cfg.service_name,
-            self.transport_factory(cfg),
+            sync_transport,
             lambda: ClientClosedError(service_name=self.service_name),
         )
         self._closed = False
@@ -314,6 +324,8 @@ class BaseServiceClient:
             if out.forward_deadline:
                 headers[DEADLINE_HEADER] = str(int(timeout * 1000))
             span = observer.attempt_started(record, headers)
+            if span is not None:
+                attempt_span_var.set(span)  # for the instance's address, once one is picked
         try:
             result = await transport.send(out, headers, timeout)
         except (ClientConnectionError, ClientTimeoutError) as exc:  # below HTTP: maybe our close

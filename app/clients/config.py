@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
+from app.discovery import parse_discovery
 from app.resilience.breaker import BREAKER_DEFAULTS
 
 __all__ = ["ClientConfig"]
@@ -24,6 +25,19 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 #: The adaptive limit's starting point when not given (capped by the bulkhead's maximum).
 _ADAPTIVE_INITIAL_LIMIT = 20
+
+
+def _instance_url(value: str) -> str:
+    """An absolute http(s) URL without query, fragment or credentials, with one trailing slash."""
+    url = URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    if url.query_string or url.fragment:
+        raise ValueError("must not carry a query or a fragment")
+    if url.user or url.password:
+        raise ValueError("must not carry credentials; use api_key")
+    # One trailing slash, so endpoints always join under the path prefix.
+    return str(url).rstrip("/") + "/"
 
 
 class ClientConfig(BaseModel):
@@ -127,6 +141,39 @@ class ClientConfig(BaseModel):
 
     service_name: str = Field(default="unknown-service", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
 
+    # many instances of the upstream (DESIGN §9): off unless one of the two is set
+    #: Base URLs of the upstream's instances; ``base_url`` defaults to the first.
+    instances: tuple[str, ...] | None = Field(default=None, min_length=1, max_length=1000)
+    #: Where the instances come from: ``file:///abs/instances.json``, ``dns+srv://_svc._tcp.name``,
+    #: ``dns://name:port``, ``etcd://host:2379/prefix``.
+    discovery: str | None = None
+    discovery_min_ttl_seconds: PositiveSeconds = 5.0
+    discovery_max_ttl_seconds: PositiveSeconds = 300.0
+    load_balancer: Literal["p2c_peak_ewma", "least_request", "round_robin"] = "p2c_peak_ewma"
+    load_balancer_default_rtt_seconds: PositiveSeconds = 0.05
+    load_balancer_decay_seconds: PositiveSeconds = 10.0
+    load_balancer_failure_penalty_seconds: PositiveSeconds = 1.0
+    load_balancer_slow_start_seconds: Delay = 10.0
+    outlier_consecutive_failures: int = Field(default=5, ge=1, le=10_000)
+    outlier_failure_rate: Ratio = 0.5
+    outlier_failure_rate_minimum_requests: int = Field(default=20, ge=1, le=1_000_000)
+    outlier_sweep_interval_seconds: PositiveSeconds = 10.0
+    outlier_base_ejection_seconds: PositiveSeconds = 30.0
+    outlier_max_ejection_seconds: PositiveSeconds = 300.0
+    outlier_max_ejection_percent: int = Field(default=50, ge=0, le=100)
+    panic_threshold_percent: int = Field(default=50, ge=0, le=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _base_url_from_instances(cls, data: Any) -> Any:
+        # With a list of instances, the first one stands for the upstream where one URL is
+        # needed (endpoint checks, redirects' path prefix, the repr).
+        if isinstance(data, dict) and "base_url" not in data:
+            instances = data.get("instances")
+            if isinstance(instances, list | tuple) and instances and isinstance(instances[0], str):
+                data = {**data, "base_url": instances[0]}
+        return data
+
     @model_validator(mode="before")
     @classmethod
     def _adaptive_start_within_max(cls, data: Any) -> Any:
@@ -159,15 +206,32 @@ class ClientConfig(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _absolute_http_url(cls, value: str) -> str:
-        url = URL(value)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("must be an absolute http:// or https:// URL")
-        if url.query_string or url.fragment:
-            raise ValueError("must not carry a query or a fragment")
-        if url.user or url.password:
-            raise ValueError("must not carry credentials; use api_key")
-        # One trailing slash, so endpoints always join under the path prefix.
-        return str(url).rstrip("/") + "/"
+        return _instance_url(value)
+
+    @field_validator("instances")
+    @classmethod
+    def _instance_urls(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        urls: list[str] = []
+        for i, url in enumerate(value):
+            try:
+                urls.append(_instance_url(url))
+            except ValueError as exc:
+                raise ValueError(f"instance {i}: {exc}") from None
+        return tuple(dict.fromkeys(urls))
+
+    @field_validator("discovery")
+    @classmethod
+    def _discovery_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_discovery(value, "http://placeholder/")  # ValueError naming what is wrong
+        return value
+
+    @property
+    def fleet(self) -> bool:
+        """True when the upstream has several instances (or discovery finds them)."""
+        return self.instances is not None or self.discovery is not None
 
     @field_validator("retry_on_status")
     @classmethod
@@ -181,6 +245,12 @@ class ClientConfig(BaseModel):
     def _delays_ordered(self) -> ClientConfig:
         if self.retry_base_delay > self.retry_max_delay:
             raise ValueError("retry_base_delay must not exceed retry_max_delay")
+        if self.instances is not None and self.discovery is not None:
+            raise ValueError("give either instances or discovery, not both")
+        if self.discovery_min_ttl_seconds > self.discovery_max_ttl_seconds:
+            raise ValueError("discovery_min_ttl_seconds must not exceed discovery_max_ttl_seconds")
+        if self.outlier_base_ejection_seconds > self.outlier_max_ejection_seconds:
+            raise ValueError("outlier_base_ejection_seconds must not exceed outlier_max_ejection_seconds")
         if self.bulkhead_mode == "adaptive" and not (
             self.adaptive_min_limit <= self.adaptive_initial_limit <= self.bulkhead_max_concurrent
         ):

@@ -7,9 +7,13 @@ get their policies from :meth:`ClientPolicies.from_config`.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, cast
 
+from app.balancing import Balancer, BalancerSettings, Instance
 from app.clients.config import ClientConfig
-from app.observability.metrics import MetricFamilies
+from app.discovery import DiscoveryRunner, parse_discovery
+from app.observability.instances import InstanceEvents
+from app.observability.metrics import MetricFamilies, default_families
 from app.observability.observer import CallObserver
 from app.resilience.adaptive import Gradient2Limit
 from app.resilience.breaker import CircuitBreakerPolicy
@@ -25,6 +29,8 @@ from app.resilience.window import CountWindow, OutcomeWindow, TimeWindow
 __all__ = [
     "ClientPolicies",
     "adaptive_from_config",
+    "balancer_from_config",
+    "balancer_settings_from_config",
     "breaker_from_config",
     "budget_from_config",
     "bulkhead_from_config",
@@ -33,6 +39,67 @@ __all__ = [
     "rate_limiter_from_config",
     "retry_from_config",
 ]
+
+
+def balancer_settings_from_config(config: ClientConfig) -> BalancerSettings:
+    """The balancer's and outlier detector's knobs, from the config's fleet section."""
+    return BalancerSettings(
+        policy=config.load_balancer,
+        default_rtt=config.load_balancer_default_rtt_seconds,
+        decay_seconds=config.load_balancer_decay_seconds,
+        failure_penalty_seconds=config.load_balancer_failure_penalty_seconds,
+        slow_start_seconds=config.load_balancer_slow_start_seconds,
+        consecutive_failures=config.outlier_consecutive_failures,
+        failure_rate=config.outlier_failure_rate,
+        failure_rate_minimum_requests=config.outlier_failure_rate_minimum_requests,
+        sweep_interval_seconds=config.outlier_sweep_interval_seconds,
+        base_ejection_seconds=config.outlier_base_ejection_seconds,
+        max_ejection_seconds=config.outlier_max_ejection_seconds,
+        max_ejection_percent=config.outlier_max_ejection_percent,
+        panic_threshold_percent=config.panic_threshold_percent,
+        max_retry_after_seconds=config.retry_max_delay,
+    )
+
+
+def balancer_from_config(
+    config: ClientConfig,
+    clock: Clock = MONOTONIC,
+    families: MetricFamilies | None = None,
+) -> tuple[Balancer | None, DiscoveryRunner | None]:
+    """The balancer over the upstream's instances and the discovery feeding it; (None, None) for one.
+
+    Instances come from ``instances``, or from ``discovery`` (whose first read, when the
+    source can do one at once, is the starting set).
+    """
+    if not config.fleet:
+        return None, None
+    balancer = Balancer(config.instances or (), balancer_settings_from_config(config), clock=clock)
+    decay = balancer.settings.decay_seconds
+
+    def states() -> dict[str, int]:
+        status = balancer.status()
+        draining = sum(1 for row in status["instances"] if row["state"] == "draining")
+        return {"healthy": status["healthy"], "ejected": status["ejected"], "draining": draining}
+
+    balancer.events = InstanceEvents(
+        config.service_name,
+        (families or default_families()) if config.enable_metrics else None,
+        ewma_of=lambda instance: cast(Instance, instance).decayed_ewma(clock.now(), decay),
+        states=states,
+    )
+    if config.discovery is None:
+        balancer.events.instances_changed(balancer.instances)
+        return balancer, None
+    source = parse_discovery(
+        config.discovery,
+        config.base_url,
+        min_ttl=config.discovery_min_ttl_seconds,
+        max_ttl=config.discovery_max_ttl_seconds,
+    )
+    # Its first read, when the source can make one at once, reaches the balancer here.
+    runner = DiscoveryRunner(source, balancer.update, service_name=config.service_name)
+    balancer.on_all_failed = runner.refresh  # DNS answers may be stale: ask again now
+    return balancer, runner
 
 
 def breaker_from_config(config: ClientConfig, clock: Clock = MONOTONIC) -> CircuitBreakerPolicy:
@@ -164,6 +231,9 @@ class ClientPolicies:
     rate_limiter: RateLimiter | None = None
     hedging: HedgingPolicy | None = None
     adaptive: Gradient2Limit | None = None
+    #: The balancer over the upstream's instances and the discovery feeding it, or None for one.
+    balancer: Balancer | None = None
+    discovery: DiscoveryRunner | None = None
 
     @classmethod
     def from_config(
@@ -176,6 +246,7 @@ class ClientPolicies:
         """Every policy ``config`` asks for, on ``clock``; metrics into ``families`` (default registry)."""
         breaker = breaker_from_config(config, clock)
         bulkhead = bulkhead_from_config(config)
+        balancer, discovery = balancer_from_config(config, clock, families)
         return cls(
             breaker=breaker,
             bulkhead=bulkhead,
@@ -186,4 +257,14 @@ class ClientPolicies:
             rate_limiter=rate_limiter_from_config(config, clock),
             hedging=hedging_from_config(config),
             adaptive=adaptive_from_config(config),
+            balancer=balancer,
+            discovery=discovery,
         )
+
+    def fleet_status(self) -> dict[str, Any] | None:
+        """The instances, their state, EWMA and share, and the discovery's health; None for one instance."""
+        if self.balancer is None:
+            return None
+        out = self.balancer.status()
+        out["discovery"] = None if self.discovery is None else self.discovery.status()
+        return out

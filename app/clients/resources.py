@@ -33,8 +33,12 @@ async def client_resource(
     session: aiohttp.ClientSession,
     policies: ClientPolicies,
 ) -> AsyncIterator[C]:
-    """The upstream's client on the shared session and the container's policies; closed at shutdown."""
-    client = client_class(config, session=session, policies=policies)
+    """The upstream's client on the shared session and the container's policies; closed at shutdown.
+
+    An upstream with several instances gets a session per instance instead (the client
+    opens them), so an instance that leaves the set takes its connections with it.
+    """
+    client = client_class(config, session=None if config.fleet else session, policies=policies)
     try:
         yield client
     finally:

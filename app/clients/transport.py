@@ -42,6 +42,7 @@ class Request:
         "method",
         "params",
         "record",
+        "tried",
         "url",
     )
 
@@ -70,6 +71,16 @@ class Request:
             "method": record.method,
             "endpoint": record.endpoint,
         }
+        #: The instances this call's attempts went to, when the upstream has several.
+        self.tried: list[str] | None = None
+
+    def to(self, url: URL) -> Request:
+        """The same request sent to ``url`` (another instance of the upstream)."""
+        clone = object.__new__(Request)
+        for name in Request.__slots__:
+            setattr(clone, name, getattr(self, name))
+        clone.url = url
+        return clone
 
 
 class Transport(Protocol):

@@ -123,6 +123,32 @@ class MetricFamilies:
             [PEER],
             registry=registry,
         )
+        # One upstream's instances (DESIGN §9). ``instance`` is ``host:port``; past a cap
+        # per upstream (app/observability/instances.py) further instances share "other".
+        self.instance_attempts = Counter(
+            "service_client_instance_attempts",
+            "Attempts by instance and how they ended (success, error, failure, throttled, cancelled)",
+            [PEER, "instance", "outcome"],
+            registry=registry,
+        )
+        self.instance_ejections = Counter(
+            "service_client_instance_ejections",
+            "Instances ejected by outlier detection, by reason",
+            [PEER, "instance", "reason"],
+            registry=registry,
+        )
+        self.instances = Gauge(
+            "service_client_instances",
+            "Instances of the upstream by state (healthy, ejected, draining)",
+            [PEER, "state"],
+            registry=registry,
+        )
+        self.instance_ewma = Gauge(
+            "service_client_instance_ewma_seconds",
+            "Each instance's peak-EWMA round trip, as the balancer sees it",
+            [PEER, "instance"],
+            registry=registry,
+        )
 
 
 _families: dict[int, MetricFamilies] = {}

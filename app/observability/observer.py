@@ -195,6 +195,8 @@ class CallObserver:
             "error": None if error is None else type(error).__name__,
             "request_id": record.request_id,
         }
+        if record.instance is not None:  # the upstream has several: the last attempt's
+            fields["server.address"] = record.instance
         if record.span is not None:
             context = record.span.get_span_context()
             fields["trace_id"] = format(context.trace_id, "032x")
@@ -212,6 +214,7 @@ def _log_attempt(record: CallRecord, params: Mapping[str, Any] | None) -> None:
         "method": record.method,
         "endpoint": record.endpoint,
         "attempt": record.attempts,
+        "server.address": record.instance,
         "status": record.status,
         "request_id": record.request_id,
         # By name and by value: a key sent under an innocuous name ("q") is masked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from app.observability.observer import CallObserver
@@ -18,7 +19,8 @@ class DependencyView:
     """Reads a client's policies and rolling stats; holds no state of its own.
 
     ``essential``: the service cannot answer without this dependency, so readiness
-    fails while it is unavailable; a degradable one only shows as degraded.
+    fails while it is unavailable; a degradable one only shows as degraded. ``fleet``
+    reads the upstream's instances when it has several (None otherwise).
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class DependencyView:
         budget: RetryBudget | None = None,
         adaptive: Gradient2Limit | None = None,
         essential: bool = True,
+        fleet: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         self.name = name
         self.essential = essential
@@ -39,6 +42,7 @@ class DependencyView:
         self.observer = observer
         self.budget = budget
         self.adaptive = adaptive
+        self.fleet = fleet
 
     @property
     def breaker_open(self) -> bool:
@@ -90,4 +94,6 @@ class DependencyView:
             if self.budget is None
             else {"balance": round(self.budget.balance, 2), "exhausted": self.budget.exhausted}
         )
+        # The upstream's instances (state, EWMA, share of traffic), when it has several.
+        out["instances"] = None if self.fleet is None else self.fleet()
         return out

@@ -54,8 +54,12 @@ def is_breaker_failure(error: BaseException) -> bool:
 
 
 def is_breaker_neutral(error: BaseException) -> bool:
-    """What the breaker ignores altogether: our own shutdown neither fails nor clears it."""
-    return isinstance(error, ClientClosedError)
+    """What the breaker ignores altogether: our own shutdown, and one instance's failure.
+
+    Neither fails nor clears it. While other instances of the upstream answer, one sick
+    instance is the balancer's to route around; the breaker speaks for the whole service.
+    """
+    return isinstance(error, ClientClosedError) or (isinstance(error, ClientError) and error.instance_local)
 
 
 class CallRecord:
@@ -64,6 +68,7 @@ class CallRecord:
     __slots__ = (
         "attempts",
         "endpoint",
+        "instance",
         "method",
         "request_id",
         "retry_waits",
@@ -81,6 +86,8 @@ class CallRecord:
         self.status: int | None = None
         self.retry_waits = 0.0
         self.span: Any = None
+        #: The instance (``host:port``) of the latest attempt, when the upstream has several.
+        self.instance: str | None = None
 
 
 class PipelineEvents(Protocol):

@@ -42,6 +42,8 @@ PACKAGES = [
     "app.errors",
     "app.resilience",
     "app.observability",
+    "app.discovery",
+    "app.balancing",
     "app.clients",
     "app.clients.testing",
     "settings",

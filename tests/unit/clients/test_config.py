@@ -164,3 +164,21 @@ def test_good_header_parts_are_kept(header, key) -> None:
     assert cfg.api_key_header == header
     assert cfg.api_key is not None
     assert cfg.api_key.get_secret_value() == key
+
+
+def test_fleet_options_are_off_and_checked() -> None:
+    plain = ClientConfig(base_url="http://127.0.0.1:1/api")
+    assert not plain.fleet
+    assert plain.instances is None
+    assert plain.discovery is None
+    listed = ClientConfig(instances=["http://127.0.0.1:1/api", "http://127.0.0.1:2/api/", "http://127.0.0.1:1/api"])
+    assert listed.base_url == "http://127.0.0.1:1/api/"  # the first stands for the upstream
+    assert listed.instances == ("http://127.0.0.1:1/api/", "http://127.0.0.1:2/api/")  # normalised, deduplicated
+    with pytest.raises(ValidationError, match="either instances or discovery"):
+        ClientConfig(instances=["http://127.0.0.1:1/"], discovery="file:///tmp/x.json")
+    with pytest.raises(ValidationError, match="instance 0: must not carry credentials"):
+        ClientConfig(instances=["http://u:p@127.0.0.1:1/"])
+    with pytest.raises(ValidationError, match="absolute"):
+        ClientConfig(base_url="http://127.0.0.1:1/", discovery="file://relative/instances.json")
+    with pytest.raises(ValidationError, match="outlier_base_ejection_seconds must not exceed"):
+        ClientConfig(base_url="http://127.0.0.1:1/", outlier_base_ejection_seconds=600)

@@ -152,3 +152,44 @@ def test_python_m_app_exits_with_one_clear_line_on_bad_settings() -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "analysis_engine.timeout_seconds (APP_ANALYSIS_ENGINE__TIMEOUT_SECONDS" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "names", "reason"),
+    [
+        (
+            "APP_ANALYSIS_ENGINE__DISCOVERY",
+            "consul://x/y",
+            "analysis_engine.discovery (APP_ANALYSIS_ENGINE__DISCOVERY)",
+            "scheme",
+        ),
+        (
+            "APP_ANALYSIS_ENGINE__INSTANCES",
+            '["http://127.0.0.1:9001/api/v1", "ftp://nope/"]',
+            "analysis_engine.instances (APP_ANALYSIS_ENGINE__INSTANCES)",
+            "instance 1",
+        ),
+        (
+            "APP_ML_WORKBENCH__LOAD_BALANCER",
+            "random",
+            "ml_workbench.load_balancer (APP_ML_WORKBENCH__LOAD_BALANCER)",
+            "",
+        ),
+    ],
+)
+def test_bad_fleet_settings_name_the_field_and_the_variable(monkeypatch, var, value, names, reason) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert names in message
+    assert reason in message
+
+
+def test_instances_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("APP_ANALYSIS_ENGINE__INSTANCES", '["http://127.0.0.1:9001/api/v1", "http://127.0.0.1:9002/api/v1"]')
+    monkeypatch.setenv("APP_ANALYSIS_ENGINE__OUTLIER_MAX_EJECTION_PERCENT", "100")
+    config = load_settings().analysis_engine
+    assert config.instances == ("http://127.0.0.1:9001/api/v1/", "http://127.0.0.1:9002/api/v1/")
+    assert config.fleet
+    assert config.outlier_max_ejection_percent == 100
