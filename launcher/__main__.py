@@ -1,4 +1,4 @@
-"""``python -m launcher`` (``make run``): gateway and both upstreams, until Ctrl-C or SIGTERM."""
+"""``python -m launcher`` (``make run``): gateway and upstream instances, until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -6,22 +6,73 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
-from launcher.platform import Platform, PortInUseError, plan
+from launcher.platform import MAX_REPLICAS, Plan, Platform, PortInUseError, plan
 from settings import SettingsError
 
 #: Each service's port variable and default: the gateway, the Analysis Engine, the ML Workbench.
 PORTS = (("APP_PORT", "8000"), ("AE_PORT", "8001"), ("MLW_PORT", "8002"))
+#: How many instances of each upstream: the Analysis Engine's variable, the ML Workbench's.
+REPLICAS = (("AE_REPLICAS", 2), ("MLW_REPLICAS", 2))
+
+
+def replicas_from_env(name: str, default: int) -> int:
+    """The instance count in ``name``, or ``default`` if unset; ``ValueError`` with one line if not 1-9."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:  # `make run AE_REPLICAS=` and the like pass it empty: the same as unset
+        return default
+    # isascii: int() would also take other scripts' digits and "1_0".
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_REPLICAS):
+        raise ValueError(f"{name} must be a whole number from 1 to {MAX_REPLICAS}, got {raw!r}")
+    return int(raw)
+
+
+def plan_from_env(run_dir: Path | None = None) -> Plan:
+    """``plan`` with the ports, profile and instance counts the environment sets."""
+    ports = (int(os.environ.get(name, default)) for name, default in PORTS)
+    ae_replicas, mlw_replicas = (replicas_from_env(name, default) for name, default in REPLICAS)
+    return plan(
+        *ports,
+        profile=os.environ.get("APP_ENV", "local"),
+        ae_replicas=ae_replicas,
+        mlw_replicas=mlw_replicas,
+        run_dir=run_dir,
+    )
+
+
+def banner(platform: Platform, profile: str) -> str:
+    """What ``make run`` prints once all answer: each service and instance, the instances files, a try."""
+    # The gateway first (it is what one calls), then the instances in start order.
+    services = sorted(platform.services, key=lambda s: s.upstream is not None)
+    gateway = services[0].url
+    width = max(len(s.name) for s in services) + 2
+    lines = [f"\nPlatform up (profile {profile}):"]
+    for service in services:
+        docs = f"   (docs {service.url}/docs)" if service.upstream is None else ""
+        lines.append(f"  {service.name:<{width}}{service.url}{docs}")
+    lines.append("\nInstances files (the gateway follows them; rewrite one to add or drop an instance):")
+    lines += [f"  {platform.instances_file(name)}" for name in platform.services.instances_files]
+    lines += [
+        f"\nTry:\n  curl {gateway}/api/v1/signals/EURUSD?timeframe=1h\n",
+        # "all three": the gateway and the two upstreams, however many instances each runs.
+        f"Ctrl-C stops all three services ({len(services)} processes).\n",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> int:
     """Start the platform, print where it is, and stop it cleanly on a signal."""
     try:
-        ports = (int(os.environ.get(name, default)) for name, default in PORTS)
-        platform = Platform(plan(*ports, profile=os.environ.get("APP_ENV", "local")))
+        platform = Platform(plan_from_env())
+    except (SettingsError, ValueError) as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 1
+    try:
         platform.check_ports()
-    except (PortInUseError, SettingsError, ValueError) as exc:
+    except PortInUseError as exc:
+        platform.stop()  # nothing runs yet; this removes the run directory
         print(f"make run: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()
@@ -36,17 +87,7 @@ def main() -> int:
     except (RuntimeError, TimeoutError, PortInUseError) as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 1
-    urls = {s.name: s.url for s in platform.services}
-    gateway, analysis, workbench = urls["gateway"], urls["analysis-engine"], urls["ml-workbench"]
-    print(
-        f"\nPlatform up (profile {os.environ.get('APP_ENV', 'local')}):\n"
-        f"  gateway          {gateway}   (docs {gateway}/docs)\n"
-        f"  analysis engine  {analysis}\n"
-        f"  ml workbench     {workbench}\n\n"
-        f"Try:\n  curl {gateway}/api/v1/signals/EURUSD?timeframe=1h\n\n"
-        "Ctrl-C stops all three.\n",
-        flush=True,
-    )
+    print(banner(platform, os.environ.get("APP_ENV", "local")), flush=True)
     code = 0
     while not stop.wait(0.5):
         dead = platform.exited()

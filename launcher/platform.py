@@ -1,27 +1,70 @@
-"""Start, watch and stop the three services as real processes (make run, and the e2e tests)."""
+"""Start, watch and stop the gateway and each upstream's instances as processes (make run, e2e tests)."""
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Platform", "PortInUseError", "ServiceProcess", "plan"]
+__all__ = [
+    "ANALYSIS_ENGINE",
+    "MAX_REPLICAS",
+    "ML_WORKBENCH",
+    "Plan",
+    "Platform",
+    "PortInUseError",
+    "REPLICA_PORT_STEP",
+    "ServiceProcess",
+    "Upstream",
+    "instance_ports",
+    "plan",
+    "write_instances",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: How long an upstream may take to stop after SIGTERM before it is killed.
 STOP_GRACE_SECONDS = 4.0
 #: Added to the gateway's own bound (its grace, then uvicorn's last-resort cancel).
 GATEWAY_STOP_MARGIN_SECONDS = 2.0
+#: Instance i of an upstream listens on its port plus this times i: 8001, 8011, 8021, ...
+REPLICA_PORT_STEP = 10
+#: The most instances of one upstream: plenty to see balancing and ejection on a laptop,
+#: and with the default ports every instance stays below 8100 (8001-8081, 8002-8082).
+MAX_REPLICAS = 9
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A reference upstream: how to run its instances and how the gateway's settings name it."""
+
+    #: Its first instance's service name, the others' prefix, and its instances file's stem.
+    name: str
+    module: str
+    #: The variables its process reads for its port and its API key.
+    port_var: str
+    key_var: str
+    #: The prefix of the gateway's settings for it: ``<prefix>BASE_URL``, ``<prefix>DISCOVERY``.
+    settings_prefix: str
+
+
+ANALYSIS_ENGINE = Upstream(
+    "analysis-engine", "upstreams.analysis_engine", "AE_PORT", "AE_API_KEY", "APP_ANALYSIS_ENGINE__"
+)
+ML_WORKBENCH = Upstream(
+    "ml-workbench", "upstreams.ml_workbench", "MLW_PORT", "MLW_API_KEY", "APP_ML_WORKBENCH__"
+)
 
 
 # Loaded here, in the parent: between fork and exec the child may only make the call,
@@ -54,12 +97,60 @@ class ServiceProcess:
     log_path: Path | None = None
     #: How long it may take to stop after SIGTERM before it is killed.
     stop_grace: float = STOP_GRACE_SECONDS
+    #: The upstream it is an instance of (``Upstream.name``); None for the gateway.
+    upstream: str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         """The service's root URL."""
         return f"http://127.0.0.1:{self.port}"
+
+
+def _check_replicas(name: str, replicas: int) -> None:
+    # bool is an int, and True would pass for 1.
+    if type(replicas) is not int or not 1 <= replicas <= MAX_REPLICAS:
+        raise ValueError(f"{name} must be from 1 to {MAX_REPLICAS}, got {replicas!r}")
+
+
+def instance_ports(first_port: int, replicas: int) -> list[int]:
+    """The ports of an upstream's instances: the first, then one ``REPLICA_PORT_STEP`` further each."""
+    return [first_port + REPLICA_PORT_STEP * i for i in range(replicas)]
+
+
+def write_instances(path: Path, urls: Sequence[str]) -> None:
+    """Write ``{"instances": urls}`` to ``path`` atomically: a reader sees the old list or the new one."""
+    if isinstance(urls, str):  # a lone URL would be written as a list of characters
+        raise TypeError("urls must be a list of URLs, not one string")
+    data = json.dumps({"instances": list(urls)}, indent=2) + "\n"
+    # The temporary file sits beside the target (os.replace cannot cross file systems) and
+    # is named apart from it, so a watcher of the directory can tell the two apart.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Plan(list[ServiceProcess]):
+    """What ``plan`` gives: the services in start order, and the instances files the gateway reads."""
+
+    def __init__(
+        self,
+        services: Iterable[ServiceProcess],
+        run_dir: Path,
+        instances_files: Mapping[str, Path],
+        *,
+        owns_run_dir: bool,
+    ) -> None:
+        super().__init__(services)
+        self.run_dir = run_dir
+        self.instances_files = dict(instances_files)
+        #: Made by ``plan`` (so removed by ``Platform.stop``), not handed in by the caller.
+        self.owns_run_dir = owns_run_dir
 
 
 def plan(
@@ -69,8 +160,19 @@ def plan(
     *,
     profile: str = "local",
     extra_env: Mapping[str, str] | None = None,
-) -> list[ServiceProcess]:
-    """The three services wired to each other on the given ports."""
+    ae_replicas: int = 2,
+    mlw_replicas: int = 2,
+    run_dir: Path | None = None,
+) -> Plan:
+    """Each upstream's instances and the gateway, which finds them through one instances file each.
+
+    Instance ``i`` of an upstream listens on its port plus ``REPLICA_PORT_STEP * i``; the
+    first keeps the upstream's own name (``analysis-engine``), the others are numbered
+    from 2 (``analysis-engine-2``). The instances files go into ``run_dir``, or into a
+    fresh temporary directory that ``Platform.stop`` removes.
+    """
+    _check_replicas("ae_replicas", ae_replicas)
+    _check_replicas("mlw_replicas", mlw_replicas)
     # Imported here so that `python -m launcher` fails on bad settings with the
     # settings' own one-line message, before anything starts.
     from app.serving import CANCEL_AFTER_CLOSE_SECONDS  # noqa: PLC0415
@@ -79,48 +181,81 @@ def plan(
     base = {**os.environ, **(extra_env or {}), "APP_ENV": profile}
     os.environ["APP_ENV"] = profile
     settings = load_settings(profile)
-    ae_key = settings.analysis_engine.api_key
-    ml_key = settings.ml_workbench.api_key
+    keys = {ANALYSIS_ENGINE: settings.analysis_engine.api_key, ML_WORKBENCH: settings.ml_workbench.api_key}
     upstream_env = {"PYTHONUNBUFFERED": "1"}
-    return [
-        ServiceProcess(
-            "analysis-engine",
-            "upstreams.analysis_engine",
-            analysis_port,
-            {
-                **base,
-                **upstream_env,
-                "AE_PORT": str(analysis_port),
-                **({"AE_API_KEY": ae_key.get_secret_value()} if ae_key else {}),
-            },
-        ),
-        ServiceProcess(
-            "ml-workbench",
-            "upstreams.ml_workbench",
-            workbench_port,
-            {
-                **base,
-                **upstream_env,
-                "MLW_PORT": str(workbench_port),
-                **({"MLW_API_KEY": ml_key.get_secret_value()} if ml_key else {}),
-            },
-        ),
-        ServiceProcess(
-            "gateway",
-            "app",
-            gateway_port,
-            {
-                **base,
-                **upstream_env,
-                "APP_PORT": str(gateway_port),
-                "APP_ANALYSIS_ENGINE__BASE_URL": f"http://127.0.0.1:{analysis_port}/api/v1",
-                "APP_ML_WORKBENCH__BASE_URL": f"http://127.0.0.1:{workbench_port}/api/v1",
-            },
-            # Killing it sooner would lose the answers (and the log lines) of the requests
-            # it is still finishing; idle, it stops at once.
-            stop_grace=settings.grace_seconds + CANCEL_AFTER_CLOSE_SECONDS + GATEWAY_STOP_MARGIN_SECONDS,
-        ),
-    ]
+    services: list[ServiceProcess] = []
+    instances: dict[str, list[str]] = {}
+    for upstream, first_port, replicas in (
+        (ANALYSIS_ENGINE, analysis_port, ae_replicas),
+        (ML_WORKBENCH, workbench_port, mlw_replicas),
+    ):
+        key = keys[upstream]
+        ports = instance_ports(first_port, replicas)
+        instances[upstream.name] = [f"http://127.0.0.1:{port}/api/v1" for port in ports]
+        services += [
+            ServiceProcess(
+                upstream.name if i == 0 else f"{upstream.name}-{i + 1}",
+                upstream.module,
+                port,
+                {
+                    **base,
+                    **upstream_env,
+                    upstream.port_var: str(port),
+                    **({upstream.key_var: key.get_secret_value()} if key else {}),
+                },
+                upstream=upstream.name,
+            )
+            for i, port in enumerate(ports)
+        ]
+    gateway = ServiceProcess(
+        "gateway",
+        "app",
+        gateway_port,
+        {**base, **upstream_env, "APP_PORT": str(gateway_port)},
+        # Killing it sooner would lose the answers (and the log lines) of the requests
+        # it is still finishing; idle, it stops at once.
+        stop_grace=settings.grace_seconds + CANCEL_AFTER_CLOSE_SECONDS + GATEWAY_STOP_MARGIN_SECONDS,
+    )
+    services.append(gateway)
+    _check_distinct_ports(services)
+
+    # Last, so that a bad argument or setting above leaves no directory behind.
+    if run_dir is None:
+        directory, owns_run_dir = Path(tempfile.mkdtemp(prefix="platform-")), True
+    else:
+        directory, owns_run_dir = run_dir.resolve(), False
+        directory.mkdir(parents=True, exist_ok=True)
+    files = {name: directory / f"{name}.instances.json" for name in instances}
+    try:
+        for name, urls in instances.items():
+            write_instances(files[name], urls)
+    except BaseException:
+        if owns_run_dir:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    for upstream in (ANALYSIS_ENGINE, ML_WORKBENCH):
+        # Discovery even with one instance, so that every run takes the same path. The base
+        # URL stays the first instance: the URL that stands for the upstream where one is needed.
+        gateway.env[f"{upstream.settings_prefix}BASE_URL"] = instances[upstream.name][0]
+        gateway.env[f"{upstream.settings_prefix}DISCOVERY"] = files[upstream.name].as_uri()
+    return Plan(services, directory, files, owns_run_dir=owns_run_dir)
+
+
+def _check_distinct_ports(services: Sequence[ServiceProcess]) -> None:
+    """Raise ``ValueError`` for a port out of range or given to two services.
+
+    The instance ports are derived, so a first port near the top, or within
+    ``REPLICA_PORT_STEP`` of another service's, can make either happen.
+    """
+    bad = [f"{s.port} ({s.name})" for s in services if not 0 < s.port < 65536]
+    if bad:
+        raise ValueError(f"port {', '.join(bad)} out of range 1-65535; choose lower ports or fewer replicas")
+    holders: dict[int, list[str]] = {}
+    for s in services:
+        holders.setdefault(s.port, []).append(s.name)
+    shared = [f"{port} ({', '.join(names)})" for port, names in holders.items() if len(names) > 1]
+    if shared:
+        raise ValueError(f"port {'; '.join(shared)} given to more than one service; choose other ports")
 
 
 def _port_free(port: int) -> bool:
@@ -135,10 +270,31 @@ def _port_free(port: int) -> bool:
 
 
 class Platform:
-    """The services as child processes, each in its own process group."""
+    """The services as child processes, each in its own process group, and their instances files."""
 
-    def __init__(self, services: list[ServiceProcess]) -> None:
+    def __init__(self, services: Plan) -> None:
         self.services = services
+
+    @property
+    def run_dir(self) -> Path:
+        """The directory of the instances files."""
+        return self.services.run_dir
+
+    def instances_file(self, upstream: str) -> Path:
+        """The file listing ``upstream``'s instances (``analysis-engine`` or ``ml-workbench``)."""
+        try:
+            return self.services.instances_files[upstream]
+        except KeyError:
+            known = ", ".join(self.services.instances_files)
+            raise KeyError(f"no upstream {upstream!r}; the upstreams are {known}") from None
+
+    def set_instances(self, upstream: str, urls: Sequence[str]) -> None:
+        """Replace ``upstream``'s instances with ``urls`` (``http://host:port/api/v1``), atomically.
+
+        The gateway picks the new list up from the file; the processes themselves are left
+        as they are, so an instance dropped here keeps running, just without traffic.
+        """
+        write_instances(self.instances_file(upstream), urls)
 
     def check_ports(self) -> None:
         """Raise ``PortInUseError`` naming every taken port; start nothing."""
@@ -206,8 +362,16 @@ class Platform:
         """Stop the services in reverse start order: SIGTERM, wait its ``stop_grace``, SIGKILL.
 
         The gateway, started last, stops first: the requests it is finishing still need
-        the upstreams.
+        the upstreams. Then the run directory goes, if ``plan`` made it; one handed in
+        stays, files and all, for its owner to read or reuse.
         """
+        try:
+            self._stop_processes()
+        finally:
+            if self.services.owns_run_dir:
+                shutil.rmtree(self.services.run_dir, ignore_errors=True)
+
+    def _stop_processes(self) -> None:
         for service in reversed(self.services):
             if service.process is None or service.process.poll() is not None:
                 continue

@@ -49,7 +49,9 @@ class Running:
 def platform(tmp_path_factory) -> Iterator[Running]:
     logs = tmp_path_factory.mktemp("platform-logs")
     ports = free_port(), free_port(), free_port()
-    services = plan(*ports, profile="test")
+    # One instance of each upstream: the tests fault "the" Analysis Engine through its chaos
+    # endpoint, and a second, healthy instance would take the gateway's calls instead.
+    services = plan(*ports, profile="test", ae_replicas=1, mlw_replicas=1)
     for service in services:
         service.log_path = logs / f"{service.name}.log"
     running = Platform(services)
