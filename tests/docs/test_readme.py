@@ -32,10 +32,11 @@ from tests.docs.readme import RUNNERS, Block, MarkupError, blocks, commands
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-#: The ports the README's commands name: the gateway, the Analysis Engine, the ML Workbench.
-PORTS = (8000, 8001, 8002)
+#: The ports the README's commands name: the gateway, then each upstream's two instances.
+PORTS = (8000, 8001, 8011, 8002, 8012)
 GATEWAY = "http://127.0.0.1:8000"
-CHAOS = ("http://127.0.0.1:8001/api/v1/chaos", "http://127.0.0.1:8002/api/v1/chaos")
+#: The chaos APIs: the Analysis Engine's instances, then the ML Workbench's.
+CHAOS = tuple(f"http://127.0.0.1:{port}/api/v1/chaos" for port in PORTS[1:])
 #: What an unclosed session, connector, transport or socket prints under ``-W error``,
 #: and what a loop closed with a task pending logs.
 LEAK_MARKERS = ("Unclosed", "unclosed", "ResourceWarning", "Exception ignored", "Task was destroyed")
@@ -99,6 +100,21 @@ def analysis_engine_failing(ran: Ran) -> None:
     assert json.loads(ran.stdout)["config"]["error_rate"] == 1.0, ran
 
 
+def routed_around(ran: Ran) -> None:
+    codes = ran.stdout.split()
+    assert codes == ["200"] * 20, ran  # not one failed request
+
+
+def instance_status(ran: Ran) -> None:
+    lines = ran.stdout.splitlines()
+    assert lines[0] == "breaker closed", ran
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["127.0.0.1:8001"][1] == "healthy", ran
+    broken = rows["127.0.0.1:8011"]
+    # Ejected after 5 failures in a row, or kept away by its failures' cost before that.
+    assert broken[1] == "ejected" or int(broken[2].rstrip("%")) <= 20, ran
+
+
 def breaker_opens(ran: Ran) -> None:
     codes = ran.stdout.split()
     assert codes, ran
@@ -115,8 +131,11 @@ def fails_fast_with_retry_after(ran: Ran) -> None:
     assert ran.seconds < 2.0, ran  # refused at once, not after retries
 
 
-def analysis_engine_healed(ran: Ran) -> None:
-    assert _get_json(CHAOS[0])["config"]["error_rate"] == 0.0, ran
+def healed(url: str) -> Callable[[Ran], None]:
+    def check(ran: Ran) -> None:
+        assert _get_json(url)["config"]["error_rate"] == 0.0, ran
+
+    return check
 
 
 def breaker_reset(ran: Ran) -> None:
@@ -134,6 +153,10 @@ def degraded_signal(ran: Ran) -> None:
     assert answer["prediction"] is None, ran
     assert answer["degraded"] == ["ml-workbench-service"], ran
     assert re.fullmatch(REGIMES, answer["regime"]["regime"]), ran
+
+
+def workbench_instance_cleared(ran: Ran) -> None:
+    assert _get_json(CHAOS[3])["config"]["latency_ms"] == 0, ran
 
 
 def chaos_cleared(ran: Ran) -> None:
@@ -164,13 +187,19 @@ class Check:
 
 CHECKS = [
     Check(r"^curl '?http://127\.0\.0\.1:8000/api/v1/signals/EURUSD\?timeframe=1h'?$", signal_with_prediction),
+    Check(r"-X PUT localhost:8011/api/v1/chaos .*error_rate.: 1\.0", analysis_engine_failing),
+    Check(r"^for i in \$\(seq 20\).*localhost:8000/api/v1/regime/EURUSD", routed_around),
+    Check(r"^curl -s localhost:8000/api/v1/resilience \| python3", instance_status),
     Check(r"-X PUT localhost:8001/api/v1/chaos .*error_rate.: 1\.0", analysis_engine_failing),
-    Check(r"^for .*localhost:8000/api/v1/regime/EURUSD", breaker_opens),
+    Check(r"^for i in 1 2 3; .*localhost:8000/api/v1/regime/EURUSD", breaker_opens),
     Check(r"^curl -i localhost:8000/api/v1/regime/EURUSD$", fails_fast_with_retry_after),
-    Check(r"^curl -X DELETE localhost:8001/api/v1/chaos$", analysis_engine_healed),
+    Check(r"^curl -X DELETE localhost:8011/api/v1/chaos$", healed(CHAOS[1])),
+    Check(r"^curl -X DELETE localhost:8001/api/v1/chaos$", healed(CHAOS[0])),
     Check(r"-X POST localhost:8000/api/v1/resilience/analysis-engine-service/reset", breaker_reset),
+    Check(r"-X PUT localhost:8012/api/v1/chaos .*latency_ms.: 5000", workbench_slow),
     Check(r"-X PUT localhost:8002/api/v1/chaos .*latency_ms.: 5000", workbench_slow),
     Check(r"^curl localhost:8000/api/v1/signals/EURUSD$", degraded_signal),
+    Check(r"^curl -X DELETE localhost:8012/api/v1/chaos", workbench_instance_cleared),
     Check(r"^curl -X DELETE localhost:8002/api/v1/chaos", chaos_cleared),
     Check(r"AnalysisEngineClient\(config\) as client", direct_client_output),
     Check(r"get_analysis_engine_client\(\)", factory_output),
@@ -226,7 +255,7 @@ def make_run(tmp_path_factory) -> Iterator[Path]:
     if taken:
         # The commands name these ports, so they cannot run elsewhere; a developer's own
         # `make run` in another terminal is the usual holder, and not a defect to fail on.
-        pytest.skip(f"port(s) {taken} in use (a `make run` elsewhere?): the README's commands need 8000-8002")
+        pytest.skip(f"port(s) {taken} in use (a `make run` elsewhere?): the README's commands need {PORTS}")
     log = tmp_path_factory.mktemp("readme") / "make-run.log"
     with log.open("wb") as out:
         launcher = subprocess.Popen(
