@@ -24,6 +24,7 @@ __all__ = [
     "ClientMetrics",
     "MetricFamilies",
     "PEER",
+    "SERVER",
     "default_families",
 ]
 
@@ -32,6 +33,9 @@ BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 #: The label naming the dependency on every family.
 PEER = "peer_service"
+#: The label naming one instance of it (``host:port``): OpenTelemetry's ``server.address``.
+#: Not ``instance``, which Prometheus sets to the scraped target and would rename ours.
+SERVER = "server_address"
 #: The labels of ``service_client_requests_total``, in order.
 CALL_LABELS = (PEER, "http_request_method", "url_template", "outcome", "http_response_status_code")
 _ENDPOINT_LABELS = (PEER, "http_request_method", "url_template")
@@ -123,18 +127,18 @@ class MetricFamilies:
             [PEER],
             registry=registry,
         )
-        # One upstream's instances (DESIGN §9). ``instance`` is ``host:port``; past a cap
+        # One upstream's instances (DESIGN §9), by ``server_address`` (``host:port``); past a cap
         # per upstream (app/observability/instances.py) further instances share "other".
         self.instance_attempts = Counter(
             "service_client_instance_attempts",
             "Attempts by instance and how they ended (success, error, failure, throttled, cancelled)",
-            [PEER, "instance", "outcome"],
+            [PEER, SERVER, "outcome"],
             registry=registry,
         )
         self.instance_ejections = Counter(
             "service_client_instance_ejections",
             "Instances ejected by outlier detection, by reason",
-            [PEER, "instance", "reason"],
+            [PEER, SERVER, "reason"],
             registry=registry,
         )
         self.instances = Gauge(
@@ -146,7 +150,7 @@ class MetricFamilies:
         self.instance_ewma = Gauge(
             "service_client_instance_ewma_seconds",
             "Each instance's peak-EWMA round trip, as the balancer sees it",
-            [PEER, "instance"],
+            [PEER, SERVER],
             registry=registry,
         )
 

@@ -367,20 +367,20 @@ async def test_logs_spans_metrics_and_errors_name_the_instance(
     assert (
         sample(
             "service_client_instance_attempts_total",
-            {"peer_service": "named", "instance": good, "outcome": "success"},
+            {"peer_service": "named", "server_address": good, "outcome": "success"},
         )
         == 2
     )
     assert (
         sample(
             "service_client_instance_attempts_total",
-            {"peer_service": "named", "instance": bad, "outcome": "failure"},
+            {"peer_service": "named", "server_address": bad, "outcome": "failure"},
         )
         == 2
     )
     assert sample("service_client_instances", {"peer_service": "named", "state": "healthy"}) == 2
     assert (
-        sample("service_client_instance_ewma_seconds", {"peer_service": "named", "instance": good}) or 0
+        sample("service_client_instance_ewma_seconds", {"peer_service": "named", "server_address": good}) or 0
     ) > 0
 
 

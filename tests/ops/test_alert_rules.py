@@ -43,8 +43,11 @@ REQUIRED_ALERTS = {
     "ServiceClientErrorRatioHigh",
     "ServiceClientRetryBudgetExhausted",
     "ServiceClientBulkheadSaturated",
+    "ServiceClientInstancesEjected",
 }
-# Labels Prometheus itself adds to every scraped series.
+# Labels Prometheus itself adds to every scraped series. A scraped series' own label of
+# the same name would be kept as ``exported_<name>`` (honor_labels: false, the default),
+# which is why the instance families name the upstream's host:port ``server_address``.
 TARGET_LABELS = {"job", "instance"}
 REGIME = {"symbol": "EURUSD", "timeframe": "1h", "regime": "ranging", "confidence": 0.5, "metrics": {}}
 
@@ -170,6 +173,11 @@ def test_the_dashboard_is_well_formed() -> None:
         "service_client_retries_total",
         "service_client_rejections_total",
         'reason="budget_exhausted"',
+        "service_client_instance_attempts_total",
+        "service_client_instance_ejections_total",
+        "service_client_instances",
+        "service_client_instance_ewma_seconds",
+        "service_client_discovery_updates_total",
     ):
         assert needed in text, needed
 
@@ -291,13 +299,53 @@ async def gateway_traffic(upstream: Upstream, monkeypatch) -> str:
             return await resp.text()
 
 
+async def fleet_gateway_traffic(upstream: Upstream, monkeypatch, tmp_path: Path) -> str:
+    """The gateway's /metrics with the Analysis Engine as two instances found through a file, one failing.
+
+    As ``make run`` runs it (file discovery), with round robin and one failure to eject, so
+    the failing instance gets a call at once and is ejected: every instance family exports.
+    """
+    failing = Upstream()
+    await failing.server.start_server()
+    try:
+        upstream.route("market-regime/EURUSD", json_answer(REGIME))
+        failing.route("*", json_answer({}, status=503))
+        instances = tmp_path / "analysis-engine.instances.json"
+        instances.write_text(json.dumps({"instances": [upstream.base_url, failing.base_url]}))
+        monkeypatch.setenv("APP_ENV", "test")
+        monkeypatch.setenv("APP_ANALYSIS_ENGINE__BASE_URL", upstream.base_url)
+        monkeypatch.setenv("APP_ANALYSIS_ENGINE__DISCOVERY", instances.as_uri())
+        monkeypatch.setenv("APP_ANALYSIS_ENGINE__LOAD_BALANCER", "round_robin")
+        monkeypatch.setenv("APP_ANALYSIS_ENGINE__OUTLIER_CONSECUTIVE_FAILURES", "1")
+        container = Container()
+        container.settings.override(load_settings())
+        async with serve(create_app(container)) as base, aiohttp.ClientSession() as http:
+            for _ in range(50):
+                async with http.get(f"{base}/api/v1/regime/EURUSD") as resp:
+                    assert resp.status == 200  # the failing instance's attempt is retried on the other
+                async with http.get(f"{base}/api/v1/resilience") as resp:
+                    fleet = (await resp.json())["dependencies"]["analysis-engine-service"]["instances"]
+                if fleet["ejected"]:
+                    break
+            assert fleet["ejected"] == 1, fleet
+            async with http.get(f"{base}/metrics") as resp:
+                return await resp.text()
+    finally:
+        await failing.server.close()
+
+
 def exported(*expositions: str) -> dict[str, set[str]]:
-    """Every sample name in the expositions, with the labels its samples carry."""
+    """Every sample name in the expositions, with the labels it has once Prometheus has scraped it.
+
+    A sample's own ``job`` or ``instance`` label would become ``exported_job`` or
+    ``exported_instance``: Prometheus's are the scraped target's (TARGET_LABELS).
+    """
     out: dict[str, set[str]] = {}
     for text in expositions:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                out.setdefault(sample.name, set()).update(sample.labels)
+                labels = {f"exported_{label}" if label in TARGET_LABELS else label for label in sample.labels}
+                out.setdefault(sample.name, set()).update(labels)
     return out
 
 
@@ -317,10 +365,14 @@ def all_queries() -> Iterator[tuple[str, str]]:
 
 
 async def test_rules_and_dashboard_read_only_exported_series_and_labels(
-    upstream: Upstream, monkeypatch
+    upstream: Upstream, monkeypatch, tmp_path
 ) -> None:
     """Every metric the rules and the dashboard read is exported after real calls, with every label they use."""
-    series = exported(await client_traffic(upstream), await gateway_traffic(upstream, monkeypatch))
+    series = exported(
+        await client_traffic(upstream),
+        await gateway_traffic(upstream, monkeypatch),
+        await fleet_gateway_traffic(upstream, monkeypatch, tmp_path),
+    )
     used: set[str] = set()
     for where, expr in all_queries():
         query = Query(expr)
@@ -344,4 +396,9 @@ async def test_rules_and_dashboard_read_only_exported_series_and_labels(
         "service_client_fallbacks_total",
         "http_server_requests_total",
         "http_server_request_duration_seconds_bucket",
+        "service_client_instance_attempts_total",
+        "service_client_instance_ejections_total",
+        "service_client_instances",
+        "service_client_instance_ewma_seconds",
+        "service_client_discovery_updates_total",
     } <= used
