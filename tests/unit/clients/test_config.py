@@ -171,9 +171,14 @@ def test_fleet_options_are_off_and_checked() -> None:
     assert not plain.fleet
     assert plain.instances is None
     assert plain.discovery is None
-    listed = ClientConfig(instances=["http://127.0.0.1:1/api", "http://127.0.0.1:2/api/", "http://127.0.0.1:1/api"])
+    listed = ClientConfig(
+        instances=["http://127.0.0.1:1/api", "http://127.0.0.1:2/api/", "http://127.0.0.1:1/api"]
+    )
     assert listed.base_url == "http://127.0.0.1:1/api/"  # the first stands for the upstream
-    assert listed.instances == ("http://127.0.0.1:1/api/", "http://127.0.0.1:2/api/")  # normalised, deduplicated
+    assert listed.instances == (
+        "http://127.0.0.1:1/api/",
+        "http://127.0.0.1:2/api/",
+    )  # normalised, deduplicated
     with pytest.raises(ValidationError, match="either instances or discovery"):
         ClientConfig(instances=["http://127.0.0.1:1/"], discovery="file:///tmp/x.json")
     with pytest.raises(ValidationError, match="instance 0: must not carry credentials"):

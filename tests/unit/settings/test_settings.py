@@ -187,7 +187,9 @@ def test_bad_fleet_settings_name_the_field_and_the_variable(monkeypatch, var, va
 
 
 def test_instances_from_the_environment(monkeypatch) -> None:
-    monkeypatch.setenv("APP_ANALYSIS_ENGINE__INSTANCES", '["http://127.0.0.1:9001/api/v1", "http://127.0.0.1:9002/api/v1"]')
+    monkeypatch.setenv(
+        "APP_ANALYSIS_ENGINE__INSTANCES", '["http://127.0.0.1:9001/api/v1", "http://127.0.0.1:9002/api/v1"]'
+    )
     monkeypatch.setenv("APP_ANALYSIS_ENGINE__OUTLIER_MAX_EJECTION_PERCENT", "100")
     config = load_settings().analysis_engine
     assert config.instances == ("http://127.0.0.1:9001/api/v1/", "http://127.0.0.1:9002/api/v1/")
