@@ -1,7 +1,8 @@
-"""A minimal HTTP/1.1 keep-alive server (``python -m benchmarks.fallback_server PORT``).
+"""A minimal HTTP/1.1 keep-alive server (``python -m benchmarks.fallback_server PORT [DELAY_MS]``).
 
-Used when nginx cannot be installed, and for ``/slow`` (the memory benchmark's endpoint
-that holds every response for a while), which nginx cannot do.
+Used when nginx cannot be installed, for ``/slow`` (the memory benchmark's endpoint
+that holds every response for a while), and, with ``DELAY_MS``, for the many-instances
+benchmark's instances (every answer held that long), none of which nginx can do.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 from benchmarks.payloads import ERROR, LARGE, SMALL
 
 SLOW_SECONDS = 3.0
+#: Every other answer is held this long (``DELAY_MS``); 0 answers at once.
+DELAY_SECONDS = 0.0
 
 
 def _response(status: bytes, body: bytes) -> bytes:
@@ -49,6 +52,8 @@ class Server(asyncio.Protocol):
             reply = RESPONSES.get(path, NOT_FOUND)
             if path == b"/slow":
                 asyncio.get_running_loop().call_later(SLOW_SECONDS, self._write, reply)
+            elif DELAY_SECONDS:
+                asyncio.get_running_loop().call_later(DELAY_SECONDS, self._write, reply)
             else:
                 self._write(reply)
 
@@ -70,6 +75,8 @@ if __name__ == "__main__":
 
     # 10k connections at once for the memory benchmark: lift the soft descriptor limit.
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+    if len(sys.argv) > 2:
+        DELAY_SECONDS = float(sys.argv[2]) / 1000
     try:
         import uvloop
 

@@ -7,6 +7,7 @@ and the report gives medians. ``--quick`` runs a small version, to check the har
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import socket
@@ -33,6 +34,7 @@ FULL = {
     "growth": 1_000_000,
     "gateway": 20_000,
     "micro": 100_000,
+    "fleet": 20_000,
 }
 QUICK = {
     "n64": 2_000,
@@ -42,6 +44,7 @@ QUICK = {
     "growth": 20_000,
     "gateway": 2_000,
     "micro": 10_000,
+    "fleet": 2_000,
 }
 SLOW = {"httpx": 0.1}
 
@@ -115,6 +118,47 @@ def gateway(base: str, sizes: dict[str, int]) -> dict[str, float]:
     return {route: statistics.median(values) for route, values in results.items()}
 
 
+#: The many-instances benchmark: how long each instance holds every answer (ms). The
+#: third is the slow one, ten times the others; the single-instance client gets the first.
+FLEET_DELAYS_MS = (20.0, 20.0, 200.0)
+FLEET_CONCURRENCY = 64
+
+
+def fleet(sizes: dict[str, int]) -> dict[str, Any]:
+    """Variant 3's client over three instances (one slow) against the same client on one fast one.
+
+    Every instance is the fallback server holding each answer (nginx cannot), so both
+    clients meet the same kind of server; rounds interleaved, medians.
+    """
+    keys = ("req_s", "p50_ms", "p99_ms", "cpu_us")
+    runs: dict[str, list[dict[str, Any]]] = {"single": [], "three": []}
+    with contextlib.ExitStack() as stack:
+        bases = [stack.enter_context(fallback_server(ms)) for ms in FLEET_DELAYS_MS]
+        for round_no in range(sizes["rounds"]):
+            for name, targets in (("single", bases[:1]), ("three", bases)):
+                result = _python(
+                    "benchmarks.fleet", str(FLEET_CONCURRENCY), str(sizes["fleet"]), "small", *targets
+                )
+                runs[name].append(result)
+                shares = " / ".join(f"{share:.3f}" for share in result["shares"])
+                print(
+                    f"  round {round_no + 1} fleet {name}: {result['req_s']:.0f} req/s, "
+                    f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, shares {shares}",
+                    flush=True,
+                )
+    out: dict[str, Any] = {
+        "delays_ms": list(FLEET_DELAYS_MS),
+        "concurrency": FLEET_CONCURRENCY,
+        "calls": sizes["fleet"],
+    }
+    for name, results in runs.items():
+        out[name] = {key: statistics.median(r[key] for r in results) for key in keys}
+        out[name]["shares"] = [
+            statistics.median(column) for column in zip(*(r["shares"] for r in results), strict=True)
+        ]
+    return out
+
+
 def versions() -> dict[str, str]:
     names = ["aiohttp", "uvloop", "dependency-injector", "fastapi", "uvicorn", "prometheus-client", "orjson",
              "aiobreaker", "backoff", "aiohttp-retry", "tenacity", "httpx"]  # fmt: skip
@@ -162,6 +206,8 @@ def main() -> int:
             "benchmarks.memory", "growth", f"{base}/small", str(sizes["growth"]), timeout=900
         )
         print(f"  growth: {results['growth']}", flush=True)
+    # Not on nginx: it cannot hold an answer. Both clients of the comparison meet the fallback server.
+    results["fleet"] = fleet(sizes)
     with fallback_server() as slow_base:
         results["inflight"] = _python(
             "benchmarks.memory", "inflight", f"{slow_base}/slow", str(sizes["inflight"])

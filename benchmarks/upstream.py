@@ -99,11 +99,12 @@ def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def fallback_server() -> Iterator[str]:
-    """The minimal server, in its own process."""
+def fallback_server(delay_ms: float = 0.0) -> Iterator[str]:
+    """The minimal server, in its own process; ``delay_ms`` holds every answer that long."""
     port = free_port()
+    delay = [str(delay_ms)] if delay_ms else []
     proc = subprocess.Popen(  # noqa: S603 - our own module
-        [sys.executable, "-m", "benchmarks.fallback_server", str(port)],
+        [sys.executable, "-m", "benchmarks.fallback_server", str(port), *delay],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         preexec_fn=pin_server,  # noqa: PLW1509 - one syscall before exec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # loaded machine (it takes about 35 s on an idle one).
 @pytest.mark.timeout(300)
 def test_quick_benchmark_writes_every_section(tmp_path) -> None:
-    """The quick run measures every variant, the gateway, memory and the micro-benchmarks."""
+    """The quick run measures every variant, three instances, the gateway, memory and the micro-benchmarks."""
     output = tmp_path / "BENCHMARKS.md"
     proc = subprocess.run(  # noqa: S603 - our own module
         [sys.executable, "-m", "benchmarks.run", "--quick", "--output", str(output)],
@@ -23,7 +24,15 @@ def test_quick_benchmark_writes_every_section(tmp_path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = output.read_text()
-    for heading in ("## Targets", "## Client variants", "## Gateway", "## Micro-benchmarks", "## Memory"):
+    headings = (
+        "## Targets",
+        "## Client variants",
+        "## Many instances",
+        "## Gateway",
+        "## Micro-benchmarks",
+        "## Memory",
+    )
+    for heading in headings:
         assert heading in report
     for label in (
         "raw aiohttp (baseline)",
@@ -37,3 +46,16 @@ def test_quick_benchmark_writes_every_section(tmp_path) -> None:
     assert "P1a" in report
     assert "P6" in report
     assert (tmp_path / "docs" / "benchmarks.png").stat().st_size > 5_000
+    assert "three instances, one slow" in report
+    # Three instances, the third slow, against one: sane figures, not timings.
+    fleet = json.loads(output.with_suffix(".json").read_text())["fleet"]
+    single, three = fleet["single"], fleet["three"]
+    for row in (single, three):
+        assert row["req_s"] > 0
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
+    assert single["shares"] == [1.0]
+    assert len(three["shares"]) == 3
+    assert abs(sum(three["shares"]) - 1) < 0.01
+    # Round robin would give the slow instance a third; the balancer gives it much less.
+    assert three["shares"][2] < 0.25, three["shares"]
+    assert min(three["shares"][:2]) > 0.3, three["shares"]
