@@ -7,7 +7,7 @@ SUM := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 RUNTIME := $(VENV)/.runtime-$(SUM)
 DEV := $(VENV)/.dev-$(SUM)
 
-.PHONY: run install test lint typecheck pytest browser promtool discovery-servers screenshot bench bench-quick clean
+.PHONY: run install test lint typecheck pytest browser promtool discovery-servers redis screenshot bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,11 +63,18 @@ discovery-servers:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dnsmasq-base etcd-server) >/dev/null 2>&1; } || \
 		echo "make: dnsmasq or etcd could not be installed; the DNS and etcd discovery tests will be skipped"
 
+# Debian's redis-server, for the shared-state tests (they start their own on free ports).
+# Where it cannot be installed those tests skip themselves and say why.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server) >/dev/null 2>&1; } || \
+		echo "make: redis-server could not be installed; the shared-state tests will be skipped"
+
 # Regenerates docs/dashboard.png, the README's screenshot, from the real page.
 screenshot: $(DEV) browser
 	$(BIN)/python scripts/dashboard_screenshot.py
 
-test: lint typecheck browser promtool discovery-servers pytest
+test: lint typecheck browser promtool discovery-servers redis pytest
 
 # The full benchmark (about 8 minutes on 2 cores): installs nginx from Debian when it
 # can, and rewrites BENCHMARKS.md and docs/benchmarks.png.

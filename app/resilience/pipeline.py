@@ -32,7 +32,14 @@ from app.resilience.hedging import HedgingPolicy
 from app.resilience.ratelimit import RateLimiter
 from app.resilience.retry import RetryPolicy
 
-__all__ = ["CallRecord", "Pipeline", "PipelineEvents", "is_breaker_failure", "is_breaker_neutral"]
+__all__ = [
+    "CallRecord",
+    "Pipeline",
+    "PipelineEvents",
+    "SharedRateLimiter",
+    "is_breaker_failure",
+    "is_breaker_neutral",
+]
 
 T = TypeVar("T")
 
@@ -106,6 +113,18 @@ class PipelineEvents(Protocol):
         ...
 
 
+class SharedRateLimiter(Protocol):
+    """A rate limit kept elsewhere (over every replica): booking a slot takes a round trip."""
+
+    async def reserve_slot(self, max_wait: float) -> tuple[float, float | None]:
+        """As ``RateLimiter.reserve_slot``: the wait and the slot, or (-time to a slot, None)."""
+        ...
+
+    def give_back(self, slot: float | None) -> None:
+        """Hand back a slot that was never used, where the limiter can."""
+        ...
+
+
 class _NoEvents:
     def retry(self, record: CallRecord, error: ClientError, wait: float) -> None:
         return None
@@ -126,7 +145,7 @@ class Pipeline:
 
     __slots__ = (
         "adaptive", "attempt_timeout", "breaker", "budget", "bulkhead", "clock", "events",
-        "hedging", "rate_limiter", "retry",
+        "hedging", "rate_limiter", "retry", "shared_limiter",
     )  # fmt: skip
 
     def __init__(
@@ -142,6 +161,7 @@ class Pipeline:
         rate_limiter: RateLimiter | None = None,
         hedging: HedgingPolicy | None = None,
         adaptive: Gradient2Limit | None = None,
+        shared_limiter: SharedRateLimiter | None = None,
     ) -> None:
         self.bulkhead = bulkhead
         self.breaker = breaker
@@ -153,6 +173,8 @@ class Pipeline:
         self.rate_limiter = rate_limiter
         self.hedging = hedging
         self.adaptive = adaptive
+        #: The global limit (``rate_limit_scope="global"``), used when ``rate_limiter`` is None.
+        self.shared_limiter = shared_limiter
         if adaptive is not None:
             bulkhead.set_limit(adaptive.current)
 
@@ -184,17 +206,12 @@ class Pipeline:
         slot: float | None = None
         if limiter is not None:
             wait, slot = limiter.reserve_slot(deadline.remaining())
-            if wait < 0:
-                self.events.rejected(record, "rate_limited")
-                raise self._error(
-                    RateLimitedError, "client-side rate limit reached", record, retry_after=-wait
-                )
-            if wait > 0:
-                try:
-                    await self.clock.sleep(wait)
-                except BaseException:
-                    limiter.give_back(slot)
-                    raise
+            if wait:
+                await self._rate_wait(wait, slot, record)
+        elif self.shared_limiter is not None:  # a limit over every replica: one Redis round trip
+            wait, slot = await self.shared_limiter.reserve_slot(deadline.remaining())
+            if wait:
+                await self._rate_wait(wait, slot, record)
         bulkhead = self.bulkhead
         if not bulkhead.try_acquire():
             try:
@@ -220,9 +237,24 @@ class Pipeline:
         finally:
             bulkhead.release()
 
+    async def _rate_wait(self, wait: float, slot: float | None, record: CallRecord) -> None:
+        """Refused (``wait`` < 0, the time to a free slot) or wait for the booked slot."""
+        if wait < 0:
+            self.events.rejected(record, "rate_limited")
+            raise self._error(RateLimitedError, "client-side rate limit reached", record, retry_after=-wait)
+        try:
+            await self.clock.sleep(wait)
+        except BaseException:
+            self._give_back(slot)
+            raise
+
     def _give_back(self, slot: float | None) -> None:
-        if slot is not None and self.rate_limiter is not None:
+        if slot is None:
+            return
+        if self.rate_limiter is not None:
             self.rate_limiter.give_back(slot)
+        elif self.shared_limiter is not None:
+            self.shared_limiter.give_back(slot)
 
     async def _attempts(
         self,

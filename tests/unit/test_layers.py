@@ -44,6 +44,7 @@ PACKAGES = [
     "app.observability",
     "app.discovery",
     "app.balancing",
+    "app.state",
     "app.clients",
     "app.clients.testing",
     "settings",

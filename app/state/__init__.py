@@ -1,0 +1,17 @@
+"""Shared state between replicas through Redis: off by default; never blocks a call (DESIGN §9)."""
+
+from app.state.gcra import GlobalRateLimiter
+from app.state.metrics import SharedStateFamilies, shared_state_families
+from app.state.settings import FailureMode, SharedStateSettings
+from app.state.shared import SharedState, SharedStateUnavailable, redact_url
+
+__all__ = [
+    "FailureMode",
+    "GlobalRateLimiter",
+    "SharedState",
+    "SharedStateFamilies",
+    "SharedStateSettings",
+    "SharedStateUnavailable",
+    "redact_url",
+    "shared_state_families",
+]
