@@ -8,10 +8,16 @@ from dependency_injector.ext.starlette import Lifespan
 from app.clients.config import ClientConfig
 from app.clients.policies import ClientPolicies
 from app.clients.registry import client_class_for
-from app.clients.resources import client_resource, session_resource
+from app.clients.resources import (
+    client_resource,
+    session_resource,
+    shared_state_or_none,
+    shared_state_resource,
+)
 from app.observability.lifecycle import Lifecycle
 from app.observability.status import DependencyView
 from app.resilience.clock import MONOTONIC
+from app.state import SharedState
 from app.upstream_registry import UpstreamRegistry, open_configured_upstreams
 from settings import load_settings
 
@@ -30,10 +36,12 @@ class UpstreamContainer(containers.DeclarativeContainer):
     #: Whether the service can answer without this upstream (readiness only).
     essential = providers.Dependency(instance_of=bool, default=True)
     clock = providers.Object(MONOTONIC)
+    #: The process's Redis (the parent's), or None: shared state is off by default.
+    shared_state: providers.Provider[SharedState | None] = providers.Object(None)
 
     #: Every policy a client of this upstream shares: the lifespan's client and the
     #: factory path's get this one object.
-    policies = providers.Singleton(ClientPolicies.from_config, config, clock)
+    policies = providers.Singleton(ClientPolicies.from_config, config, clock, shared_state=shared_state)
     breaker = policies.provided.breaker
     bulkhead = policies.provided.bulkhead
     retry = policies.provided.retry
@@ -53,6 +61,7 @@ class UpstreamContainer(containers.DeclarativeContainer):
         adaptive=adaptive,
         essential=essential,
         fleet=policies.provided.fleet_status,
+        shared=policies.provided.shared_status,
     )
 
     session = providers.Resource(session_resource, config)
@@ -71,6 +80,11 @@ class Container(containers.DeclarativeContainer):
 
     settings = providers.Singleton(load_settings)
 
+    #: Shared state between replicas: one Redis client per process when ``APP_REDIS_URL``
+    #: is set, else None (nothing shared, nothing opened); started and stopped by the lifespan.
+    shared_state = providers.Singleton(shared_state_or_none, settings.provided.shared_state_settings.call())
+    shared_state_open = providers.Resource(shared_state_resource, shared_state)
+
     # Config, client class and role come from the same places as any upstream's: the
     # settings entry, the class bound to the name (app.clients.registry), the settings.
     analysis_engine = providers.Container(
@@ -78,12 +92,14 @@ class Container(containers.DeclarativeContainer):
         config=settings.provided.upstreams["analysis_engine"],
         client_class=providers.Callable(client_class_for, "analysis_engine"),
         essential=settings.provided.is_essential.call("analysis_engine"),
+        shared_state=shared_state,
     )
     ml_workbench = providers.Container(
         UpstreamContainer,
         config=settings.provided.upstreams["ml_workbench"],
         client_class=providers.Callable(client_class_for, "ml_workbench"),
         essential=settings.provided.is_essential.call("ml_workbench"),
+        shared_state=shared_state,
     )
 
     #: Every upstream's sub-container by name: the declared ones above, and one
@@ -93,6 +109,7 @@ class Container(containers.DeclarativeContainer):
         settings,
         declared=providers.Dict(analysis_engine=analysis_engine, ml_workbench=ml_workbench),
         container_class=providers.Object(UpstreamContainer),
+        shared_state=shared_state,
     )
     #: The lifespan opens the declared upstreams' Resources itself, and the others through this.
     configured_upstreams = providers.Resource(open_configured_upstreams, upstreams)

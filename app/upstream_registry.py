@@ -37,6 +37,7 @@ class UpstreamRegistry(Mapping[str, Any]):
         *,
         declared: Mapping[str, Any],
         container_class: type[containers.DeclarativeContainer],
+        shared_state: Any = None,
     ) -> None:
         self.configured = containers.DynamicContainer()
         self._entries: dict[str, Any] = {}
@@ -52,6 +53,7 @@ class UpstreamRegistry(Mapping[str, Any]):
                 config=providers.Object(config),
                 client_class=providers.Object(client_class_for(name)),
                 essential=providers.Object(settings.is_essential(name)),
+                shared_state=providers.Object(shared_state),
             )
             self.configured.set_provider(name, sub)
             self._entries[name] = sub.container

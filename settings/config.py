@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -23,8 +23,9 @@ from yarl import URL
 
 from app.clients.config import ClientConfig
 from app.clients.registry import UPSTREAM_NAME, default_service_name
+from app.state import SharedStateSettings
 
-__all__ = ["FLAT_ALIASES", "Settings", "UPSTREAMS", "env_prefix", "longest_call_seconds"]
+__all__ = ["FLAT_ALIASES", "Settings", "SharedStateConfig", "UPSTREAMS", "env_prefix", "longest_call_seconds"]
 
 Profile = Literal["local", "test", "production"]
 
@@ -174,6 +175,25 @@ class FlatAliasSource(PydanticBaseSettingsSource):
         return {"upstreams": out} if out else {}
 
 
+class SharedStateConfig(BaseModel):
+    """How replicas share state in Redis (``APP_SHARED_STATE__<FIELD>``); used only with ``redis_url``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Every Redis call on a request path ends within this, or the replica uses local state.
+    deadline_seconds: float = Field(default=0.02, gt=0, le=1)
+    connect_timeout_seconds: float = Field(default=0.25, gt=0, le=30)
+    socket_timeout_seconds: float = Field(default=0.25, gt=0, le=30)
+    health_check_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: Redis's own breaker: this many failed calls in a row, then one trial after the reset time.
+    breaker_failure_threshold: int = Field(default=3, ge=1, le=1000)
+    breaker_reset_seconds: float = Field(default=2.0, gt=0, le=3600)
+    key_prefix: str = Field(default="rc:", min_length=1, max_length=64)
+    replica_lease_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: A global limit while Redis is unavailable: ``local`` (limit / replicas seen), ``open``, ``closed``.
+    failure_mode: Literal["local", "open", "closed"] = "local"
+
+
 class Settings(BaseSettings):
     """Everything the gateway reads at start-up. ``APP_ENV`` picks the profile file.
 
@@ -232,6 +252,11 @@ class Settings(BaseSettings):
     admin_enabled: bool = False
     #: When set, the admin endpoints require it as a bearer token (in every profile).
     admin_token: SecretStr | None = None
+
+    #: Shared state between replicas (DESIGN §9): off unless set. ``APP_REDIS_URL``,
+    #: ``redis://[:password@]host:port/db``; a secret (it may hold a password).
+    redis_url: SecretStr | None = None
+    shared_state: SharedStateConfig = SharedStateConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -371,6 +396,22 @@ class Settings(BaseSettings):
     def is_essential(self, name: str) -> bool:
         """True when the gateway cannot answer without the upstream ``name``."""
         return name in self.essential_dependencies
+
+    def shared_state_settings(self) -> SharedStateSettings | None:
+        """What the process's Redis client needs, or None when shared state is off (no ``redis_url``)."""
+        if self.redis_url is None:
+            return None
+        return SharedStateSettings(url=self.redis_url.get_secret_value(), **self.shared_state.model_dump())
+
+    @model_validator(mode="after")
+    def _global_limits_need_redis(self) -> Settings:
+        if self.redis_url is None:
+            wanting = sorted(n for n, c in self.upstreams.items() if c.rate_limit_scope == "global")
+            if wanting:
+                raise ValueError(
+                    f"rate_limit_scope=global for {', '.join(wanting)} needs shared state: set APP_REDIS_URL"
+                )
+        return self
 
     @model_validator(mode="after")
     def _essential_are_upstreams(self) -> Settings:

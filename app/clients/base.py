@@ -112,6 +112,7 @@ class BaseServiceClient:
             rate_limiter=self.rate_limiter,
             hedging=self.hedging,
             adaptive=self.adaptive,
+            shared_limiter=policies.shared_limiter,
         )
         self._resolver = EndpointResolver(cfg.base_url)
         self._headers = client_headers(cfg)

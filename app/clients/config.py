@@ -132,6 +132,9 @@ class ClientConfig(BaseModel):
     rate_limit_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
     rate_limit_burst: int = Field(default=10, ge=1, le=1_000_000)
     rate_limit_mode: Literal["wait", "fail"] = "wait"
+    #: ``local``: this process's calls; ``global``: every replica's together, kept in Redis
+    #: (needs the settings' ``redis_url``; while Redis is unavailable, see ``failure_mode``).
+    rate_limit_scope: Literal["local", "global"] = "local"
 
     # logging and metrics
     enable_metrics: bool = True
@@ -245,6 +248,8 @@ class ClientConfig(BaseModel):
     def _delays_ordered(self) -> ClientConfig:
         if self.retry_base_delay > self.retry_max_delay:
             raise ValueError("retry_base_delay must not exceed retry_max_delay")
+        if self.rate_limit_scope == "global" and self.rate_limit_per_second is None:
+            raise ValueError("rate_limit_scope=global needs rate_limit_per_second")
         if self.instances is not None and self.discovery is not None:
             raise ValueError("give either instances or discovery, not both")
         if self.discovery_min_ttl_seconds > self.discovery_max_ttl_seconds:

@@ -25,6 +25,7 @@ from app.resilience.pipeline import is_breaker_failure, is_breaker_neutral
 from app.resilience.ratelimit import RateLimiter
 from app.resilience.retry import RetryPolicy
 from app.resilience.window import CountWindow, OutcomeWindow, TimeWindow
+from app.state import GlobalRateLimiter, SharedState
 
 __all__ = [
     "ClientPolicies",
@@ -38,6 +39,7 @@ __all__ = [
     "observer_from_config",
     "rate_limiter_from_config",
     "retry_from_config",
+    "shared_limiter_from_config",
 ]
 
 
@@ -150,6 +152,22 @@ def rate_limiter_from_config(config: ClientConfig, clock: Clock = MONOTONIC) -> 
     return RateLimiter(config.rate_limit_per_second, config.rate_limit_burst, config.rate_limit_mode, clock)
 
 
+def shared_limiter_from_config(
+    config: ClientConfig, shared_state: SharedState | None, clock: Clock = MONOTONIC
+) -> GlobalRateLimiter | None:
+    """The limit over every replica, when the config asks for one and there is shared state."""
+    if config.rate_limit_scope != "global" or shared_state is None or config.rate_limit_per_second is None:
+        return None
+    return GlobalRateLimiter(
+        shared_state,
+        config.service_name,
+        config.rate_limit_per_second,
+        config.rate_limit_burst,
+        config.rate_limit_mode,
+        clock=clock,
+    )
+
+
 def hedging_from_config(config: ClientConfig) -> HedgingPolicy | None:
     """The client's hedging policy, or None when off."""
     if not config.hedging_enabled:
@@ -234,6 +252,8 @@ class ClientPolicies:
     #: The balancer over the upstream's instances and the discovery feeding it, or None for one.
     balancer: Balancer | None = None
     discovery: DiscoveryRunner | None = None
+    #: The limit over every replica (``rate_limit_scope="global"`` with shared state), else None.
+    shared_limiter: GlobalRateLimiter | None = None
 
     @classmethod
     def from_config(
@@ -242,11 +262,17 @@ class ClientPolicies:
         clock: Clock = MONOTONIC,
         *,
         families: MetricFamilies | None = None,
+        shared_state: SharedState | None = None,
     ) -> ClientPolicies:
-        """Every policy ``config`` asks for, on ``clock``; metrics into ``families`` (default registry)."""
+        """Every policy ``config`` asks for, on ``clock``; metrics into ``families`` (default registry).
+
+        With ``shared_state`` (the process's Redis, when the settings name one), a
+        ``rate_limit_scope="global"`` limit is kept there; without it, a global limit is local.
+        """
         breaker = breaker_from_config(config, clock)
         bulkhead = bulkhead_from_config(config)
         balancer, discovery = balancer_from_config(config, clock, families)
+        shared_limiter = shared_limiter_from_config(config, shared_state, clock)
         return cls(
             breaker=breaker,
             bulkhead=bulkhead,
@@ -254,12 +280,19 @@ class ClientPolicies:
             observer=observer_from_config(config, breaker, bulkhead, clock, families),
             clock=clock,
             budget=budget_from_config(config, clock),
-            rate_limiter=rate_limiter_from_config(config, clock),
+            rate_limiter=None if shared_limiter is not None else rate_limiter_from_config(config, clock),
+            shared_limiter=shared_limiter,
             hedging=hedging_from_config(config),
             adaptive=adaptive_from_config(config),
             balancer=balancer,
             discovery=discovery,
         )
+
+    def shared_status(self) -> dict[str, Any] | None:
+        """The global limit's shared state (Redis, degraded or not, replicas seen), or None when local."""
+        if self.shared_limiter is None:
+            return None
+        return {"rate_limit": "global", **self.shared_limiter.state.status()}
 
     def fleet_status(self) -> dict[str, Any] | None:
         """The instances, their state, EWMA and share, and the discovery's health; None for one instance."""

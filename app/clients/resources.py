@@ -11,8 +11,9 @@ from app.clients.base import BaseServiceClient
 from app.clients.config import ClientConfig
 from app.clients.policies import ClientPolicies
 from app.clients.session import new_session
+from app.state import SharedState, SharedStateSettings
 
-__all__ = ["client_resource", "session_resource"]
+__all__ = ["client_resource", "session_resource", "shared_state_or_none", "shared_state_resource"]
 
 C = TypeVar("C", bound=BaseServiceClient)
 
@@ -43,3 +44,20 @@ async def client_resource(
         yield client
     finally:
         await client.close()
+
+
+def shared_state_or_none(settings: SharedStateSettings | None) -> SharedState | None:
+    """The process's one Redis (not yet started), or None when shared state is off."""
+    return None if settings is None else SharedState(settings)
+
+
+async def shared_state_resource(state: SharedState | None) -> AsyncIterator[SharedState | None]:
+    """Start the shared state with the lifespan (Redis down: it starts degraded); stop it at the end."""
+    if state is None:
+        yield None
+        return
+    await state.start()
+    try:
+        yield state
+    finally:
+        await state.aclose()

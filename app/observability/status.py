@@ -34,6 +34,7 @@ class DependencyView:
         adaptive: Gradient2Limit | None = None,
         essential: bool = True,
         fleet: Callable[[], dict[str, Any] | None] | None = None,
+        shared: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         self.name = name
         self.essential = essential
@@ -43,6 +44,7 @@ class DependencyView:
         self.budget = budget
         self.adaptive = adaptive
         self.fleet = fleet
+        self.shared = shared
 
     @property
     def breaker_open(self) -> bool:
@@ -96,4 +98,6 @@ class DependencyView:
         )
         # The upstream's instances (state, EWMA, share of traffic), when it has several.
         out["instances"] = None if self.fleet is None else self.fleet()
+        # Its global rate limit's shared state (Redis, degraded or not), when it has one.
+        out["shared_state"] = None if self.shared is None else self.shared()
         return out
