@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import threading
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, Literal, Protocol
 
@@ -21,8 +22,6 @@ __all__ = ["AttemptOutcome", "Balancer", "BalancerEvents", "NoInstanceError"]
 #: and ``success`` say the instance is up; ``cancelled`` says nothing.
 AttemptOutcome = Literal["success", "error", "failure", "throttled", "cancelled"]
 
-#: Added to the cost of an instance inside its Retry-After window: any other instance wins.
-_AVOID = 1e6
 #: The least share of its traffic a new or returning instance gets (slow start).
 _MIN_RAMP = 0.1
 
@@ -83,6 +82,8 @@ class Balancer:
         #: Called when every instance has failed (DNS discovery re-resolves at once).
         self.on_all_failed: Callable[[], None] | None = None
         self._all_failing = False
+        # The async calls and the sync twins' thread share the balancer.
+        self._lock = threading.Lock()
         self._pick = {
             "p2c_peak_ewma": self._pick_peak_ewma,
             "least_request": self._pick_least_request,
@@ -114,12 +115,20 @@ class Balancer:
 
         A removed instance gets no new attempts; it leaves once its attempts in flight have ended.
         """
-        wanted = dict.fromkeys(urls)
+        with self._lock:
+            self._update(dict.fromkeys(urls))
+        self._changed()
+
+    def _update(self, wanted: dict[str, None]) -> None:
         now = self.clock.now()
+        # The first set (discovery's first answer) is where the balancer starts, not newcomers.
+        first = not self._instances
         for url in wanted:
             instance = self._by_url.get(url)
             if instance is None:
                 instance = self._by_url[url] = Instance(url, now, self._typical_ewma(now))
+                if first:
+                    instance.added_at = -math.inf
                 self._instances.append(instance)
             elif instance.draining:
                 instance.draining = False  # came back before it drained away
@@ -128,7 +137,6 @@ class Balancer:
                 instance.draining = True
                 if instance.in_flight == 0:
                     self._remove(instance)
-        self._changed()
 
     def _remove(self, instance: Instance) -> None:
         self._instances.remove(instance)
@@ -151,20 +159,21 @@ class Balancer:
         panics and spreads over all of them, as Envoy does (better some failures than
         the whole load on the few left).
         """
-        now = self.clock.now()
-        if now >= self._next_check:
-            self._maintain(now)
-        live, healthy = self._split(now)
-        if not live:
-            raise NoInstanceError("no instances")
-        if tried:
-            untried = [i for i in healthy if i.url not in tried]
-            if untried:
-                healthy = untried
-        chosen = healthy[0] if len(healthy) == 1 else self._pick(healthy, now)
-        chosen.in_flight += 1
-        chosen.count_pick(now, self.settings.decay_seconds)
-        return chosen
+        with self._lock:
+            now = self.clock.now()
+            if now >= self._next_check:
+                self._maintain(now)
+            live, healthy = self._split(now)
+            if not live:
+                raise NoInstanceError("no instances")
+            if tried:
+                healthy = [i for i in healthy if i.url not in tried] or healthy
+            # Inside a Retry-After window: only when every other choice is too.
+            healthy = [i for i in healthy if now >= i.retry_after_until] or healthy
+            chosen = healthy[0] if len(healthy) == 1 else self._pick(healthy, now)
+            chosen.in_flight += 1
+            chosen.count_pick(now, self.settings.decay_seconds)
+            return chosen
 
     def panicking(self) -> bool:
         """True when too few instances are healthy and calls spread over all of them."""
@@ -192,9 +201,8 @@ class Balancer:
         return self._ramped(*((a, b) if self._load(a, now) <= self._load(b, now) else (b, a)), now)
 
     def _pick_round_robin(self, candidates: list[Instance], now: float) -> Instance:
-        usable = [i for i in candidates if now >= i.retry_after_until] or candidates
         turn = next(self._round_robin)
-        return self._ramped(usable[turn % len(usable)], usable[(turn + 1) % len(usable)], now)
+        return self._ramped(candidates[turn % len(candidates)], candidates[(turn + 1) % len(candidates)], now)
 
     def _ramped(self, winner: Instance, other: Instance, now: float) -> Instance:
         """``winner``, or while it is new (slow start) only with a chance that grows to 1 over the window.
@@ -202,20 +210,23 @@ class Balancer:
         So a new or returning instance gets a tenth of its share at first, whatever the
         load, instead of every call its fresh, low cost would win (Envoy's slow start).
         """
-        window = self.settings.slow_start_seconds
-        age = now - winner.added_at
-        if window <= 0 or age >= window or self._rng.random() < max(_MIN_RAMP, age / window):
+        ramp = self._ramp(winner, now)
+        # The other only if it is not ramping up itself: two newcomers compare by cost.
+        if ramp >= 1.0 or self._ramp(other, now) < 1.0 or self._rng.random() < ramp:
             return winner
         return other
 
+    def _ramp(self, instance: Instance, now: float) -> float:
+        window = self.settings.slow_start_seconds
+        age = now - instance.added_at
+        return 1.0 if window <= 0 or age >= window else max(_MIN_RAMP, age / window)
+
     def _cost(self, instance: Instance, now: float) -> float:
-        """Peak-EWMA RTT x (in flight + 1); any other instance wins while it is told to back off."""
-        cost = instance.decayed_ewma(now, self.settings.decay_seconds) * (instance.in_flight + 1)
-        return cost + _AVOID if now < instance.retry_after_until else cost
+        """Peak-EWMA RTT x (in flight + 1)."""
+        return instance.decayed_ewma(now, self.settings.decay_seconds) * (instance.in_flight + 1)
 
     def _load(self, instance: Instance, now: float) -> float:
-        load = float(instance.in_flight + 1)
-        return load + _AVOID if now < instance.retry_after_until else load
+        return float(instance.in_flight + 1)
 
     def _typical_ewma(self, now: float, newcomer: Instance | None = None) -> float:
         """Where a new or returning instance starts: its healthy peers' mean EWMA, or the default RTT.
@@ -245,11 +256,25 @@ class Balancer:
         The caller's breaker counts an instance's failure only then: while another
         instance answers, one sick instance is the balancer's business, not the breaker's.
         """
+        with self._lock:
+            all_failing, removed = self._finished(instance, outcome, rtt, retry_after)
+        if self.events is not None:
+            self.events.attempt_ended(instance, outcome)
+        if removed:
+            self._changed()
+        return all_failing
+
+    def _finished(
+        self, instance: Instance, outcome: AttemptOutcome, rtt: float, retry_after: float | None
+    ) -> tuple[bool, bool]:
         s, now = self.settings, self.clock.now()
         instance.in_flight -= 1
         all_failing = False
         if outcome == "cancelled":
-            pass
+            # A hedge's loser or a caller gone: it took at least this long, which says it
+            # is slow when that is more than its EWMA (else the balancer never learns it).
+            if rtt > instance.decayed_ewma(now, s.decay_seconds):
+                instance.observe(rtt, now, s.decay_seconds)
         elif outcome in ("success", "error"):
             instance.requests += 1
             instance.interval_requests += 1
@@ -272,12 +297,10 @@ class Balancer:
             if all_failing and not self._all_failing and self.on_all_failed is not None:
                 self.on_all_failed()
             self._all_failing = all_failing
-        if self.events is not None:
-            self.events.attempt_ended(instance, outcome)
-        if instance.draining and instance.in_flight == 0 and instance.url in self._by_url:
+        removed = instance.draining and instance.in_flight == 0 and instance.url in self._by_url
+        if removed:
             self._remove(instance)
-            self._changed()
-        return all_failing
+        return all_failing, removed
 
     def _every_instance_failing(self, now: float) -> bool:
         return all(
@@ -295,8 +318,11 @@ class Balancer:
     def _maintain(self, now: float) -> None:
         """Due work, done at a pick: the failure-rate sweep, and instances whose ejection ended."""
         if now >= self._next_sweep:
-            self._next_sweep = now + self.settings.sweep_interval_seconds
-            self._outliers.sweep([i for i in self._instances if not i.draining], now)
+            interval = self.settings.sweep_interval_seconds
+            # A quiet upstream sweeps at its next pick: every interval since counts as one.
+            intervals = 1 + int((now - self._next_sweep) // interval)
+            self._next_sweep = now + interval
+            self._outliers.sweep([i for i in self._instances if not i.draining], now, intervals)
         for instance in list(self._returning):
             if not instance.ejected(now):
                 self._back(instance, now)

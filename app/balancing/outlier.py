@@ -53,8 +53,8 @@ class OutlierDetector:
         if instance.consecutive_failures >= self._settings.consecutive_failures:
             self._try_eject(instance, live, now, "consecutive_failures")
 
-    def sweep(self, live: Sequence[Instance], now: float) -> None:
-        """One interval's end: eject by failure rate, shorten the healthy's multipliers, reset the counts."""
+    def sweep(self, live: Sequence[Instance], now: float, intervals: int = 1) -> None:
+        """The end of ``intervals`` intervals: eject by failure rate, shorten healthy multipliers, reset."""
         s = self._settings
         for instance in live:
             requests, failures = instance.interval_requests, instance.interval_failures
@@ -65,7 +65,7 @@ class OutlierDetector:
             ):
                 self._try_eject(instance, live, now, "failure_rate")
             elif failures == 0 and instance.times_ejected and not instance.ejected(now):
-                instance.times_ejected -= 1
+                instance.times_ejected = max(0, instance.times_ejected - intervals)
             instance.interval_requests = instance.interval_failures = 0
 
     def _try_eject(self, instance: Instance, live: Sequence[Instance], now: float, reason: str) -> None:

@@ -124,7 +124,7 @@ class BalancedTransport:
                 error.instance_local = True
             raise
         except BaseException:
-            balancer.finished(instance, "cancelled", 0.0)
+            balancer.finished(instance, "cancelled", clock.now() - started)
             raise
         balancer.finished(instance, "success", clock.now() - started)
         return result

@@ -20,13 +20,22 @@ _SHOWN = 120
 
 
 def _shown(entry: str) -> str:
+    """The entry as far as it is safe to show: none of it past a scheme when it holds an ``@``.
+
+    What sits before an ``@`` may be a password, and a malformed entry cannot be parsed
+    to strip it, so such an entry is never shown.
+    """
+    at = entry.find("@")
+    if at >= 0:
+        scheme = entry.split("://", 1)[0] if "://" in entry else ""
+        return repr(f"{scheme}://<credentials>@..." if scheme else "<entry with credentials>")
     return repr(entry if len(entry) <= _SHOWN else entry[:_SHOWN] + "...")
 
 
 def normalise_instance(entry: object) -> str:
     """``entry`` as an absolute http(s) base URL ending in one ``/``; ``DiscoveryError`` if it is not one."""
     if not isinstance(entry, str):
-        raise DiscoveryError(f"instance {entry!r:.{_SHOWN}} is a {type(entry).__name__}, not a URL string")
+        raise DiscoveryError(f"an instance is a {type(entry).__name__}, not a URL string")
     # yarl accepts spaces and control characters in a host; no real base URL has them.
     if not entry or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in entry):
         raise DiscoveryError(f"instance {_shown(entry)} is empty or contains whitespace")

@@ -55,6 +55,7 @@ class InstanceEvents:
         self._limit = limit
         self._labels: dict[str, str] = {}
         self._attempts: dict[tuple[str, str], Counter] = {}
+        self._reasons: dict[str, set[str]] = {}
         if families is not None:
             for state in STATES:
                 child = families.instances.labels(service, state)
@@ -82,6 +83,7 @@ class InstanceEvents:
     def ejected(self, instance: InstanceLike, reason: str, seconds: float) -> None:
         """``instance`` was ejected for ``seconds``: counted and logged."""
         if self.families is not None:
+            self._reasons.setdefault(instance.address, set()).add(reason)
             self.families.instance_ejections.labels(self.service, self._label(instance.address), reason).inc()
         fields = {
             PEER.replace("_", "."): self.service,
@@ -110,9 +112,28 @@ class InstanceEvents:
             if label != OTHER:
                 gauge.labels(self.service, label).set_function(functools.partial(self._ewma_of, instance))
         for address, label in list(self._labels.items()):
-            if address not in current and label != OTHER:
-                with contextlib.suppress(KeyError):  # never had a series
-                    gauge.remove(self.service, label)
+            if address not in current:
+                self._forget(self.families, address, label)
+
+    def _forget(self, families: MetricFamilies, address: str, label: str) -> None:
+        """An instance gone from the set: its series go and its label slot frees for the next one.
+
+        Without this, the first 32 addresses ever seen would hold the slots for good, and
+        after a few rolling deploys every live instance would be counted as ``other``.
+        """
+        del self._labels[address]
+        for key in [k for k in self._attempts if k[0] == address]:
+            del self._attempts[key]
+            if label != OTHER:
+                with contextlib.suppress(KeyError):
+                    families.instance_attempts.remove(self.service, label, key[1])
+        for reason in self._reasons.pop(address, ()):
+            if label != OTHER:
+                with contextlib.suppress(KeyError):
+                    families.instance_ejections.remove(self.service, label, reason)
+        if label != OTHER:
+            with contextlib.suppress(KeyError):  # never had a series
+                families.instance_ewma.remove(self.service, label)
 
 
 def _count(states: Callable[[], dict[str, int]], state: str) -> float:

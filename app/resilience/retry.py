@@ -136,6 +136,10 @@ class RetryPolicy:
     def wait_for(self, computed: float, error: ClientError) -> float:
         """The wait before the next attempt: the server's ``Retry-After`` wins when given."""
         after = error.retry_after
+        # One instance's Retry-After keeps that instance avoided; the retry goes to another
+        # instance and need not wait for it.
+        if error.instance_local:
+            return computed
         # "0 <= after" is False for nan, so a value that is not a number falls through.
         if after is not None and error.status in (429, 503) and after >= 0:
             return min(after, self.max_delay)

@@ -402,3 +402,47 @@ async def test_a_hedge_goes_to_another_instance(
     fast_ids = [r.headers["X-Request-ID"] for r in fast.requests]
     assert hedged <= set(fast_ids)  # ... and each of those calls' hedge went to the other
     assert len(fast_ids) == len(set(fast_ids))  # never two attempts of one call on one instance
+
+
+def test_instance_label_slots_free_when_instances_leave() -> None:
+    """Rolling deploys: the cap of 32 labels counts live instances, not every address ever seen."""
+    registry = CollectorRegistry()
+    urls = [f"http://127.0.0.1:{20000 + i}/api/v1" for i in range(10)]
+    config = ClientConfig(instances=urls, service_name="rolling", outlier_consecutive_failures=1)
+    policies = ClientPolicies.from_config(config, families=MetricFamilies(registry))
+    balancer = policies.balancer
+    assert balancer is not None
+    for deploy in range(1, 6):  # five rolling deploys of 10 instances: 60 addresses in all
+        balancer.update([f"http://127.0.0.1:{20000 + deploy * 10 + i}/api/v1/" for i in range(10)])
+        for _ in range(10):
+            balancer.finished(balancer.pick(), "failure", 0.01)
+    live = {i.address for i in balancer.instances}
+    ewma = {
+        s.labels["server_address"]
+        for m in registry.collect()
+        if m.name == "service_client_instance_ewma_seconds"
+        for s in m.samples
+    }
+    assert ewma == live  # every live instance has its series, none of the gone ones
+    attempts = {
+        s.labels["server_address"]
+        for m in registry.collect()
+        if m.name == "service_client_instance_attempts"
+        for s in m.samples
+    }
+    assert "other" not in attempts
+    assert attempts <= live
+
+
+async def test_one_instances_retry_after_does_not_hold_the_retry_to_another(
+    fleet: list[Upstream], make_fleet_client: Callable[..., BaseServiceClient]
+) -> None:
+    fleet[0].route("*", json({"detail": "busy"}, status=503, headers={"Retry-After": "2"}))
+    client = make_fleet_client(
+        [s.base_url for s in fleet], load_balancer="round_robin", outlier_consecutive_failures=10_000
+    )
+    loop = asyncio.get_running_loop()
+    for _ in range(6):
+        started = loop.time()
+        assert await client.get("quote", timeout=1.0) == {"ok": True}
+        assert loop.time() - started < 0.5  # retried on another instance at once, not after 2 s

@@ -257,3 +257,47 @@ def _take(balancer: Balancer, instance: Instance) -> Instance:
     """Count an attempt as started on ``instance`` (as pick does) without picking."""
     instance.in_flight += 1
     return instance
+
+
+def test_discoverys_first_set_is_the_start_not_newcomers() -> None:
+    clock = FakeClock()
+    balancer = Balancer([], BalancerSettings(slow_start_seconds=10), clock=clock, rng=random.Random(3))
+    balancer.update(URLS[:3])  # what discovery found first
+    rtt = {URLS[0]: 0.002, URLS[1]: 0.002, URLS[2]: 0.02}
+    picks = run(balancer, 300, rtt, clock=clock)
+    assert picks[URLS[2]] < 30, picks  # compared by cost at once: no "slow start" into the slow one
+    balancer.update(URLS[:4])  # a later newcomer does ramp up
+    assert balancer.instances[3].added_at == clock.now()
+
+
+def test_a_cancelled_attempt_still_says_the_instance_is_slow() -> None:
+    clock = FakeClock()
+    balancer = make(2, clock)
+    slow = balancer.instances[1]
+    balancer.finished(_take(balancer, slow), "cancelled", 0.5)  # a hedge's loser, after 500 ms
+    assert slow.decayed_ewma(clock.now(), 10) == pytest.approx(0.5)
+    balancer.finished(_take(balancer, slow), "cancelled", 0.001)  # cancelled early: says nothing
+    assert slow.decayed_ewma(clock.now(), 10) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("policy", ["p2c_peak_ewma", "least_request", "round_robin"])
+def test_instances_in_a_retry_after_window_are_the_last_resort(policy: str) -> None:
+    clock = FakeClock()
+    balancer = make(3, clock, policy=policy)
+    for throttled in balancer.instances[:2]:
+        balancer.finished(_take(balancer, throttled), "throttled", 0.01, retry_after=30)
+    assert run(balancer, 200, {}) == {URLS[2]: 200}
+
+
+def test_a_quiet_upstream_counts_every_healthy_interval() -> None:
+    clock = FakeClock()
+    balancer = make(3, clock, consecutive_failures=1, base_ejection_seconds=10, sweep_interval_seconds=10)
+    bad = balancer.instances[0]
+    for _ in range(3):
+        balancer.finished(_take(balancer, bad), "failure", 0.01)
+        clock.advance(bad.ejected_until - clock.now() + 0.01)
+        balancer.pick()
+    assert bad.times_ejected == 3
+    clock.advance(3600)  # an hour with no calls, then one
+    balancer.pick()
+    assert bad.times_ejected == 0

@@ -53,3 +53,18 @@ def test_a_set_is_deduplicated_in_order_and_never_empty() -> None:
     assert normalise_instances(["http://b/", "http://a", "http://B:80/"]) == ("http://b/", "http://a/")
     with pytest.raises(DiscoveryError, match="no instances"):
         normalise_instances([])
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "http://svc:hunter2@10.0.0.5:9001/api/v1\n",  # a trailing newline from `etcdctl put k "$(cat f)"`
+        "http://svc:hunter2@10.0.0.5:99999/api/v1",  # a bad port
+        "http://svc:hunter2@10.0.0.5:9001/api/v1",
+        "ftp://svc:hunter2@10.0.0.5/",
+    ],
+)
+def test_no_rejected_entry_shows_its_credentials(entry: str) -> None:
+    with pytest.raises(DiscoveryError) as info:
+        normalise_instance(entry)
+    assert "hunter2" not in str(info.value)
