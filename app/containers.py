@@ -62,6 +62,7 @@ class UpstreamContainer(containers.DeclarativeContainer):
         essential=essential,
         fleet=policies.provided.fleet_status,
         shared=policies.provided.shared_status,
+        fleet_command=policies.provided.fleet_command,
     )
 
     session = providers.Resource(session_resource, config)

@@ -101,6 +101,13 @@ class ClientConfig(BaseModel):
     #: Spreads growing break durations only (backoff_factor > 1); a fixed one stays exact.
     circuit_breaker_reset_jitter: float = Field(default=BREAKER_DEFAULTS.reset_jitter, ge=0, lt=1)
 
+    #: With shared state (the settings' ``redis_url``): coordinate this breaker over the
+    #: replicas (a quorum of open leases opens the others; one half-open probe at a time).
+    circuit_breaker_shared: bool = False
+    #: Open leases that open a replica whose own breaker is closed; None: a majority of the
+    #: replicas seen, at least 2.
+    circuit_breaker_shared_quorum: int | None = Field(default=None, ge=1, le=1000)
+
     # retry budget (Finagle), off by default
     retry_budget_enabled: bool = False
     retry_budget_ratio: float = Field(default=0.2, ge=0, le=10)

@@ -7,6 +7,7 @@ get their policies from :meth:`ClientPolicies.from_config`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from app.balancing import Balancer, BalancerSettings, Instance
@@ -25,7 +26,7 @@ from app.resilience.pipeline import is_breaker_failure, is_breaker_neutral
 from app.resilience.ratelimit import RateLimiter
 from app.resilience.retry import RetryPolicy
 from app.resilience.window import CountWindow, OutcomeWindow, TimeWindow
-from app.state import GlobalRateLimiter, SharedState
+from app.state import GlobalRateLimiter, SharedBreaker, SharedState
 
 __all__ = [
     "ClientPolicies",
@@ -254,6 +255,8 @@ class ClientPolicies:
     discovery: DiscoveryRunner | None = None
     #: The limit over every replica (``rate_limit_scope="global"`` with shared state), else None.
     shared_limiter: GlobalRateLimiter | None = None
+    #: The breaker's coordination over the replicas (``circuit_breaker_shared``), else None.
+    shared_breaker: SharedBreaker | None = None
 
     @classmethod
     def from_config(
@@ -273,6 +276,13 @@ class ClientPolicies:
         bulkhead = bulkhead_from_config(config)
         balancer, discovery = balancer_from_config(config, clock, families)
         shared_limiter = shared_limiter_from_config(config, shared_state, clock)
+        shared_breaker = (
+            SharedBreaker(
+                shared_state, breaker, config.service_name, quorum=config.circuit_breaker_shared_quorum
+            )
+            if shared_state is not None and config.circuit_breaker_shared
+            else None
+        )
         return cls(
             breaker=breaker,
             bulkhead=bulkhead,
@@ -282,17 +292,36 @@ class ClientPolicies:
             budget=budget_from_config(config, clock),
             rate_limiter=None if shared_limiter is not None else rate_limiter_from_config(config, clock),
             shared_limiter=shared_limiter,
+            shared_breaker=shared_breaker,
             hedging=hedging_from_config(config),
             adaptive=adaptive_from_config(config),
             balancer=balancer,
             discovery=discovery,
         )
 
+    @property
+    def fleet_command(self) -> Callable[[str], Awaitable[None]] | None:
+        """``await fleet_command("reset"|"isolate")`` on every replica's breaker, when it is shared."""
+        shared = self.shared_breaker
+        if shared is None:
+            return None
+
+        async def command(action: str) -> None:
+            await (shared.reset() if action == "reset" else shared.isolate())
+
+        return command
+
     def shared_status(self) -> dict[str, Any] | None:
         """The global limit's shared state (Redis, degraded or not, replicas seen), or None when local."""
-        if self.shared_limiter is None:
+        limiter, breaker = self.shared_limiter, self.shared_breaker
+        state = limiter.state if limiter is not None else breaker.state if breaker is not None else None
+        if state is None:
             return None
-        return {"rate_limit": "global", **self.shared_limiter.state.status()}
+        return {
+            "rate_limit": "global" if limiter is not None else "local",
+            "breaker": None if breaker is None else breaker.status(),
+            **state.status(),
+        }
 
     def fleet_status(self) -> dict[str, Any] | None:
         """The instances, their state, EWMA and share, and the discovery's health; None for one instance."""

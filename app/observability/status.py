@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.observability.observer import CallObserver
@@ -35,6 +35,7 @@ class DependencyView:
         essential: bool = True,
         fleet: Callable[[], dict[str, Any] | None] | None = None,
         shared: Callable[[], dict[str, Any] | None] | None = None,
+        fleet_command: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.name = name
         self.essential = essential
@@ -45,6 +46,8 @@ class DependencyView:
         self.adaptive = adaptive
         self.fleet = fleet
         self.shared = shared
+        #: ``await fleet_command("reset"|"isolate")`` acts on every replica's breaker, when shared.
+        self.fleet_command = fleet_command
 
     @property
     def breaker_open(self) -> bool:

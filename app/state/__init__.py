@@ -4,10 +4,12 @@ from app.state.gcra import GlobalRateLimiter
 from app.state.metrics import SharedStateFamilies, shared_state_families
 from app.state.settings import FailureMode, SharedStateSettings
 from app.state.shared import SharedState, SharedStateUnavailable, redact_url
+from app.state.shared_breaker import SharedBreaker
 
 __all__ = [
     "FailureMode",
     "GlobalRateLimiter",
+    "SharedBreaker",
     "SharedState",
     "SharedStateFamilies",
     "SharedStateSettings",

@@ -129,6 +129,7 @@ class SharedState:
         self._failures = 0
         self._in_flight = 0
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._starters: list[Callable[[], None]] = []
         self._announced = False
         self._families.degraded.set(1)
 
@@ -162,6 +163,16 @@ class SharedState:
         self._pool = pool
         self._client = aioredis.Redis(connection_pool=pool)
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat(), name="shared-state-heartbeat")
+        starters, self._starters = self._starters, []
+        for starter in starters:
+            starter()
+
+    def on_start(self, starter: Callable[[], None]) -> None:
+        """``starter()`` in the loop once started (at once when it already is)."""
+        if self._client is not None:
+            starter()
+        else:
+            self._starters.append(starter)
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
         """``await closer()`` first thing in ``aclose`` (the users' own tasks end before the pool)."""

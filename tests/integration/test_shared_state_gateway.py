@@ -87,3 +87,37 @@ async def test_a_replica_starts_and_serves_with_redis_down(
         async with http.get(f"{base}/api/v1/resilience") as resp:
             shared = (await resp.json())["dependencies"]["analysis-engine-service"]["shared_state"]
     assert shared["degraded"] is True
+
+
+async def test_the_admin_isolate_holds_every_replica_open(
+    monkeypatch: pytest.MonkeyPatch, upstream: Upstream, redis_server: RedisServer
+) -> None:
+    monkeypatch.setenv("APP_ANALYSIS_ENGINE__CIRCUIT_BREAKER_SHARED", "true")
+    a_container = replica(monkeypatch, upstream, redis_server.url)
+    b_container = replica(monkeypatch, upstream, redis_server.url)
+    async with (
+        serve(create_app(a_container)) as url_a,
+        serve(create_app(b_container)) as url_b,
+        aiohttp.ClientSession() as http,
+    ):
+        await asyncio.sleep(0.2)  # both listening
+        async with http.post(f"{url_a}/api/v1/resilience/analysis-engine-service/isolate") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["scope"] == "fleet"
+        b_breaker = b_container.analysis_engine.breaker()
+        ends = time.monotonic() + 3
+        while not b_breaker.isolated:
+            assert time.monotonic() < ends, "replica B was not isolated"
+            await asyncio.sleep(0.02)
+        async with http.get(f"{url_b}/api/v1/regime/EURUSD") as resp:
+            assert resp.status == 503  # B fails fast too
+        async with http.post(f"{url_b}/api/v1/resilience/analysis-engine-service/reset") as resp:
+            assert (await resp.json())["scope"] == "fleet"
+        a_breaker = a_container.analysis_engine.breaker()
+        ends = time.monotonic() + 3
+        while a_breaker.state_name != "closed":
+            assert time.monotonic() < ends, "replica A was not reset"
+            await asyncio.sleep(0.02)
+        async with http.get(f"{url_a}/api/v1/resilience") as resp:
+            shared = (await resp.json())["dependencies"]["analysis-engine-service"]["shared_state"]
+        assert shared["breaker"]["quorum"] == 2

@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from app.api.deps import BearerDep, DependencyViewsDep, SettingsDep
 from app.api.responses import JsonBytesResponse
 from app.observability.status import DependencyView
+from app.state import SharedStateUnavailable
 from settings import Settings
 
 __all__ = ["router"]
@@ -50,28 +51,36 @@ def _find(views: list[DependencyView], service: str) -> DependencyView | Respons
     return JsonBytesResponse({"detail": f"no such dependency; known: {known}", "code": "not_found"}, 404)
 
 
-def _act(
+async def _act(
     action: Literal["reset", "isolate"],
     service: str,
     views: list[DependencyView],
     settings: Settings,
     credentials: HTTPAuthorizationCredentials | None,
 ) -> Response:
-    """Authorise, find the dependency, apply ``action`` to its breaker, log it and answer."""
+    """Authorise, find the dependency, apply ``action`` to its breaker (every replica's if shared), answer."""
     found = _refused(settings, credentials) or _find(views, service)
     if isinstance(found, Response):
         return found
-    if action == "reset":
-        found.breaker.reset()
-    else:
-        found.breaker.isolate()
+    scope = "replica"
+    if found.fleet_command is not None:
+        try:
+            await found.fleet_command(action)
+            scope = "fleet"
+        except SharedStateUnavailable:
+            pass  # Redis unavailable: this replica at least
+    if scope == "replica":
+        if action == "reset":
+            found.breaker.reset()
+        else:
+            found.breaker.isolate()
     log.warning(
         "admin %s: the breaker of %s",
         action,
         found.name,
         extra={"fields": {"admin_action": action, "dependency": found.name}},
     )
-    return JsonBytesResponse({"service": found.name, "action": action, **found.readiness()})
+    return JsonBytesResponse({"service": found.name, "action": action, "scope": scope, **found.readiness()})
 
 
 @router.post("/{service}/reset")
@@ -80,7 +89,7 @@ async def reset(
     service: Service, views: DependencyViewsDep, settings: SettingsDep, credentials: BearerDep
 ) -> Response:
     """Close the dependency's breaker and forget its failures (also ends an isolation)."""
-    return _act("reset", service, views, settings, credentials)
+    return await _act("reset", service, views, settings, credentials)
 
 
 @router.post("/{service}/isolate")
@@ -89,4 +98,4 @@ async def isolate(
     service: Service, views: DependencyViewsDep, settings: SettingsDep, credentials: BearerDep
 ) -> Response:
     """Hold the dependency's breaker open: every call fails fast (503) until a reset."""
-    return _act("isolate", service, views, settings, credentials)
+    return await _act("isolate", service, views, settings, credentials)

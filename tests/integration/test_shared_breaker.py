@@ -1,0 +1,116 @@
+"""The breaker over three replicas sharing a real redis-server: quorum, one probe, fleet commands."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from app.resilience.breaker import CircuitBreakerPolicy
+from app.resilience.pipeline import is_breaker_failure
+from app.state import SharedBreaker, SharedState, SharedStateSettings
+from tests.support.redis import RedisServer
+
+
+class Replica:
+    def __init__(self, url: str, name: str, *, quorum: int | None, reset: float) -> None:
+        self.state = SharedState(
+            SharedStateSettings(url=url, deadline_seconds=0.2, replica_lease_seconds=1.0),
+            replica_id=name,
+            registry=CollectorRegistry(),
+        )
+        self.breaker = CircuitBreakerPolicy(
+            failure_threshold=3, reset_timeout_seconds=reset, is_failure=is_breaker_failure, name="svc"
+        )
+        self.shared = SharedBreaker(self.state, self.breaker, "svc", quorum=quorum)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> RedisServer:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server  # type: ignore[misc]
+    server.kill()
+
+
+async def fleet(url: str, *, quorum: int | None = None, reset: float = 60.0) -> list[Replica]:
+    replicas = [Replica(url, f"r{i}", quorum=quorum, reset=reset) for i in range(3)]
+    for replica in replicas:
+        await replica.state.start()
+    await until(lambda: all(r.state.replicas_seen() == 3 for r in replicas))
+    await asyncio.sleep(0.1)  # every listener subscribed
+    return replicas
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[list[Replica]]:
+    made: list[Replica] = []
+    yield made
+    for replica in made:
+        await replica.state.aclose()
+
+
+async def until(check, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    ends = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < ends, "never became true"
+        await asyncio.sleep(0.01)
+
+
+async def test_one_replica_opening_does_not_open_the_others_a_quorum_does(redis_server, closing) -> None:
+    replicas = await fleet(redis_server.url)  # quorum: a majority of 3, so 2
+    closing.extend(replicas)
+    a, b, c = replicas
+    a.breaker.open()  # its own network fault, say
+    await asyncio.sleep(0.3)
+    assert (b.breaker.state_name, c.breaker.state_name) == ("closed", "closed")
+    b.breaker.open()  # a second replica sees the upstream fail too
+    await until(lambda: c.breaker.state_name == "open")
+    assert c.shared.open_leases >= 2
+
+
+async def test_only_one_replica_probes_and_its_success_closes_the_fleet(redis_server, closing) -> None:
+    replicas = await fleet(redis_server.url, quorum=1, reset=0.6)
+    closing.extend(replicas)
+    replicas[0].breaker.open()
+    await until(lambda: all(r.breaker.state_name == "open" for r in replicas))
+    # At the end of the break, exactly one replica is due for a trial; the others opened again.
+    half_open: set[str] = set()
+    ends = time.monotonic() + 1.5
+    while time.monotonic() < ends:
+        half_open |= {r.state.replica_id for r in replicas if r.breaker.state_name == "half_open"}
+        await asyncio.sleep(0.005)
+    assert len(half_open) == 1, half_open
+    prober = next(r for r in replicas if r.state.replica_id in half_open)
+    prober.breaker.reset()  # its trial succeeded
+    await until(lambda: all(r.breaker.state_name == "closed" for r in replicas))
+
+
+async def test_isolate_and_reset_act_on_every_replica(redis_server, closing) -> None:
+    replicas = await fleet(redis_server.url)
+    closing.extend(replicas)
+    await replicas[0].shared.isolate()
+    await until(lambda: all(r.breaker.isolated for r in replicas))
+    late = Replica(redis_server.url, "late", quorum=None, reset=60)
+    closing.append(late)
+    await late.state.start()
+    await until(lambda: late.breaker.isolated)  # a replica joining later reads it too
+    await replicas[1].shared.reset()
+    await until(lambda: all(r.breaker.state_name == "closed" for r in [*replicas, late]))
+
+
+async def test_without_redis_each_replica_is_on_its_own(tmp_path: Path, closing) -> None:
+    dead = RedisServer(tmp_path)  # never started
+    replica = Replica(dead.url, "alone", quorum=None, reset=60)
+    closing.append(replica)
+    await replica.state.start()
+    started = time.monotonic()
+    replica.breaker.open()
+    assert replica.breaker.state_name == "open"
+    replica.breaker.reset()
+    assert replica.breaker.state_name == "closed"
+    assert time.monotonic() - started < 0.1  # never waiting on Redis
