@@ -124,7 +124,9 @@ def main() -> int:
         print("Chromium is not installed: apt-get install chromium", file=sys.stderr)
         return 1
     ports = free_port(), free_port(), free_port()
-    services = plan(*ports)
+    # least_request, as the dashboard's browser test: the default's failure penalty keeps calls
+    # off the broken instance so well that its ejection takes minutes to earn.
+    services = plan(*ports, extra_env={"APP_ANALYSIS_ENGINE__LOAD_BALANCER": "least_request"})
     for service in services:
         service.log_path = Path("/tmp") / f"screenshot-{service.name}.log"  # noqa: S108 - a dev script's scratch logs
     platform = Platform(services)

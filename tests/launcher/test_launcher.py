@@ -33,6 +33,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports() -> tuple[int, int, int]:
+    """Gateway, Analysis Engine and ML Workbench ports: distinct, with their +10 instance ports too.
+
+    Bound together while chosen: three separate ``free_port()`` calls may return one port twice.
+    """
+    while True:
+        socks = [socket.socket() for _ in range(3)]
+        try:
+            for sock in socks:
+                sock.bind(("127.0.0.1", 0))
+            gateway, analysis, workbench = (int(sock.getsockname()[1]) for sock in socks)
+        finally:
+            for sock in socks:
+                sock.close()
+        every = all_ports(gateway, analysis, workbench)
+        if len(set(every)) == len(every) and max(every) <= 65535 and not any(_listening(p) for p in every):
+            return gateway, analysis, workbench
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -187,7 +206,7 @@ def test_a_bad_replica_variable_is_one_clear_line(monkeypatch, value) -> None:
 
 
 def test_launcher_refuses_a_bad_replica_variable_before_starting_anything(tmp_path) -> None:
-    ports = free_port(), free_port(), free_port()
+    ports = free_ports()
     env = {**launcher_env(*ports), "MLW_REPLICAS": "12", "TMPDIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-m", "launcher"], cwd=ROOT, env=env,
@@ -324,7 +343,7 @@ def test_a_taken_port_fails_at_once_naming_it(tmp_path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_every_instance_cleanly(signum) -> None:
     """All five serve and are listed; a signal stops them within 5 s, exit 0, no traceback, run dir gone."""
-    ports = free_port(), free_port(), free_port()
+    ports = free_ports()
     proc = subprocess.Popen(
         [sys.executable, "-m", "launcher"], cwd=ROOT, env=launcher_env(*ports),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -366,7 +385,7 @@ def test_signal_stops_every_instance_cleanly(signum) -> None:
 
 def test_children_die_with_a_killed_launcher(tmp_path) -> None:
     """Even a SIGKILLed launcher leaves nothing running: every instance follows it."""
-    ports = free_port(), free_port(), free_port()
+    ports = free_ports()
     # A killed launcher cannot remove its run directory: keep it out of the real /tmp.
     env = {**launcher_env(*ports), "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen(
