@@ -146,11 +146,12 @@ async def test_an_atomic_rename_is_seen(tmp_path, watch) -> None:
     """An atomic rename (mv tmp instances.json) replaces the file's inode; watching the directory still sees it."""
     path = tmp_path / "instances.json"
     write_atomically(path, document(A))
-    runner, _ = watch()
+    runner, applied = watch()
     write_atomically(path, document(B))
     await eventually(lambda: runner.instances == (B,))
     write_atomically(path, document(B, C))
     await eventually(lambda: runner.instances == (B, C))
+    assert applied.applied == [(A,), (B,), (B, C)]  # each rename seen once, in order
 
 
 async def test_a_kubernetes_symlink_swap_is_seen(tmp_path, watch) -> None:

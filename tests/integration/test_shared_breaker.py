@@ -101,6 +101,7 @@ async def test_isolate_and_reset_act_on_every_replica(redis_server, closing) -> 
     await until(lambda: late.breaker.isolated)  # a replica joining later reads it too
     await replicas[1].shared.reset()
     await until(lambda: all(r.breaker.state_name == "closed" for r in [*replicas, late]))
+    assert not any(r.breaker.isolated for r in [*replicas, late])
 
 
 async def test_without_redis_each_replica_is_on_its_own(tmp_path: Path, closing) -> None:

@@ -276,8 +276,12 @@ async def test_start_is_idempotent_and_aclose_leaves_no_task(registry) -> None:
 
 async def test_aclose_before_start_is_a_no_op(registry) -> None:
     """A runner never started closes cleanly."""
+    before = asyncio.all_tasks()
     runner = DiscoveryRunner(ScriptedSource((A,)), Recorder(), service_name="ae", registry=registry)
     await runner.aclose()
+    assert not runner.running
+    assert asyncio.all_tasks() == before
+    assert runner.instances == (A,)  # the first read stays
 
 
 async def test_families_are_registered_once_per_registry(registry) -> None:
