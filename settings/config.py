@@ -406,10 +406,15 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _global_limits_need_redis(self) -> Settings:
         if self.redis_url is None:
-            wanting = sorted(n for n, c in self.upstreams.items() if c.rate_limit_scope == "global")
+            wanting = sorted(
+                n
+                for n, c in self.upstreams.items()
+                if "global" in (c.rate_limit_scope, c.retry_budget_scope) or c.circuit_breaker_shared
+            )
             if wanting:
                 raise ValueError(
-                    f"rate_limit_scope=global for {', '.join(wanting)} needs shared state: set APP_REDIS_URL"
+                    f"shared state (a global rate limit or retry budget, a shared breaker) for "
+                    f"{', '.join(wanting)} needs APP_REDIS_URL"
                 )
         return self
 

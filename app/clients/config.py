@@ -113,6 +113,8 @@ class ClientConfig(BaseModel):
     retry_budget_ratio: float = Field(default=0.2, ge=0, le=10)
     retry_budget_window_seconds: PositiveSeconds = 10.0
     retry_budget_min_retries_per_second: float = Field(default=10.0, ge=0, le=100_000)
+    #: ``local``: this process's calls; ``global``: the fleet's, synced through shared state.
+    retry_budget_scope: Literal["local", "global"] = "local"
 
     # deadline propagation (gRPC, Envoy)
     propagate_deadline: bool = True
@@ -255,6 +257,8 @@ class ClientConfig(BaseModel):
     def _delays_ordered(self) -> ClientConfig:
         if self.retry_base_delay > self.retry_max_delay:
             raise ValueError("retry_base_delay must not exceed retry_max_delay")
+        if self.retry_budget_scope == "global" and not self.retry_budget_enabled:
+            raise ValueError("retry_budget_scope=global needs retry_budget_enabled")
         if self.rate_limit_scope == "global" and self.rate_limit_per_second is None:
             raise ValueError("rate_limit_scope=global needs rate_limit_per_second")
         if self.instances is not None and self.discovery is not None:

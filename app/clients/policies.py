@@ -26,7 +26,7 @@ from app.resilience.pipeline import is_breaker_failure, is_breaker_neutral
 from app.resilience.ratelimit import RateLimiter
 from app.resilience.retry import RetryPolicy
 from app.resilience.window import CountWindow, OutcomeWindow, TimeWindow
-from app.state import GlobalRateLimiter, SharedBreaker, SharedState
+from app.state import GlobalRateLimiter, GlobalRetryBudget, SharedBreaker, SharedState
 
 __all__ = [
     "ClientPolicies",
@@ -276,6 +276,9 @@ class ClientPolicies:
         bulkhead = bulkhead_from_config(config)
         balancer, discovery = balancer_from_config(config, clock, families)
         shared_limiter = shared_limiter_from_config(config, shared_state, clock)
+        budget = budget_from_config(config, clock)
+        if budget is not None and shared_state is not None and config.retry_budget_scope == "global":
+            GlobalRetryBudget(shared_state, budget, config.service_name)  # owned by the shared state
         shared_breaker = (
             SharedBreaker(
                 shared_state, breaker, config.service_name, quorum=config.circuit_breaker_shared_quorum
@@ -289,7 +292,7 @@ class ClientPolicies:
             retry=retry_from_config(config),
             observer=observer_from_config(config, breaker, bulkhead, clock, families),
             clock=clock,
-            budget=budget_from_config(config, clock),
+            budget=budget,
             rate_limiter=None if shared_limiter is not None else rate_limiter_from_config(config, clock),
             shared_limiter=shared_limiter,
             shared_breaker=shared_breaker,

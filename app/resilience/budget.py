@@ -23,6 +23,8 @@ class RetryBudget:
         "_buckets",
         "_clock",
         "_lock",
+        "_others_requests",
+        "_others_retries",
         "_requests",
         "_retries",
         "exhausted",
@@ -49,6 +51,10 @@ class RetryBudget:
         self._buckets: deque[list[int]] = deque()  # [second, requests, retries]
         self._requests = 0
         self._retries = 0
+        # The other replicas' counts over the window, when the budget is the fleet's
+        # (``retry_budget_scope="global"``): kept fresh by a sync in the background.
+        self._others_requests = 0
+        self._others_retries = 0
 
     def _bucket(self) -> list[int]:
         second = int(self._clock.now())
@@ -75,7 +81,8 @@ class RetryBudget:
         """Spend one retry as ``try_retry`` does; return its stamp for ``give_back``, or None if refused."""
         with self._lock:
             bucket = self._bucket()
-            if self._retries + 1 > self.ratio * self._requests + self.min_per_second * self.window_seconds:
+            requests, retries = self._requests + self._others_requests, self._retries + self._others_retries
+            if retries + 1 > self.ratio * requests + self.min_per_second * self.window_seconds:
                 self.exhausted += 1
                 return None
             bucket[2] += 1
@@ -98,7 +105,20 @@ class RetryBudget:
         """Retries still allowed in the current window."""
         with self._lock:
             self._bucket()
-            return self.ratio * self._requests + self.min_per_second * self.window_seconds - self._retries
+            requests, retries = self._requests + self._others_requests, self._retries + self._others_retries
+            return self.ratio * requests + self.min_per_second * self.window_seconds - retries
+
+    def counts(self) -> tuple[int, int]:
+        """This budget's own requests and retries in the window (what it tells the fleet)."""
+        with self._lock:
+            self._bucket()
+            return self._requests, self._retries
+
+    def set_others(self, requests: int, retries: int) -> None:
+        """The other replicas' requests and retries in the window (0, 0: the budget is local again)."""
+        with self._lock:
+            self._others_requests = requests
+            self._others_retries = retries
 
     def __repr__(self) -> str:
         return (

@@ -1,5 +1,6 @@
 """Shared state between replicas through Redis: off by default; never blocks a call (DESIGN §9)."""
 
+from app.state.budget import GlobalRetryBudget
 from app.state.gcra import GlobalRateLimiter
 from app.state.metrics import SharedStateFamilies, shared_state_families
 from app.state.settings import FailureMode, SharedStateSettings
@@ -9,6 +10,7 @@ from app.state.shared_breaker import SharedBreaker
 __all__ = [
     "FailureMode",
     "GlobalRateLimiter",
+    "GlobalRetryBudget",
     "SharedBreaker",
     "SharedState",
     "SharedStateFamilies",

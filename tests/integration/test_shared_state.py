@@ -252,3 +252,27 @@ async def test_status_never_shows_the_password_and_close_leaks_nothing(tmp_path:
         assert len(asyncio.all_tasks()) <= tasks_before
     finally:
         server.kill()
+
+
+async def test_a_global_retry_budget_spends_the_fleets_ratio(redis_server, shared) -> None:
+    from app.resilience.budget import RetryBudget  # noqa: PLC0415 - this test's own subject
+    from app.state import GlobalRetryBudget  # noqa: PLC0415
+
+    budgets = []
+    for _ in range(2):
+        state = shared(redis_server.url, deadline_seconds=0.5)
+        budget = RetryBudget(ratio=0.5, window_seconds=10, min_per_second=0)
+        GlobalRetryBudget(state, budget, "svc", interval=0.05)
+        await state.start()
+        budgets.append(budget)
+    busy, quiet = budgets
+    for _ in range(100):
+        busy.request()  # one replica serves the traffic ...
+    assert quiet.take_retry() is None  # ... alone, the quiet one has no budget of its own
+    await until(lambda: quiet.balance >= 50)  # the fleet's: 0.5 x 100 requests
+    taken = 0
+    while quiet.take_retry() is not None:
+        taken += 1
+    assert taken == 50
+    await until(lambda: busy.balance <= 0.5)  # the busy replica sees the quiet one's retries
+    assert busy.take_retry() is None  # the fleet spent its ratio
