@@ -195,3 +195,35 @@ def test_instances_from_the_environment(monkeypatch) -> None:
     assert config.instances == ("http://127.0.0.1:9001/api/v1/", "http://127.0.0.1:9002/api/v1/")
     assert config.fleet
     assert config.outlier_max_ejection_percent == 100
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"APP_ANALYSIS_ENGINE__CIRCUIT_BREAKER_SHARED": "true"},
+        {
+            "APP_ANALYSIS_ENGINE__RATE_LIMIT_PER_SECOND": "5",
+            "APP_ANALYSIS_ENGINE__RATE_LIMIT_SCOPE": "global",
+        },
+        {
+            "APP_ANALYSIS_ENGINE__RETRY_BUDGET_ENABLED": "true",
+            "APP_ANALYSIS_ENGINE__RETRY_BUDGET_SCOPE": "global",
+        },
+    ],
+)
+def test_shared_state_without_redis_is_refused_at_start(monkeypatch, env) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match="analysis_engine needs APP_REDIS_URL"):
+        load_settings()
+
+
+def test_the_redis_url_is_a_secret(monkeypatch) -> None:
+    monkeypatch.setenv("APP_REDIS_URL", "redis://:pw-in-url@127.0.0.1:6379/0")
+    monkeypatch.setenv("APP_SHARED_STATE__DEADLINE_SECONDS", "0.05")
+    settings = load_settings()
+    assert "pw-in-url" not in repr(settings)
+    shared = settings.shared_state_settings()
+    assert shared is not None
+    assert shared.deadline_seconds == 0.05
+    assert "pw-in-url" not in repr(shared)
