@@ -69,11 +69,7 @@ class Balancer:
         self.events = events
         now = clock.now()
         self._instances: list[Instance] = []
-        for url in dict.fromkeys(urls):
-            instance = Instance(url, now, s.default_rtt)
-            instance.added_at = -math.inf  # the first set is not "new": no slow start
-            self._instances.append(instance)
-        self._by_url = {i.url: i for i in self._instances}
+        self._by_url: dict[str, Instance] = {}
         self._outliers = OutlierDetector(s, self._ejected, self._rng)
         self._next_sweep = self._next_check = now + s.sweep_interval_seconds
         self._returning: set[Instance] = set()
@@ -84,6 +80,7 @@ class Balancer:
         self._all_failing = False
         # The async calls and the sync twins' thread share the balancer.
         self._lock = threading.Lock()
+        self._update(dict.fromkeys(urls))  # the first set: where the balancer starts
         self._pick = {
             "p2c_peak_ewma": self._pick_peak_ewma,
             "least_request": self._pick_least_request,
@@ -338,6 +335,13 @@ class Balancer:
 
     # -- status --------------------------------------------------------------------
 
+    def counts(self) -> dict[str, int]:
+        """Instances by state: ``healthy``, ``ejected`` and ``draining`` (the metrics' gauge)."""
+        now, out = self.clock.now(), {"healthy": 0, "ejected": 0, "draining": 0}
+        for i in self._instances:
+            out[i.state(now)] += 1
+        return out
+
     def status(self) -> dict[str, Any]:
         """Each instance's state, EWMA and share of recent traffic, for the status API and dashboard."""
         s, now = self.settings, self.clock.now()
@@ -346,7 +350,7 @@ class Balancer:
         total = sum(shares.values()) or 1.0
         rows = []
         for i in self._instances:
-            state = "draining" if i.draining else "ejected" if i.ejected(now) else "healthy"
+            state = i.state(now)
             rows.append(
                 {
                     "address": i.address,

@@ -54,6 +54,10 @@ class Instance:
     def __repr__(self) -> str:
         return f"Instance({self.address}, ewma={self.ewma * 1000:.1f}ms, in_flight={self.in_flight})"
 
+    def state(self, now: float) -> str:
+        """``draining``, ``ejected`` or ``healthy``, as the status API and the metrics name it."""
+        return "draining" if self.draining else "ejected" if self.ejected(now) else "healthy"
+
     def ejected(self, now: float) -> bool:
         """True while an ejection lasts."""
         return now < self.ejected_until

@@ -40,6 +40,7 @@ __all__ = [
     "observer_from_config",
     "rate_limiter_from_config",
     "retry_from_config",
+    "shared_breaker_from_config",
     "shared_limiter_from_config",
 ]
 
@@ -79,16 +80,11 @@ def balancer_from_config(
     balancer = Balancer(config.instances or (), balancer_settings_from_config(config), clock=clock)
     decay = balancer.settings.decay_seconds
 
-    def states() -> dict[str, int]:
-        status = balancer.status()
-        draining = sum(1 for row in status["instances"] if row["state"] == "draining")
-        return {"healthy": status["healthy"], "ejected": status["ejected"], "draining": draining}
-
     balancer.events = InstanceEvents(
         config.service_name,
         (families or default_families()) if config.enable_metrics else None,
         ewma_of=lambda instance: cast(Instance, instance).decayed_ewma(clock.now(), decay),
-        states=states,
+        states=balancer.counts,
     )
     if config.discovery is None:
         balancer.events.instances_changed(balancer.instances)
@@ -134,15 +130,31 @@ def breaker_from_config(config: ClientConfig, clock: Clock = MONOTONIC) -> Circu
     )
 
 
-def budget_from_config(config: ClientConfig, clock: Clock = MONOTONIC) -> RetryBudget | None:
-    """The client's retry budget, or None when off."""
+def budget_from_config(
+    config: ClientConfig, clock: Clock = MONOTONIC, shared_state: SharedState | None = None
+) -> RetryBudget | None:
+    """The client's retry budget, or None when off; the fleet's with ``retry_budget_scope="global"``."""
     if not config.retry_budget_enabled:
         return None
-    return RetryBudget(
+    budget = RetryBudget(
         ratio=config.retry_budget_ratio,
         window_seconds=config.retry_budget_window_seconds,
         min_per_second=config.retry_budget_min_retries_per_second,
         clock=clock,
+    )
+    if shared_state is not None and config.retry_budget_scope == "global":
+        GlobalRetryBudget(shared_state, budget, config.service_name)  # started and stopped with the state
+    return budget
+
+
+def shared_breaker_from_config(
+    config: ClientConfig, breaker: CircuitBreakerPolicy, shared_state: SharedState | None
+) -> SharedBreaker | None:
+    """The breaker's coordination over the replicas, when the config asks for it and there is shared state."""
+    if shared_state is None or not config.circuit_breaker_shared:
+        return None
+    return SharedBreaker(
+        shared_state, breaker, config.service_name, quorum=config.circuit_breaker_shared_quorum
     )
 
 
@@ -276,26 +288,16 @@ class ClientPolicies:
         bulkhead = bulkhead_from_config(config)
         balancer, discovery = balancer_from_config(config, clock, families)
         shared_limiter = shared_limiter_from_config(config, shared_state, clock)
-        budget = budget_from_config(config, clock)
-        if budget is not None and shared_state is not None and config.retry_budget_scope == "global":
-            GlobalRetryBudget(shared_state, budget, config.service_name)  # owned by the shared state
-        shared_breaker = (
-            SharedBreaker(
-                shared_state, breaker, config.service_name, quorum=config.circuit_breaker_shared_quorum
-            )
-            if shared_state is not None and config.circuit_breaker_shared
-            else None
-        )
         return cls(
             breaker=breaker,
             bulkhead=bulkhead,
             retry=retry_from_config(config),
             observer=observer_from_config(config, breaker, bulkhead, clock, families),
             clock=clock,
-            budget=budget,
+            budget=budget_from_config(config, clock, shared_state),
             rate_limiter=None if shared_limiter is not None else rate_limiter_from_config(config, clock),
             shared_limiter=shared_limiter,
-            shared_breaker=shared_breaker,
+            shared_breaker=shared_breaker_from_config(config, breaker, shared_state),
             hedging=hedging_from_config(config),
             adaptive=adaptive_from_config(config),
             balancer=balancer,
