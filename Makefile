@@ -28,7 +28,9 @@ $(DEV): pyproject.toml | $(BIN)/python
 
 install: $(DEV)
 
-run: $(RUNTIME)
+# `make run REPLICAS=2` (or more) runs that many gateway replicas sharing state through a
+# Redis the launcher starts: then Debian's redis-server is installed first, like Chromium.
+run: $(RUNTIME) $(if $(filter-out 1,$(strip $(REPLICAS))),redis)
 	$(BIN)/python -m launcher
 
 lint: $(DEV)
@@ -68,7 +70,7 @@ discovery-servers:
 redis:
 	@command -v redis-server >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server) >/dev/null 2>&1; } || \
-		echo "make: redis-server could not be installed; the shared-state tests will be skipped"
+		echo "make: redis-server could not be installed; the shared-state tests will be skipped, and make run REPLICAS=2 cannot start"
 
 # Regenerates docs/dashboard.png, the README's screenshot, from the real page.
 screenshot: $(DEV) browser

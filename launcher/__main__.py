@@ -14,8 +14,9 @@ from settings import SettingsError
 
 #: Each service's port variable and default: the gateway, the Analysis Engine, the ML Workbench.
 PORTS = (("APP_PORT", "8000"), ("AE_PORT", "8001"), ("MLW_PORT", "8002"))
-#: How many instances of each upstream: the Analysis Engine's variable, the ML Workbench's.
-REPLICAS = (("AE_REPLICAS", 2), ("MLW_REPLICAS", 2))
+#: How many instances of each service: the gateway's replicas (two or more share state
+#: through Redis), the Analysis Engine's instances, the ML Workbench's.
+REPLICAS = (("REPLICAS", 1), ("AE_REPLICAS", 2), ("MLW_REPLICAS", 2))
 
 
 def replicas_from_env(name: str, default: int) -> int:
@@ -32,32 +33,40 @@ def replicas_from_env(name: str, default: int) -> int:
 def plan_from_env(run_dir: Path | None = None) -> Plan:
     """``plan`` with the ports, profile and instance counts the environment sets."""
     ports = (int(os.environ.get(name, default)) for name, default in PORTS)
-    ae_replicas, mlw_replicas = (replicas_from_env(name, default) for name, default in REPLICAS)
+    gateway_replicas, ae_replicas, mlw_replicas = (
+        replicas_from_env(name, default) for name, default in REPLICAS
+    )
     return plan(
         *ports,
         profile=os.environ.get("APP_ENV", "local"),
         ae_replicas=ae_replicas,
         mlw_replicas=mlw_replicas,
+        gateway_replicas=gateway_replicas,
         run_dir=run_dir,
     )
 
 
 def banner(platform: Platform, profile: str) -> str:
     """What ``make run`` prints once all answer: each service and instance, the instances files, a try."""
-    # The gateway first (it is what one calls), then the instances in start order.
-    services = sorted(platform.services, key=lambda s: s.upstream is not None)
+    # The gateway's replicas first (they are what one calls), then the instances in start
+    # order, then Redis (which one does not call).
+    services = sorted(platform.services, key=lambda s: (s.probe == "redis", s.upstream is not None))
     gateway = services[0].url
+    shared = " and Redis" if services[-1].probe == "redis" else ""
     width = max(len(s.name) for s in services) + 2
     lines = [f"\nPlatform up (profile {profile}):"]
     for service in services:
-        docs = f"   (docs {service.url}/docs)" if service.upstream is None else ""
-        lines.append(f"  {service.name:<{width}}{service.url}{docs}")
+        if service.probe == "redis":
+            where = f"redis://127.0.0.1:{service.port}/0   (shared state of the gateway's replicas)"
+        else:
+            where = service.url + (f"   (docs {service.url}/docs)" if service.module == "app" else "")
+        lines.append(f"  {service.name:<{width}}{where}")
     lines.append("\nInstances files (the gateway follows them; rewrite one to add or drop an instance):")
     lines += [f"  {platform.instances_file(name)}" for name in platform.services.instances_files]
     lines += [
         f"\nTry:\n  curl {gateway}/api/v1/signals/EURUSD?timeframe=1h\n",
         # "all three": the gateway and the two upstreams, however many instances each runs.
-        f"Ctrl-C stops all three services ({len(services)} processes).\n",
+        f"Ctrl-C stops all three services{shared} ({len(services)} processes).\n",
     ]
     return "\n".join(lines)
 

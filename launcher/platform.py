@@ -14,9 +14,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from launcher.redis import INSTALL_HINT, redis_answers, redis_binary, redis_command
 
 __all__ = [
     "ANALYSIS_ENGINE",
@@ -97,8 +101,12 @@ class ServiceProcess:
     log_path: Path | None = None
     #: How long it may take to stop after SIGTERM before it is killed.
     stop_grace: float = STOP_GRACE_SECONDS
-    #: The upstream it is an instance of (``Upstream.name``); None for the gateway.
+    #: The upstream it is an instance of (``Upstream.name``); None for the gateway and Redis.
     upstream: str | None = None
+    #: What to run instead of ``python -m module`` (Redis).
+    argv: list[str] | None = None
+    #: How to tell it is up: ``GET /health``, or a Redis PING.
+    probe: Literal["http", "redis"] = "http"
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -111,6 +119,27 @@ def _check_replicas(name: str, replicas: int) -> None:
     # bool is an int, and True would pass for 1.
     if type(replicas) is not int or not 1 <= replicas <= MAX_REPLICAS:
         raise ValueError(f"{name} must be from 1 to {MAX_REPLICAS}, got {replicas!r}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _environ(overrides: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``overrides`` for the block, as it was afterwards."""
+    saved = {name: os.environ.get(name) for name in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def instance_ports(first_port: int, replicas: int) -> list[int]:
@@ -162,17 +191,23 @@ def plan(
     extra_env: Mapping[str, str] | None = None,
     ae_replicas: int = 2,
     mlw_replicas: int = 2,
+    gateway_replicas: int = 1,
     run_dir: Path | None = None,
 ) -> Plan:
-    """Each upstream's instances and the gateway, which finds them through one instances file each.
+    """Each upstream's instances and the gateway's replicas, which find them through one instances file each.
 
-    Instance ``i`` of an upstream listens on its port plus ``REPLICA_PORT_STEP * i``; the
-    first keeps the upstream's own name (``analysis-engine``), the others are numbered
-    from 2 (``analysis-engine-2``). The instances files go into ``run_dir``, or into a
+    Instance ``i`` of an upstream, and replica ``i`` of the gateway, listens on its first
+    port plus ``REPLICA_PORT_STEP * i``; the first keeps the service's own name
+    (``analysis-engine``, ``gateway``), the others are numbered from 2 (``gateway-2``).
+    Two or more gateway replicas share their breakers and limits through Redis: the one
+    ``APP_REDIS_URL`` names, or else a redis-server started first on a free port, with no
+    persistence; each upstream's breaker is shared (``CIRCUIT_BREAKER_SHARED``) unless
+    the environment says otherwise. The instances files go into ``run_dir``, or into a
     fresh temporary directory that ``Platform.stop`` removes.
     """
     _check_replicas("ae_replicas", ae_replicas)
     _check_replicas("mlw_replicas", mlw_replicas)
+    _check_replicas("gateway_replicas", gateway_replicas)
     # Imported here so that `python -m launcher` fails on bad settings with the
     # settings' own one-line message, before anything starts.
     from app.serving import CANCEL_AFTER_CLOSE_SECONDS  # noqa: PLC0415
@@ -180,10 +215,14 @@ def plan(
 
     base = {**os.environ, **(extra_env or {}), "APP_ENV": profile}
     os.environ["APP_ENV"] = profile
-    settings = load_settings(profile)
+    redis, shared_env = _shared_state(gateway_replicas, base)
+    # The settings the gateway will see (extra_env and the shared state included), so a bad
+    # combination fails here, before anything starts; os.environ is left as it was.
+    with _environ({**(extra_env or {}), **shared_env}):
+        settings = load_settings(profile)
     keys = {ANALYSIS_ENGINE: settings.analysis_engine.api_key, ML_WORKBENCH: settings.ml_workbench.api_key}
     upstream_env = {"PYTHONUNBUFFERED": "1"}
-    services: list[ServiceProcess] = []
+    services: list[ServiceProcess] = [redis] if redis else []
     instances: dict[str, list[str]] = {}
     for upstream, first_port, replicas in (
         (ANALYSIS_ENGINE, analysis_port, ae_replicas),
@@ -194,7 +233,7 @@ def plan(
         instances[upstream.name] = [f"http://127.0.0.1:{port}/api/v1" for port in ports]
         services += [
             ServiceProcess(
-                upstream.name if i == 0 else f"{upstream.name}-{i + 1}",
+                _numbered(upstream.name, i),
                 upstream.module,
                 port,
                 {
@@ -207,16 +246,19 @@ def plan(
             )
             for i, port in enumerate(ports)
         ]
-    gateway = ServiceProcess(
-        "gateway",
-        "app",
-        gateway_port,
-        {**base, **upstream_env, "APP_PORT": str(gateway_port)},
-        # Killing it sooner would lose the answers (and the log lines) of the requests
-        # it is still finishing; idle, it stops at once.
-        stop_grace=settings.grace_seconds + CANCEL_AFTER_CLOSE_SECONDS + GATEWAY_STOP_MARGIN_SECONDS,
-    )
-    services.append(gateway)
+    gateways = [
+        ServiceProcess(
+            _numbered("gateway", i),
+            "app",
+            port,
+            {**base, **upstream_env, **shared_env, "APP_PORT": str(port)},
+            # Killing it sooner would lose the answers (and the log lines) of the requests
+            # it is still finishing; idle, it stops at once.
+            stop_grace=settings.grace_seconds + CANCEL_AFTER_CLOSE_SECONDS + GATEWAY_STOP_MARGIN_SECONDS,
+        )
+        for i, port in enumerate(instance_ports(gateway_port, gateway_replicas))
+    ]
+    services += gateways
     _check_distinct_ports(services)
 
     # Last, so that a bad argument or setting above leaves no directory behind.
@@ -225,6 +267,8 @@ def plan(
     else:
         directory, owns_run_dir = run_dir.resolve(), False
         directory.mkdir(parents=True, exist_ok=True)
+    if redis is not None and redis.argv is not None:
+        redis.argv = redis_command(redis.argv[0], redis.port, directory)
     files = {name: directory / f"{name}.instances.json" for name in instances}
     try:
         for name, urls in instances.items():
@@ -233,12 +277,43 @@ def plan(
         if owns_run_dir:
             shutil.rmtree(directory, ignore_errors=True)
         raise
-    for upstream in (ANALYSIS_ENGINE, ML_WORKBENCH):
-        # Discovery even with one instance, so that every run takes the same path. The base
-        # URL stays the first instance: the URL that stands for the upstream where one is needed.
-        gateway.env[f"{upstream.settings_prefix}BASE_URL"] = instances[upstream.name][0]
-        gateway.env[f"{upstream.settings_prefix}DISCOVERY"] = files[upstream.name].as_uri()
+    for gateway in gateways:
+        for upstream in (ANALYSIS_ENGINE, ML_WORKBENCH):
+            # Discovery even with one instance, so that every run takes the same path. The
+            # base URL stays the first instance: the URL that stands for the upstream where
+            # one is needed.
+            gateway.env[f"{upstream.settings_prefix}BASE_URL"] = instances[upstream.name][0]
+            gateway.env[f"{upstream.settings_prefix}DISCOVERY"] = files[upstream.name].as_uri()
     return Plan(services, directory, files, owns_run_dir=owns_run_dir)
+
+
+def _shared_state(
+    gateway_replicas: int, env: Mapping[str, str]
+) -> tuple[ServiceProcess | None, dict[str, str]]:
+    """Redis to start (none for one replica, or one named by ``APP_REDIS_URL``) and the replicas' env."""
+    if gateway_replicas == 1:
+        return None, {}
+    redis = None
+    redis_url = env.get("APP_REDIS_URL", "")
+    if not redis_url:
+        binary = redis_binary()
+        if binary is None:
+            raise ValueError(
+                f"{gateway_replicas} gateway replicas share state through Redis: {INSTALL_HINT}, "
+                "or name one in APP_REDIS_URL"
+            )
+        redis = ServiceProcess("redis", "", _free_port(), {}, argv=[binary], probe="redis")
+        redis_url = f"redis://127.0.0.1:{redis.port}/0"
+    shared_env = {"APP_REDIS_URL": redis_url}
+    for upstream in (ANALYSIS_ENGINE, ML_WORKBENCH):
+        name = f"{upstream.settings_prefix}CIRCUIT_BREAKER_SHARED"
+        shared_env[name] = env.get(name, "true")
+    return redis, shared_env
+
+
+def _numbered(name: str, i: int) -> str:
+    """The first of a kind keeps its name; the others are numbered from 2."""
+    return name if i == 0 else f"{name}-{i + 1}"
 
 
 def _check_distinct_ports(services: Sequence[ServiceProcess]) -> None:
@@ -307,9 +382,13 @@ class Platform:
         """Start every service and wait until each answers ``/health``; on failure stop them all."""
         self.check_ports()
         try:
+            deadline = time.monotonic() + timeout
             for service in self.services:
                 service.process = self._spawn(service)
-            deadline = time.monotonic() + timeout
+                if service.probe == "redis":
+                    # Before the gateways, which would otherwise start on local state and
+                    # log Redis as unavailable for their first moments.
+                    self._wait_healthy(service, deadline)
             for service in self.services:
                 self._wait_healthy(service, deadline)
         except BaseException:
@@ -321,7 +400,7 @@ class Platform:
         out = service.log_path.open("ab") if service.log_path else None
         try:
             return subprocess.Popen(  # noqa: S603 - our own modules, fixed argv
-                [sys.executable, "-m", service.module],
+                service.argv or [sys.executable, "-m", service.module],
                 cwd=ROOT,
                 env=service.env,
                 stdout=out,
@@ -342,14 +421,19 @@ class Platform:
                 raise RuntimeError(
                     f"{service.name} exited with code {service.process.returncode} during start-up"
                 )
-            try:
-                with urllib.request.urlopen(f"{service.url}/health", timeout=1) as resp:  # noqa: S310 - loopback
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            if service.probe == "redis":
+                if redis_answers(service.port):
+                    return
+            else:
+                try:
+                    with urllib.request.urlopen(f"{service.url}/health", timeout=1) as resp:  # noqa: S310 - loopback
+                        if resp.status == 200:
+                            return
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
             time.sleep(0.05)
-        raise TimeoutError(f"{service.name} did not answer /health on port {service.port}")
+        check = "PING" if service.probe == "redis" else "/health"
+        raise TimeoutError(f"{service.name} did not answer {check} on port {service.port}")
 
     def exited(self) -> ServiceProcess | None:
         """A service that stopped on its own, if any."""

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -63,7 +62,9 @@ def all_ports(gateway: int, analysis: int, workbench: int) -> list[int]:
 
 
 def launcher_env(gateway: int, analysis: int, workbench: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "AE_", "MLW_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("APP_", "AE_", "MLW_")) and k != "REPLICAS"
+    }
     return {
         **env,
         "APP_ENV": "test",
@@ -85,19 +86,6 @@ def read_instances(path: Path) -> list[str]:
     data = json.loads(path.read_text(encoding="utf-8"))
     assert list(data) == ["instances"]
     return data["instances"]
-
-
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path) -> Path:
-    """No settings, port or replica overrides from the outer shell; ``mkdtemp`` under ``tmp_path``."""
-    for name in list(os.environ):
-        if name.startswith(("APP_", "AE_", "MLW_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("APP_ENV", "test")  # plan() sets it; this puts it back afterwards
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    return temp
 
 
 # -- the plan: which processes, on which ports, with which environment --------------------
