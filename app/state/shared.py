@@ -124,6 +124,7 @@ class SharedState:
         self._listeners: list[Callable[[bool], None]] = []
         self._connected = False
         self._degraded = True  # until Redis has answered once
+        self._answered_once = False
         self._since = clock.now()
         self._replicas = 1
         self._failures = 0
@@ -275,7 +276,11 @@ class SharedState:
                 "shared state degraded: %s unavailable, using local state", where, extra={"fields": fields}
             )
         else:
-            logger.info("shared state back: %s answers", where, extra={"fields": fields})
+            # The first answer is the start, not a recovery: "back" would send someone
+            # looking for an outage that never was.
+            state = "back" if self._answered_once else "on"
+            self._answered_once = True
+            logger.info("shared state %s: %s answers", state, where, extra={"fields": fields})
         for listener in self._listeners:
             listener(degraded)
 

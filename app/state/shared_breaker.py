@@ -214,17 +214,23 @@ class SharedBreaker:
             delay = min(delay * 2, 10.0)
 
     async def _heard(self, event: dict[str, Any]) -> None:
+        if event.get("replica") == self.state.replica_id:
+            # Its own word: applied when it was said. Applied again on its echo, a reset
+            # would close a breaker that has opened since on fresh failures.
+            return
         if event.get("command") == "isolate":
             self._apply(self.breaker.isolate)
             return
         if event.get("command") == "reset":
+            self.open_leases = 0  # the resetting replica deleted them all
             self._apply(self.breaker.reset)
             return
-        if event.get("replica") == self.state.replica_id:
-            return
-        if event.get("state") == "closed" and self.breaker.state_name != "closed":
-            # The probing replica found the upstream back.
-            self._apply(self.breaker.reset)
+        if event.get("state") == "closed":
+            if self.breaker.state_name != "closed":
+                # The probing replica found the upstream back.
+                self._apply(self.breaker.reset)
+            # Its lease went before it told; the count shown must not keep it.
+            await self._reread()
         elif event.get("state") == "open":
             await self._reread()
 
@@ -259,6 +265,7 @@ class SharedBreaker:
     async def reset(self) -> None:
         """Close every replica's breaker, this one at once."""
         self._apply(self.breaker.reset)
+        self.open_leases = 0
         message = json.dumps({"command": "reset", "replica": self.state.replica_id})
         await self.state.call(lambda r: r.delete(self._isolated, self._leases, self._probe), deadline=1.0)
         await self.state.call(lambda r: r.publish(self._channel, message), deadline=1.0)

@@ -115,3 +115,29 @@ async def test_without_redis_each_replica_is_on_its_own(tmp_path: Path, closing)
     replica.breaker.reset()
     assert replica.breaker.state_name == "closed"
     assert time.monotonic() - started < 0.1  # never waiting on Redis
+
+
+async def test_a_fleet_reset_clears_the_open_leases_every_replica_shows(redis_server, closing) -> None:
+    """After a reset no replica keeps showing the leases it deleted (the dashboard's "n open of q")."""
+    replicas = await fleet(redis_server.url)
+    closing.extend(replicas)
+    a, b, c = replicas
+    a.breaker.open()
+    b.breaker.open()
+    await until(lambda: c.breaker.state_name == "open" and c.shared.open_leases >= 2)
+    await c.shared.reset()
+    await until(lambda: all(r.breaker.state_name == "closed" for r in replicas))
+    await asyncio.sleep(0.2)  # every echo heard
+    assert [r.shared.status()["open_leases"] for r in replicas] == [0, 0, 0]
+
+
+async def test_a_replicas_own_reset_echo_does_not_close_it_after_it_reopened(redis_server, closing) -> None:
+    """Reset, then fresh failures open it at once: its own reset, coming back over pub/sub, is not applied again."""
+    replicas = await fleet(redis_server.url)
+    closing.extend(replicas)
+    a = replicas[0]
+    for _ in range(5):
+        await a.shared.reset()
+        a.breaker.open()  # before the echo of its reset can arrive
+        await asyncio.sleep(0.1)  # the echo arrives now
+        assert a.breaker.state_name == "open"
