@@ -24,6 +24,7 @@ from yarl import URL
 from app.clients.config import ClientConfig
 from app.clients.registry import UPSTREAM_NAME, default_service_name
 from app.state import SharedStateSettings
+from settings.envfile import dotenv_source
 
 __all__ = ["FLAT_ALIASES", "Settings", "SharedStateConfig", "UPSTREAMS", "env_prefix", "longest_call_seconds"]
 
@@ -253,6 +254,10 @@ class Settings(BaseSettings):
     #: When set, the admin endpoints require it as a bearer token (in every profile).
     admin_token: SecretStr | None = None
 
+    #: How the settings reload while the gateway runs: ``watch`` (when the config file
+    #: changes, and on SIGHUP), ``signal`` (on SIGHUP only) or ``off``. ``APP_LIVE_CONFIG``.
+    live_config: Literal["watch", "signal", "off"] = "watch"
+
     #: Shared state between replicas (DESIGN §9): off unless set. ``APP_REDIS_URL``,
     #: ``redis://[:password@]host:port/db``; a secret (it may hold a password).
     redis_url: SecretStr | None = None
@@ -273,15 +278,15 @@ class Settings(BaseSettings):
             env_settings,
             SectionSource(settings_cls, EnvSettingsSource(_Sections)),
             FlatAliasSource(settings_cls),
-            dotenv_settings,
         ]
         if isinstance(dotenv_settings, DotEnvSettingsSource):
-            profile = DotEnvSettingsSource(
-                _Sections,
-                env_file=dotenv_settings.env_file,
-                env_file_encoding=dotenv_settings.env_file_encoding,
-            )
-            sources.append(SectionSource(settings_cls, profile))
+            # The file's lines as the loader read them once, when it pinned them (see envfile).
+            sources += [
+                dotenv_source(settings_cls, dotenv_settings),
+                SectionSource(settings_cls, dotenv_source(_Sections, dotenv_settings)),
+            ]
+        else:
+            sources.append(dotenv_settings)
         sources.append(file_secret_settings)
         return tuple(sources)
 

@@ -8,6 +8,7 @@ from app.discovery.metrics import DiscoveryFamilies, discovery_families
 from app.discovery.runner import DiscoveryRunner
 from app.discovery.source import DiscoveryError, DiscoverySource
 from app.discovery.uri import SCHEMES, parse_discovery
+from app.discovery.watch import FileRead, read_file, watch_file
 
 __all__ = [
     "DiscoveryError",
@@ -16,10 +17,13 @@ __all__ = [
     "DiscoverySource",
     "DnsSource",
     "EtcdSource",
+    "FileRead",
     "FileSource",
     "SCHEMES",
     "discovery_families",
     "normalise_instance",
     "normalise_instances",
     "parse_discovery",
+    "read_file",
+    "watch_file",
 ]
