@@ -81,11 +81,28 @@ class Balancer:
         # The async calls and the sync twins' thread share the balancer.
         self._lock = threading.Lock()
         self._update(dict.fromkeys(urls))  # the first set: where the balancer starts
-        self._pick = {
+        self._pick = self._picker(s)
+
+    def _picker(self, settings: BalancerSettings) -> Callable[[list[Instance], float], Instance]:
+        return {
             "p2c_peak_ewma": self._pick_peak_ewma,
             "least_request": self._pick_least_request,
             "round_robin": self._pick_round_robin,
-        }[s.policy]
+        }[settings.policy]
+
+    def reconfigure(self, settings: BalancerSettings) -> None:
+        """New settings in place: every instance keeps its state (EWMA, load, ejection, draining).
+
+        The next pick uses the new policy and costs. An ejection under way keeps its end;
+        new thresholds and ejection times judge the next outcomes. A shorter sweep interval
+        brings the next sweep forward; a longer one starts after the sweep already due.
+        """
+        with self._lock:
+            self.settings = settings
+            self._outliers.reconfigure(settings)
+            self._pick = self._picker(settings)
+            self._next_sweep = min(self._next_sweep, self.clock.now() + settings.sweep_interval_seconds)
+            self._next_check = min(self._next_check, self._next_sweep)
 
     # -- the set -------------------------------------------------------------------
 

@@ -48,6 +48,10 @@ class OutlierDetector:
         self._on_eject = on_eject
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
 
+    def reconfigure(self, settings: BalancerSettings) -> None:
+        """New thresholds and ejection times from the next outcome; ejections under way run their course."""
+        self._settings = settings
+
     def after_failure(self, instance: Instance, live: Sequence[Instance], now: float) -> None:
         """Eject ``instance`` when its consecutive failures reach the threshold (and the cap allows)."""
         if instance.consecutive_failures >= self._settings.consecutive_failures:

@@ -27,6 +27,7 @@ from app.clients.ml_workbench import (
     Prediction,
 )
 from app.clients.operations import operation
+from app.clients.reconfigure import reconfigure_problems
 from app.clients.registry import (
     client_class_for,
     register_client_class,
@@ -94,6 +95,7 @@ __all__ = [
     "ServiceUnavailableError",
     "client_class_for",
     "operation",
+    "reconfigure_problems",
     "register_client_class",
     "unregister_client_class",
     "upstream_client",

@@ -13,7 +13,7 @@ from aiohttp import hdrs
 from app.clients.config import ClientConfig
 from app.clients.decoding import BodyDecoder, BodyDecodingError, BodyTooLargeError, is_identity
 from app.clients.response import answer, unreadable
-from app.clients.session import new_session
+from app.clients.session import follow_bulkhead, new_session
 from app.clients.transport import Request
 from app.clients.urls import RedirectGuard
 from app.errors import (
@@ -86,7 +86,7 @@ class AiohttpTransport:
 
     __slots__ = (
         "_cap", "_closed", "_config", "_default_timeout", "_follow", "_limit", "_owns", "_redirects",
-        "_session", "_timeout",
+        "_session",
     )  # fmt: skip
 
     def __init__(self, config: ClientConfig, *, session: aiohttp.ClientSession | None = None) -> None:
@@ -98,10 +98,23 @@ class AiohttpTransport:
         self._cap = config.retry_max_delay
         self._follow = config.follow_redirects
         self._redirects = RedirectGuard(config.base_url)
-        self._timeout = config.timeout_seconds
         # aiohttp's own total timeout bounds the attempt (connect, send, headers, body): it
         # costs less per call than a second timer around it. Built once for the usual case,
         # an attempt that is not cut short by the deadline.
+        self._default_timeout = _timeout(config.timeout_seconds)
+
+    def reconfigure(self, config: ClientConfig) -> None:
+        """Attempts from now on take ``config``'s timeout, limits and redirect switch.
+
+        The pool follows the bulkhead's size (see ``follow_bulkhead``). The base URL stays
+        the one the transport was made for, and redirects stay under it.
+        """
+        if self._session is not None:
+            follow_bulkhead(self._session, self._config, config)
+        self._config = config
+        self._limit = config.max_response_bytes
+        self._cap = config.retry_max_delay
+        self._follow = config.follow_redirects
         self._default_timeout = _timeout(config.timeout_seconds)
 
     def __repr__(self) -> str:
@@ -119,7 +132,9 @@ class AiohttpTransport:
             session = self._open(request.context)
         record, ctx = request.record, request.context
         method, url, body = request.method, request.url, request.body
-        attempt_timeout = self._default_timeout if timeout == self._timeout else _timeout(timeout)
+        # One read of the default: a reconfigure on another thread swaps it whole.
+        default = self._default_timeout
+        attempt_timeout = default if timeout == default.total else _timeout(timeout)
         ends = time.monotonic() + timeout if self._follow else 0.0
         try:
             for _ in range(_MAX_REDIRECTS + 1):

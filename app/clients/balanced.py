@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -12,13 +13,17 @@ from yarl import URL
 from app.balancing import Balancer, Instance, NoInstanceError
 from app.balancing.balancer import AttemptOutcome
 from app.clients.config import ClientConfig
-from app.clients.transport import Request, Transport, TransportFactory
+from app.clients.transport import Request, Transport, TransportFactory, reconfigure_transport
 from app.discovery import DiscoveryRunner
 from app.errors import ClientClosedError, ClientConnectionError, ClientError, ClientTimeoutError
 from app.observability.context import attempt_span_var
 from app.resilience.clock import Clock
 
 __all__ = ["BalancedTransport", "attempt_outcome"]
+
+#: The async calls' transport and the sync twins' run on two threads and share the
+#: discovery: only one of them may start it.
+_DISCOVERY_START = threading.Lock()
 
 
 def attempt_outcome(error: ClientError) -> AttemptOutcome:
@@ -47,6 +52,7 @@ class BalancedTransport:
     ``discovery``, when given, is started by the first transport of the client to send
     (in its event loop) and closed by that one's ``aclose``; the async calls and the
     sync twins each have a transport, and share the discovery as they share the balancer.
+    ``reconfigure`` and ``use_discovery`` take a new config and a new discovery in place.
     """
 
     def __init__(
@@ -89,10 +95,7 @@ class BalancedTransport:
         """One attempt, to the instance the balancer picks (see :class:`~app.clients.transport.Transport`)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-            discovery = self._discovery
-            if discovery is not None and not discovery.running:
-                discovery.start()
-                self._owns_discovery = True
+            self._start_discovery()
         if self._closed:
             raise ClientClosedError(**request.context)
         instance = await self._pick(request, timeout)
@@ -107,7 +110,7 @@ class BalancedTransport:
             span.set_attribute("server.port", instance.port)
         transport = self._transports.get(instance.url)
         if transport is None:
-            own = self._config.model_copy(update={"base_url": instance.url})
+            own = self._instance_config(instance.url)
             transport = self._transports[instance.url] = self._factory(own, session=self._session)
         # The call's URL was built under base_url once; only its instance part changes.
         url = URL(instance.url + str(request.url)[self._base_length :], encoded=True)
@@ -159,6 +162,55 @@ class BalancedTransport:
             await asyncio.sleep(0.02)
         return bool(discovery.instances)
 
+    def _instance_config(self, url: str) -> ClientConfig:
+        """The config of the instance at ``url``'s own transport: the client's, on its base URL."""
+        return self._config.model_copy(update={"base_url": url})
+
+    def reconfigure(self, config: ClientConfig) -> None:
+        """Attempts from now on take ``config``'s settings, on every instance's transport (open or not yet).
+
+        Each call's URL was built under the base URL this transport was made with, and
+        stays so: ``config.base_url`` may have moved with the instances, but only the
+        old one's length is cut off each attempt, so calls in flight and new ones alike
+        reach the instance picked.
+        """
+        self._config = config
+        for url, transport in list(self._transports.items()):
+            reconfigure_transport(transport, self._instance_config(url))
+
+    def use_discovery(self, discovery: DiscoveryRunner | None) -> None:
+        """Take ``discovery`` in place of the current one (a reconfigure replaced the source); any thread.
+
+        In this transport's loop, once it has one: the old runner is stopped if this
+        transport ran it, and the new one started if no other transport has started it.
+        Before its first send, the first send starts it.
+        """
+        old = self._discovery
+        if discovery is old:
+            return
+        self._discovery = discovery
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._closed:
+            return
+        owned, self._owns_discovery = self._owns_discovery, False
+        loop.call_soon_threadsafe(self._switch_discovery, old if owned else None)
+
+    def _switch_discovery(self, old: DiscoveryRunner | None) -> None:
+        if old is not None:
+            self._close_later(old.aclose)
+        if not self._closed:
+            self._start_discovery()
+
+    def _start_discovery(self) -> None:
+        """Start the discovery in this loop, unless it runs already (here, or in the other transport's)."""
+        discovery = self._discovery
+        if discovery is None:
+            return
+        with _DISCOVERY_START:
+            if not discovery.running:
+                discovery.start()
+                self._owns_discovery = True
+
     def _removed(self, instance: Instance) -> None:
         """An instance left the set and drained: close its transport (and the connections it holds)."""
         transport = self._transports.pop(instance.url, None)
@@ -166,10 +218,11 @@ class BalancedTransport:
         if transport is None or loop is None or loop.is_closed():
             return
         # The balancer may be told on another thread (the sync twins' loop shares it).
-        loop.call_soon_threadsafe(self._close_later, transport)
+        loop.call_soon_threadsafe(self._close_later, transport.aclose)
 
-    def _close_later(self, transport: Transport) -> None:
-        task = asyncio.ensure_future(transport.aclose())
+    def _close_later(self, aclose: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``aclose()`` (a drained instance's transport, an old discovery) here; ``aclose`` awaits it."""
+        task = asyncio.ensure_future(aclose())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

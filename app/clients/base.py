@@ -20,8 +20,15 @@ from app.clients.fallback import NO_FALLBACK, falls_back, mark_degraded, resolve
 from app.clients.inflight import InFlight
 from app.clients.outbound import UnsendableError, client_headers, encode_request
 from app.clients.policies import ClientPolicies
+from app.clients.reconfigure import check_live
 from app.clients.sync import SyncBridge, sync_twin
-from app.clients.transport import DEADLINE_HEADER, Request, Transport, TransportFactory
+from app.clients.transport import (
+    DEADLINE_HEADER,
+    Request,
+    Transport,
+    TransportFactory,
+    reconfigure_transport,
+)
 from app.clients.urls import EndpointResolver
 from app.errors import (
     BulkheadFullError,
@@ -92,6 +99,7 @@ class BaseServiceClient:
         if policies is None:
             policies = ClientPolicies.from_config(cfg, clock)
         self.policies = policies
+        policies.add_client(self)  # so a new config for the policies reaches this client too
         clock = self.clock = policies.clock
         self.breaker = policies.breaker
         self.bulkhead = policies.bulkhead
@@ -144,6 +152,37 @@ class BaseServiceClient:
         """The async calls' aiohttp session, when their transport has one (tests look into its pool)."""
         session: aiohttp.ClientSession | None = getattr(self._transport, "session", None)
         return session
+
+    # -- live configuration --------------------------------------------------------
+
+    def reconfigure(self, config: ClientConfig) -> None:
+        """Take ``config`` in place: the same client, policies, metrics and connections go on.
+
+        Calls from now on follow it (timeouts, retries, hedging, deadline, headers, limits);
+        a call in flight keeps its attempt timeout, deadline and hedging, and from its
+        first failure its retry policy, so none fails because of the change. Every policy
+        keeps its state (see ``ClientPolicies.reconfigure``): the breaker its state, counts
+        and current opening; the bulkhead its calls in flight and waiting (a larger size
+        admits waiters at once, a smaller one admits none until the calls in flight are
+        below it); the pool follows the bulkhead. An upstream of several instances takes a
+        new ``instances`` list or discovery source, draining the instances that left.
+
+        ``ValueError``, with nothing changed, when ``config`` changes a field that cannot
+        change live (``reconfigure_problems`` names each).
+        """
+        check_live(self.config, config)
+        policies = self.policies
+        policies.reconfigure(config)  # first: it may still refuse, before anything changed
+        # The waiters a larger bulkhead woke run once this returns (in this loop), by
+        # when their pool has grown too.
+        for transport in (self._transport, self._sync.transport):
+            reconfigure_transport(transport, config)
+            if isinstance(transport, BalancedTransport):
+                transport.use_discovery(policies.discovery)
+        # Each read once per call, as before: a call takes the old or the new, whole.
+        self._pipeline.attempt_timeout = config.timeout_seconds
+        self._headers = client_headers(config)
+        self.config = config
 
     # -- lifecycle -----------------------------------------------------------------
 

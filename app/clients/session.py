@@ -6,7 +6,7 @@ import aiohttp
 
 from app.clients.config import ClientConfig
 
-__all__ = ["new_session"]
+__all__ = ["follow_bulkhead", "new_session"]
 
 
 def new_session(config: ClientConfig) -> aiohttp.ClientSession:
@@ -32,3 +32,17 @@ def new_session(config: ClientConfig) -> aiohttp.ClientSession:
     # There is no public switch; tests/integration/test_error_table.py pins this.
     session._retry_connection = False
     return session
+
+
+def follow_bulkhead(session: aiohttp.ClientSession, old: ClientConfig, new: ClientConfig) -> None:
+    """Resize the session's pool with the bulkhead, when ``new_session`` sized it to the old one.
+
+    A pool sized otherwise (a session someone else made) is theirs, and stays as it is.
+    """
+    connector = session.connector
+    if connector is None or connector.limit != old.bulkhead_max_concurrent:
+        return
+    # aiohttp has no setter for the pool's size; it reads ``_limit`` at every acquire, so
+    # the new size holds from the next connection (tests/integration/test_live_reconfigure.py
+    # sees calls beyond the old size reach the upstream together).
+    connector._limit = new.bulkhead_max_concurrent

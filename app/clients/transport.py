@@ -9,7 +9,7 @@ can take its place without the client changing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import aiohttp
@@ -19,7 +19,14 @@ if TYPE_CHECKING:
     from app.errors import ErrorContext
     from app.resilience.pipeline import CallRecord
 
-__all__ = ["DEADLINE_HEADER", "Request", "Transport", "TransportFactory"]
+__all__ = [
+    "DEADLINE_HEADER",
+    "Reconfigurable",
+    "Request",
+    "Transport",
+    "TransportFactory",
+    "reconfigure_transport",
+]
 
 #: The header that tells the upstream how long this attempt may take, in milliseconds.
 DEADLINE_HEADER = "X-Request-Timeout-Ms"
@@ -107,3 +114,18 @@ class TransportFactory(Protocol):
     def __call__(self, config: ClientConfig, *, session: aiohttp.ClientSession | None = None) -> Transport:
         """A transport for the upstream ``config`` describes."""
         ...
+
+
+@runtime_checkable
+class Reconfigurable(Protocol):
+    """A transport that takes a new config in place (optional: a transport without it keeps its own)."""
+
+    def reconfigure(self, config: ClientConfig) -> None:
+        """Attempts from now on follow ``config`` (its timeout, limits, pool size)."""
+        ...
+
+
+def reconfigure_transport(transport: Transport, config: ClientConfig) -> None:
+    """Give ``transport`` the new ``config`` when it takes one."""
+    if isinstance(transport, Reconfigurable):
+        transport.reconfigure(config)

@@ -36,18 +36,30 @@ class Gradient2Limit:
         long_window: int = 600,
         short_window: int = 10,
     ) -> None:
-        if not 1 <= min_limit <= initial_limit <= max_limit:
-            raise ValueError("need 1 <= min_limit <= initial_limit <= max_limit")
         self.limit = float(initial_limit)
-        self.min_limit = min_limit
-        self.max_limit = max_limit
-        self.smoothing = smoothing
-        self.tolerance = tolerance
         self.long_window = long_window
         self.short_window = short_window
         self._long_rtt = 0.0
         self._short_rtt = 0.0
         self._lock = threading.Lock()
+        self.reconfigure(initial_limit, min_limit, max_limit, smoothing=smoothing, tolerance=tolerance)
+
+    def reconfigure(
+        self, initial_limit: int, min_limit: int, max_limit: int, *, smoothing: float, tolerance: float
+    ) -> None:
+        """Take new settings in place; what was learned stays (the limit, the RTT averages).
+
+        The limit is kept, moved into the new ``[min_limit, max_limit]`` if it lies
+        outside; ``initial_limit`` is only where a new limit starts, so it is checked, not used.
+        """
+        if not 1 <= min_limit <= initial_limit <= max_limit:
+            raise ValueError("need 1 <= min_limit <= initial_limit <= max_limit")
+        with self._lock:
+            self.min_limit = min_limit
+            self.max_limit = max_limit
+            self.smoothing = smoothing
+            self.tolerance = tolerance
+            self.limit = max(float(min_limit), min(float(max_limit), self.limit))
 
     @property
     def current(self) -> int:

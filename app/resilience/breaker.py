@@ -16,7 +16,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypedDict, TypeVar, Unpack, cast
 
 from app.resilience.breaker_engine import (
     BreakerEngine,
@@ -31,6 +31,7 @@ from app.resilience.window import OutcomeWindow
 __all__ = [
     "BREAKER_DEFAULTS",
     "BreakerDefaults",
+    "BreakerOptions",
     "BreakerRejectedError",
     "BreakerState",
     "CircuitBreakerPolicy",
@@ -60,6 +61,22 @@ class BreakerDefaults:
 BREAKER_DEFAULTS: Final = BreakerDefaults()
 
 _D = BREAKER_DEFAULTS
+
+
+class BreakerOptions(TypedDict, total=False):
+    """What :meth:`CircuitBreakerPolicy.reconfigure` takes: the constructor's arguments of those names."""
+
+    failure_threshold: int
+    reset_timeout_seconds: float
+    half_open_max_calls: int
+    window: OutcomeWindow | None
+    failure_rate: float
+    minimum_calls: int
+    slow_call_threshold: float | None
+    slow_call_rate: float
+    backoff_factor: float
+    max_reset_timeout_seconds: float
+    reset_jitter: float
 
 
 def _counts_everything(exc: BaseException) -> bool:
@@ -305,6 +322,37 @@ class CircuitBreakerPolicy:
     def add_state_listener(self, listener: StateListener) -> None:
         """Call ``listener(breaker, old, new)`` on every state change."""
         self._listeners.append(listener)
+
+    # -- live settings -------------------------------------------------------
+
+    def reconfigure(self, **options: Unpack[BreakerOptions]) -> None:
+        """Take new settings in place; the state, its counts and the current opening stay.
+
+        A setting left out keeps its value. Kept: the state (closed, open, half-open,
+        isolated), the failures in a row, the openings so far (the backoff's count) and
+        when the current opening ends; a new ``reset_timeout_seconds`` or backoff sets the
+        length of the next opening, and a lowered ``failure_threshold`` opens at the next
+        counted failure that reaches it, not at once. A ``window`` of the current one's
+        shape (kind and size) leaves the current one in place with its calls; another
+        shape, or a change of mode, starts the new window empty: calls counted by time
+        cannot be recounted by number, or over another span.
+        """
+        current = self.window
+        window = options.get("window", current)
+        if window is not None and current is not None and window.shape == current.shape:
+            window = current
+        names = BreakerOptions.__optional_keys__
+        merged = cast(BreakerOptions, {name: getattr(self, name) for name in names})
+        merged.update(options)
+        merged["window"] = window
+        # The constructor validates the settings and derives the trip rule and the capped
+        # maximum: one code path builds a breaker and reconfigures one.
+        template = CircuitBreakerPolicy(**merged, clock=self.clock, name=self.name)
+        with self._lock:
+            for name in names:
+                setattr(self, name, getattr(template, name))
+            self._rule, self._timed = template._rule, template._timed
+            self._engine.half_open_max_calls = template.half_open_max_calls
 
     def __repr__(self) -> str:
         return (

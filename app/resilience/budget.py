@@ -40,11 +40,6 @@ class RetryBudget:
         min_per_second: float = 10.0,
         clock: Clock = MONOTONIC,
     ) -> None:
-        if ratio < 0 or window_seconds <= 0 or min_per_second < 0:
-            raise ValueError("invalid retry budget")
-        self.ratio = ratio
-        self.window_seconds = window_seconds
-        self.min_per_second = min_per_second
         self.exhausted = 0
         self._clock = clock
         self._lock = threading.Lock()
@@ -55,6 +50,20 @@ class RetryBudget:
         # (``retry_budget_scope="global"``): kept fresh by a sync in the background.
         self._others_requests = 0
         self._others_retries = 0
+        self.reconfigure(ratio, window_seconds, min_per_second)
+
+    def reconfigure(self, ratio: float, window_seconds: float, min_per_second: float) -> None:
+        """Take new settings in place; the counts in the window stay.
+
+        A shorter window drops its older seconds at the next call; a longer one has only
+        the seconds it still held, and fills up from now.
+        """
+        if ratio < 0 or window_seconds <= 0 or min_per_second < 0:
+            raise ValueError("invalid retry budget")
+        with self._lock:
+            self.ratio = ratio
+            self.window_seconds = window_seconds
+            self.min_per_second = min_per_second
 
     def _bucket(self) -> list[int]:
         second = int(self._clock.now())

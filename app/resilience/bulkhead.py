@@ -14,6 +14,11 @@ class BulkheadRejectedError(Exception):
     """The bulkhead is full: every slot is taken and the wait queue is full."""
 
 
+def _check(max_concurrent: int, max_waiting: int) -> None:
+    if max_concurrent < 1 or max_waiting < 0:
+        raise ValueError("max_concurrent must be >= 1 and max_waiting >= 0")
+
+
 class Bulkhead:
     """At most ``max_concurrent`` calls in flight and ``max_waiting`` waiting.
 
@@ -27,8 +32,7 @@ class Bulkhead:
     __slots__ = ("_in_flight", "_lock", "_waiters", "max_concurrent", "max_waiting", "rejections")
 
     def __init__(self, max_concurrent: int = 100, max_waiting: int = 100) -> None:
-        if max_concurrent < 1 or max_waiting < 0:
-            raise ValueError("max_concurrent must be >= 1 and max_waiting >= 0")
+        _check(max_concurrent, max_waiting)
         self.max_concurrent = max_concurrent
         self.max_waiting = max_waiting
         self.rejections = 0
@@ -95,6 +99,18 @@ class Bulkhead:
         # The slot was handed over while the wait was being cancelled: pass it on.
         if waiter.done() and not waiter.cancelled():
             self.release()
+
+    def reconfigure(self, max_concurrent: int, max_waiting: int) -> None:
+        """Resize in place; no call in flight or waiting is dropped.
+
+        A larger ``max_concurrent`` admits waiters at once. A smaller one lets the calls
+        in flight finish and admits none until they are below it. A smaller
+        ``max_waiting`` keeps the calls already waiting; new ones are refused until the
+        queue is below it.
+        """
+        _check(max_concurrent, max_waiting)
+        self.max_waiting = max_waiting
+        self.set_limit(max_concurrent)
 
     def set_limit(self, limit: int) -> None:
         """Change ``max_concurrent`` (the adaptive limit does); a higher limit admits waiters now."""

@@ -61,12 +61,19 @@ class HedgingPolicy:
     def __init__(
         self, delay_seconds: float = 0.1, max_attempts: int = 2, percentile: float | None = None
     ) -> None:
+        self.tracker = LatencyTracker()
+        self.reconfigure(delay_seconds, max_attempts, percentile)
+
+    def reconfigure(self, delay_seconds: float, max_attempts: int, percentile: float | None) -> None:
+        """Take new settings in place; the latencies seen so far stay (the percentile's samples).
+
+        A hedged call in flight keeps the number of attempts it started with.
+        """
         if delay_seconds <= 0 or max_attempts < 2:
             raise ValueError("hedging needs delay_seconds > 0 and max_attempts >= 2")
         self.delay_seconds = delay_seconds
         self.max_attempts = max_attempts
         self.percentile = percentile
-        self.tracker = LatencyTracker()
 
     def delay(self) -> float:
         """How long an attempt runs before the next one starts."""
@@ -79,11 +86,11 @@ class HedgingPolicy:
     async def run(self, start: Callable[[], Awaitable[T]], may_hedge: Callable[[], bool]) -> T:
         """Run ``start()`` and hedge it while ``may_hedge()`` allows (it counts the hedge)."""
         tasks: set[asyncio.Future[T]] = {asyncio.ensure_future(start())}
-        started = 1
+        started, max_attempts = 1, self.max_attempts
         first_error: BaseException | None = None
         try:
             while True:
-                wait = self.delay() if started < self.max_attempts else None
+                wait = self.delay() if started < max_attempts else None
                 done, _ = await asyncio.wait(tasks, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     tasks.discard(task)
@@ -94,7 +101,7 @@ class HedgingPolicy:
                 if not tasks:
                     assert first_error is not None  # noqa: S101 - every attempt ended in an error
                     raise first_error
-                if not done and started < self.max_attempts and may_hedge():
+                if not done and started < max_attempts and may_hedge():
                     tasks.add(asyncio.ensure_future(start()))
                     started += 1
         finally:

@@ -8,6 +8,7 @@ cuts retries short; no retry sleeps past the deadline; and each attempt gets
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
@@ -263,10 +264,13 @@ class Pipeline:
         deadline: Deadline,
         idempotent: bool,
     ) -> T:
-        budget, events = self.budget, self.events
+        # What the call started with stays its own when the client is reconfigured: its
+        # attempt timeout, its hedging, and (from its first failure) its retry policy.
+        budget, events, timeout = self.budget, self.events, self.attempt_timeout
         hedging = self.hedging if idempotent else None
         if budget is not None:
             budget.request()
+        retry: RetryPolicy | None = None
         waits: Iterator[float] | None = None
         last: ClientError | None = None
         while True:
@@ -275,10 +279,10 @@ class Pipeline:
             try:
                 if hedging is not None:
                     return await hedging.run(
-                        lambda: self._one(attempt, record, deadline),
+                        lambda: self._one(attempt, record, deadline, timeout),
                         lambda: self._may_hedge(record),
                     )
-                return await self._one(attempt, record, deadline)
+                return await self._one(attempt, record, deadline, timeout)
             except BreakerRejectedError as exc:
                 if last is not None:
                     # Opened by other calls while this one waited to retry: its own failure
@@ -293,9 +297,13 @@ class Pipeline:
             except ClientError as error:
                 error.attempts = record.attempts
                 last = error
-                if waits is None:
-                    waits = self.retry.waits()
-                planned = self._wait_before_retry(error, record, deadline, idempotent, waits)
+                if retry is None or waits is None:
+                    # A copy: a reconfigure while the call retries cannot mix two versions of it.
+                    retry = copy.copy(self.retry)
+                    waits = retry.waits()
+                planned = self._wait_before_retry(
+                    retry, waits, error, record, deadline, idempotent=idempotent
+                )
                 if planned is None:
                     if record.attempts > 1:
                         raise retry_exhausted(error) from error
@@ -306,21 +314,23 @@ class Pipeline:
 
     def _wait_before_retry(
         self,
+        retry: RetryPolicy,
+        waits: Iterator[float],
         error: ClientError,
         record: CallRecord,
         deadline: Deadline,
+        *,
         idempotent: bool,
-        waits: Iterator[float],
     ) -> tuple[float, int | None] | None:
         """How long to wait before retrying ``error`` and the budget's stamp, or None to give up now."""
         if not (
-            record.attempts <= self.retry.max_retries
-            and self.retry.is_retryable(error, idempotent=idempotent)
+            record.attempts <= retry.max_retries
+            and retry.is_retryable(error, idempotent=idempotent)
             # An open breaker cuts retries short: the next try would only be refused.
             and self.breaker.seconds_until_half_open() == 0
         ):
             return None
-        wait = self.retry.wait_for(next(waits), error)
+        wait = retry.wait_for(next(waits), error)
         if wait >= deadline.remaining():
             return None  # the sleep would end past the deadline: fail now instead
         stamp = None
@@ -347,7 +357,7 @@ class Pipeline:
         return True
 
     async def _one(
-        self, attempt: Callable[[float], Awaitable[T]], record: CallRecord, deadline: Deadline
+        self, attempt: Callable[[float], Awaitable[T]], record: CallRecord, deadline: Deadline, timeout: float
     ) -> T:
         """One attempt through the breaker, timed for the adaptive limit and the hedge delay."""
         record.attempts += 1
@@ -355,7 +365,7 @@ class Pipeline:
         timed = self.adaptive is not None or self.hedging is not None
         started = self.clock.now() if timed else 0.0
         try:
-            result = await self.breaker.call_through(attempt, min(self.attempt_timeout, deadline.remaining()))
+            result = await self.breaker.call_through(attempt, min(timeout, deadline.remaining()))
         except BreakerRejectedError:
             record.attempts -= 1  # nothing was sent
             raise

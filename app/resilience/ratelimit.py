@@ -36,6 +36,16 @@ class RateLimiter:
         mode: Literal["wait", "fail"] = "wait",
         clock: Clock = MONOTONIC,
     ) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tat = 0.0  # theoretical arrival time of the next call at the sustained rate
+        self._set(rate, burst, mode)
+        # Slots given back below the latest booking, sorted. A slot is the ``tat`` it was
+        # booked at; it may be reused while that lies ahead, and lets the schedule roll
+        # back over it once every later booking is given back too.
+        self._free: list[float] = []
+
+    def _set(self, rate: float, burst: int, mode: Literal["wait", "fail"]) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
         self.rate = rate
@@ -43,13 +53,22 @@ class RateLimiter:
         self.mode = mode
         self._interval = 1.0 / rate
         self._tolerance = (burst - 1) * self._interval
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._tat = 0.0  # theoretical arrival time of the next call at the sustained rate
-        # Slots given back below the latest booking, sorted. A slot is the ``tat`` it was
-        # booked at; it may be reused while that lies ahead, and lets the schedule roll
-        # back over it once every later booking is given back too.
-        self._free: list[float] = []
+
+    def reconfigure(self, rate: float, burst: int, mode: Literal["wait", "fail"]) -> None:
+        """New rate, burst and mode from now on; the bucket keeps its tokens.
+
+        The calls booked ahead of now still count, as that many calls, now drained at the
+        new rate: a full bucket stays full, and a spent one stays spent unless the burst
+        grew (its extra tokens are there at once). Calls already waiting keep the slots
+        they booked. Slots given back before the change are dropped: they lie on the old
+        schedule, and dropping one only makes the limit stricter for a moment.
+        """
+        with self._lock:
+            now, old_interval = self._clock.now(), self._interval
+            self._set(rate, burst, mode)
+            if self._tat > now:
+                self._tat = now + (self._tat - now) * self._interval / old_interval
+            self._free.clear()
 
     def reserve(self, max_wait: float) -> float:
         """Book a slot within ``max_wait`` seconds; return the wait, or -(time to a slot) if none."""

@@ -105,6 +105,25 @@ class RetryPolicy:
         jitter: bool = True,
         retry_on_status: frozenset[int] = frozenset({429, 502, 503, 504}),
     ) -> None:
+        self.reconfigure(
+            max_retries, base_delay, max_delay, backoff_factor, jitter=jitter, retry_on_status=retry_on_status
+        )
+
+    def reconfigure(
+        self,
+        max_retries: int,
+        base_delay: float,
+        max_delay: float,
+        backoff_factor: float,
+        *,
+        jitter: bool,
+        retry_on_status: frozenset[int],
+    ) -> None:
+        """Take new settings in place (the constructor's); a call already retrying keeps its own.
+
+        The pipeline copies the policy at a call's first failure, so the call's retries
+        all follow one version of it.
+        """
         if max_retries < 0 or base_delay < 0 or max_delay < base_delay or backoff_factor < 1:
             raise ValueError("invalid retry policy")
         self.max_retries = max_retries

@@ -27,6 +27,16 @@ class WindowTotals:
 class OutcomeWindow(Protocol):
     """What the breaker needs from a window."""
 
+    @property
+    def shape(self) -> tuple[object, ...]:
+        """Its kind and size: a breaker reconfigured with a window of this shape keeps this one."""
+        ...
+
+    @property
+    def totals(self) -> WindowTotals:
+        """The calls, failures and slow calls it holds now."""
+        ...
+
     def record(self, *, failure: bool, slow: bool) -> WindowTotals:
         """Add one call and return the window's totals."""
         ...
@@ -51,6 +61,16 @@ class TimeWindow:
         self._clock = clock
         self._buckets: deque[tuple[int, WindowTotals]] = deque()
         self._totals = WindowTotals()
+
+    @property
+    def shape(self) -> tuple[object, ...]:
+        """``("time", seconds, buckets)``."""
+        return ("time", self.seconds, self.buckets)
+
+    @property
+    def totals(self) -> WindowTotals:
+        """The running totals (as of the latest call: old buckets expire at the next one)."""
+        return self._totals
 
     def record(self, *, failure: bool, slow: bool) -> WindowTotals:
         """Add one call now."""
@@ -89,6 +109,16 @@ class CountWindow:
         self.size = size
         self._ring: deque[tuple[bool, bool]] = deque()
         self._totals = WindowTotals()
+
+    @property
+    def shape(self) -> tuple[object, ...]:
+        """``("count", size)``."""
+        return ("count", self.size)
+
+    @property
+    def totals(self) -> WindowTotals:
+        """The running totals over the last ``size`` calls."""
+        return self._totals
 
     def record(self, *, failure: bool, slow: bool) -> WindowTotals:
         """Add one call, dropping the oldest beyond ``size``."""

@@ -71,16 +71,10 @@ class GlobalRateLimiter:
         *,
         clock: Clock = MONOTONIC,
     ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be > 0 and burst >= 1")
         self.state = state
         self.key = state.key("ratelimit", key)
-        self.rate = rate
-        self.burst = burst
-        self.mode = mode
         self.clock = clock
-        interval = 1_000_000 / rate
-        self._args = (str(int(interval)), str(int((burst - 1) * interval)), "1" if mode == "fail" else "0")
+        self._set(rate, burst, mode)
         self._script: AsyncScript | None = None
         self._pending: list[tuple[float, asyncio.Future[tuple[float, float | None]]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -95,6 +89,26 @@ class GlobalRateLimiter:
         #: Round trips made, and requests they carried (the batching's effect, for the bench).
         self.round_trips = 0
         self.requests = 0
+
+    def _set(self, rate: float, burst: int, mode: Literal["wait", "fail"]) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self.mode = mode
+        interval = 1_000_000 / rate
+        # One tuple, swapped whole: a batch being sent keeps the one it read.
+        self._args = (str(int(interval)), str(int((burst - 1) * interval)), "1" if mode == "fail" else "0")
+
+    def reconfigure(self, rate: float, burst: int, mode: Literal["wait", "fail"]) -> None:
+        """New rate, burst and mode from the next round trip; the fleet's bucket in Redis stays.
+
+        Its schedule (the next slot's time) is kept as it is, now spaced at the new rate.
+        The local fallback, if one runs, keeps its tokens as ``RateLimiter.reconfigure`` does.
+        """
+        self._set(rate, burst, mode)
+        if self._local is not None:
+            self._local.reconfigure(*self._share(self._local_replicas), mode)
 
     @property
     def degraded(self) -> bool:
@@ -200,13 +214,14 @@ class GlobalRateLimiter:
         replicas = self.state.replicas_seen()
         local = self._local
         if local is None or replicas != self._local_replicas:
-            # This replica's share of the fleet's limit, by the replicas last seen.
-            local = self._local = RateLimiter(
-                self.rate / replicas, max(1, self.burst // replicas), self.mode, self.clock
-            )
+            local = self._local = RateLimiter(*self._share(replicas), self.mode, self.clock)
             self._local_replicas = replicas
         wait, slot = local.reserve_slot(max_wait)
         return wait, (slot if wait >= 0 else None)
+
+    def _share(self, replicas: int) -> tuple[float, int]:
+        """This replica's share of the fleet's rate and burst, by the replicas last seen."""
+        return self.rate / replicas, max(1, self.burst // replicas)
 
     def give_back(self, slot: float | None) -> None:
         """A local (fallback) slot goes back to the local limiter; a slot booked in Redis is kept."""

@@ -28,7 +28,9 @@ if ARGV[1] == 'open' then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
 elseif ARGV[1] == 'close' then
-  redis.call('ZREM', KEYS[1], ARGV[2])
+  -- every replica closes on this one's word, so every open lease goes: left to expire,
+  -- those of replicas that opened after it would reopen them on quorum at once
+  redis.call('DEL', KEYS[1])
   if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
 elseif ARGV[1] == 'probe' then
   -- the probe lock: taken if free, kept (and renewed) if already this replica's
@@ -92,6 +94,10 @@ class SharedBreaker:
         if self.quorum is not None:
             return self.quorum
         return max(2, self.state.replicas_seen() // 2 + 1)
+
+    def reconfigure(self, *, quorum: int | None) -> None:
+        """A new quorum, judged at the next count of the fleet's open leases; leases and probe stay."""
+        self.quorum = quorum
 
     def start(self) -> None:
         """Listen to the fleet (in the running loop)."""
