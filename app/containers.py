@@ -14,12 +14,13 @@ from app.clients.resources import (
     shared_state_or_none,
     shared_state_resource,
 )
+from app.live_config import live_config_resource
 from app.observability.lifecycle import Lifecycle
 from app.observability.status import DependencyView
 from app.resilience.clock import MONOTONIC
 from app.state import SharedState
 from app.upstream_registry import UpstreamRegistry, open_configured_upstreams
-from settings import load_settings
+from settings import ConfigStore, load_settings
 
 __all__ = ["Container", "UpstreamContainer"]
 
@@ -114,6 +115,12 @@ class Container(containers.DeclarativeContainer):
     )
     #: The lifespan opens the declared upstreams' Resources itself, and the others through this.
     configured_upstreams = providers.Resource(open_configured_upstreams, upstreams)
+
+    #: The settings in force, as a versioned snapshot that reloads (the file, SIGHUP); version
+    #: 1 is ``settings`` (so an overridden one too). The lifespan's ``live_config`` applies
+    #: each reload to the upstreams in place and starts what triggers them.
+    config_store = providers.Singleton(ConfigStore, settings.provided.env, initial=settings)
+    live_config = providers.Resource(live_config_resource, config_store, upstreams, shared_state)
 
     #: Every dependency's live status, in the registry's order, for readiness and the dashboard.
     dependency_views = upstreams.provided.views.call()

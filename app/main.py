@@ -12,7 +12,7 @@ from fastapi_offline import FastAPIOffline
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
 from app.api import RequestContextMiddleware, install_error_handlers
-from app.api.routes import admin, gateway, health, observability
+from app.api.routes import admin, config, gateway, health, observability
 from app.containers import Container
 from app.factory import use_container
 from app.observability.http_metrics import HttpMetricsMiddleware
@@ -69,7 +69,7 @@ def create_app(container: Container | None = None, *, routers: Sequence[APIRoute
     routers = [*(_imported(spec) for spec in settings.routers), *routers]
     if settings.admin_token is not None:
         register_secret(settings.admin_token.get_secret_value())
-    container.wire(modules=[admin, gateway, health, observability, *_modules_of(routers)])
+    container.wire(modules=[admin, config, gateway, health, observability, *_modules_of(routers)])
     use_container(container)
     # Every upstream's sub-container now, so a bad entry fails here rather than at start-up.
     container.upstreams()
@@ -99,6 +99,7 @@ def create_app(container: Container | None = None, *, routers: Sequence[APIRoute
     app.include_router(health.router)
     app.include_router(gateway.router)
     app.include_router(observability.router)
+    app.include_router(config.router)
     if settings.admin_active:
         app.include_router(admin.router)
     for router in routers:

@@ -13,15 +13,18 @@ from app.clients.ml_workbench import MLWorkbenchClient
 from app.containers import Container
 from app.observability.lifecycle import Lifecycle
 from app.observability.status import DependencyView
-from settings import Settings
+from app.state import SharedState
+from settings import ConfigStore, Settings
 
 __all__ = [
     "AnalysisEngineDep",
     "BearerDep",
+    "ConfigStoreDep",
     "DependencyViewsDep",
     "LifecycleDep",
     "MLWorkbenchDep",
     "SettingsDep",
+    "SharedStateDep",
     "UpstreamClient",
 ]
 
@@ -42,7 +45,11 @@ def UpstreamClient(name: str) -> Any:  # noqa: N802 - a marker, capitalised like
 # request than UpstreamClient("analysis_engine"), the same client.
 AnalysisEngineDep = Annotated[AnalysisEngineClient, Depends(AsyncProvide[Container.analysis_engine.client])]
 MLWorkbenchDep = Annotated[MLWorkbenchClient, Depends(AsyncProvide[Container.ml_workbench.client])]
-SettingsDep = Annotated[Settings, Depends(AsyncProvide[Container.settings])]
+#: The settings in force: the live config store's current snapshot, so a reload reaches
+#: the routes that read them (the signal's model id).
+SettingsDep = Annotated[Settings, Depends(AsyncProvide[Container.config_store.provided.settings])]
+ConfigStoreDep = Annotated[ConfigStore, Depends(AsyncProvide[Container.config_store])]
+SharedStateDep = Annotated[SharedState | None, Depends(AsyncProvide[Container.shared_state])]
 DependencyViewsDep = Annotated[list[DependencyView], Depends(AsyncProvide[Container.dependency_views])]
 LifecycleDep = Annotated[Lifecycle, Depends(AsyncProvide[Container.lifecycle])]
 #: The request's bearer token, if any; the route decides what a missing one means (and

@@ -32,14 +32,25 @@ logger = logging.getLogger("app.state")
 _HEARTBEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
-return redis.call('ZCARD', KEYS[1])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - lease)
+if #gone > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - lease)
+  redis.call('HDEL', KEYS[2], unpack(gone))
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], lease * 2)
+redis.call('PEXPIRE', KEYS[2], lease * 2)
+return redis.call('HGETALL', KEYS[2])
 """
 #: A pool bigger than this waits for a connection (within the call's deadline) instead of
 #: opening hundreds against a slow Redis.
 _MAX_CONNECTIONS = 32
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class SharedStateUnavailable(Exception):  # noqa: N818 - a state, as the callers read it
@@ -127,6 +138,10 @@ class SharedState:
         self._answered_once = False
         self._since = clock.now()
         self._replicas = 1
+        #: What each live replica says of itself (its config version), by replica id.
+        self._about: dict[str, str] = {}
+        #: What this replica says of itself on each heartbeat (the live config sets it).
+        self.describe: Callable[[], str] = str
         self._failures = 0
         self._in_flight = 0
         self._closers: list[Callable[[], Awaitable[None]]] = []
@@ -191,6 +206,7 @@ class SharedState:
             # Leave at once rather than be counted for a lease more (best effort).
             with contextlib.suppress(SharedStateUnavailable):
                 await self.call(lambda r: r.zrem(self.key("replicas"), self.replica_id))
+                await self.call(lambda r: r.hdel(self.key("replicas", "about"), self.replica_id))
         client, self._client = self._client, None
         pool, self._pool = self._pool, None
         if client is not None:
@@ -286,18 +302,26 @@ class SharedState:
 
     async def _beat(self) -> None:
         s = self.settings
-        key = self.key("replicas")
+        keys = (self.key("replicas"), self.key("replicas", "about"))
         lease_ms = str(int(s.replica_lease_seconds * 1000))
         while True:
             with contextlib.suppress(SharedStateUnavailable):
                 # The request path's deadline: "healthy" means answering within it, or a
                 # Redis that answers the heartbeat slowly would pass for well while every
                 # call times out.
-                count = await self.call(lambda r: r.eval(_HEARTBEAT, 1, key, self.replica_id, lease_ms))
-                self._replicas = max(1, int(count))
+                flat = await self.call(
+                    lambda r: r.eval(_HEARTBEAT, 2, *keys, self.replica_id, lease_ms, self.describe())
+                )
+                about = {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+                self._about = about
+                self._replicas = max(1, len(about))
                 self._families.replicas.set(self._replicas)
             # Real time: a background renewal, not a policy a test drives.
             await asyncio.sleep(min(s.replica_lease_seconds / 3, s.breaker_reset_seconds))
+
+    def replicas_about(self) -> dict[str, str]:
+        """What each replica seen at the last heartbeat says of itself (its config version), by id."""
+        return dict(sorted(self._about.items()))
 
     def status(self) -> dict[str, Any]:
         """For the status API: where, degraded or not and since when, replicas seen; never the password."""

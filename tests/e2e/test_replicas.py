@@ -201,7 +201,24 @@ async def test_the_dashboard_shows_the_shared_state(http, replicas) -> None:
         line = page.locator(f'[data-dependency="{DEPENDENCY}"] [data-role="shared-state"]')
         await line.wait_for(timeout=5000)
         text = await line.inner_text()
+        version = await page.locator('[data-role="config-version"]').inner_text()
     assert "Redis ok" in text
     assert "2 replicas" in text
     assert "global rate limit" in text
     assert "breaker shared · 0 open of 1 to open" in text
+    assert version == "v1"  # the settings' version in force, in the header
+
+
+async def test_each_replicas_config_version_is_seen_by_the_others(http, replicas) -> None:
+    """The config API of either replica lists both, each with its version and the file's digest."""
+    await settle(http, replicas)
+    for _ in range(100):  # a heartbeat (every lease / 3) carries each replica's version
+        async with http.get(f"{replicas.gateways[1]}/api/v1/config") as resp:
+            body = await resp.json()
+        if len(body["replicas"]) == 2:
+            break
+        await asyncio.sleep(0.05)
+    seen = list(body["replicas"].values())
+    assert len(seen) == 2, body["replicas"]
+    assert [r["version"] for r in seen] == [1, 1]
+    assert seen[0]["digest"] == seen[1]["digest"] == body["digest"]  # the same file on both

@@ -14,9 +14,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from app.api.deps import DependencyViewsDep, LifecycleDep
+from app.api.deps import ConfigStoreDep, DependencyViewsDep, LifecycleDep
 from app.api.responses import JsonBytesResponse
 from app.observability.status import DependencyView
+from settings import ConfigStore
 
 __all__ = ["router"]
 
@@ -27,8 +28,15 @@ DASHBOARD_HTML = files("app.api").joinpath("dashboard.html").read_text(encoding=
 STREAM_INTERVAL_SECONDS = 1.0
 
 
-def _status(views: list[DependencyView]) -> dict[str, object]:
-    return {"generated_at": time.time(), "dependencies": {v.name: v.status() for v in views}}
+def _status(views: list[DependencyView], store: ConfigStore) -> dict[str, object]:
+    current, last = store.current, store.last_result
+    config = {
+        "version": current.version,
+        "digest": current.digest,
+        "last_reload": None if last is None else last.as_dict(),
+    }
+    dependencies = {v.name: v.status() for v in views}
+    return {"generated_at": time.time(), "config": config, "dependencies": dependencies}
 
 
 @router.get("/metrics")
@@ -39,15 +47,15 @@ async def metrics() -> Response:
 
 @router.get("/api/v1/resilience")
 @inject
-async def resilience(views: DependencyViewsDep) -> Response:
-    """Each dependency over the last 10 s: rate, errors, outcomes, latency, breaker, bulkhead."""
-    return JsonBytesResponse(_status(views))
+async def resilience(views: DependencyViewsDep, store: ConfigStoreDep) -> Response:
+    """Each dependency over the last 10 s (rate, errors, latency, breaker, bulkhead); the config version."""
+    return JsonBytesResponse(_status(views, store))
 
 
 @router.get("/api/v1/resilience/stream")
 @inject
 async def resilience_stream(
-    request: Request, views: DependencyViewsDep, lifecycle: LifecycleDep
+    request: Request, views: DependencyViewsDep, lifecycle: LifecycleDep, store: ConfigStoreDep
 ) -> StreamingResponse:
     """The same status as Server-Sent Events, one per second, until the client leaves.
 
@@ -57,7 +65,7 @@ async def resilience_stream(
 
     async def events() -> AsyncIterator[bytes]:
         while not lifecycle.draining and not await request.is_disconnected():
-            yield b"data: " + orjson.dumps(_status(views)) + b"\n\n"
+            yield b"data: " + orjson.dumps(_status(views, store)) + b"\n\n"
             await asyncio.sleep(STREAM_INTERVAL_SECONDS)
 
     return StreamingResponse(

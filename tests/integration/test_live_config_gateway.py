@@ -1,0 +1,198 @@
+"""The gateway reloading its config file while it serves: the same clients, new values, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from app.clients import ClientClosedError
+from app.containers import Container
+from app.main import create_app
+from tests.support.asgi import serve
+from tests.support.upstream import Upstream, json
+
+REGIME = {"symbol": "EURUSD", "timeframe": "1h", "regime": "ranging", "confidence": 0.5, "metrics": {}}
+
+
+def config_text(upstream: Upstream, **extra: str) -> str:
+    lines = {
+        "APP_LOG_JSON": "true",
+        "APP_LIVE_CONFIG": "watch",
+        "APP_ANALYSIS_ENGINE__BASE_URL": upstream.base_url,
+        "APP_ANALYSIS_ENGINE__TIMEOUT_SECONDS": "1.0",
+        "APP_ANALYSIS_ENGINE__CIRCUIT_BREAKER_FAILURE_THRESHOLD": "10",
+        "APP_ANALYSIS_ENGINE__TOTAL_TIMEOUT_SECONDS": "3.0",
+        "APP_ML_WORKBENCH__BASE_URL": upstream.base_url,
+        "APP_ML_WORKBENCH__TOTAL_TIMEOUT_SECONDS": "2.0",
+        "APP_ANALYSIS_ENGINE__API_KEY": "first-key-0123456789",
+        # Room for an upstream a reload adds: the grace is the server's from its start.
+        "APP_SHUTDOWN_GRACE_SECONDS": "30",
+        **extra,
+    }
+    return "".join(f"{k}={v}\n" for k, v in lines.items())
+
+
+def write(path: Path, text: str) -> None:
+    """As an editor saving with a rename would: the reader sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, upstream: Upstream) -> Path:
+    for name in list(os.environ):
+        if name.startswith(("APP_ANALYSIS_ENGINE", "APP_ML_WORKBENCH", "APP_UPSTREAMS", "APP_LIVE")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("APP_ENV", "test")
+    path = tmp_path / "gateway.env"
+    path.write_text(config_text(upstream), encoding="utf-8")
+    monkeypatch.setenv("APP_CONFIG_FILE", str(path))
+    return path
+
+
+@pytest.fixture
+async def gateway(config_file: Path) -> AsyncIterator[tuple[str, Container, aiohttp.ClientSession]]:
+    container = Container()
+    async with serve(create_app(container)) as url, aiohttp.ClientSession() as http:
+        yield url, container, http
+
+
+async def config_of(http: aiohttp.ClientSession, url: str) -> dict:
+    async with http.get(f"{url}/api/v1/config") as resp:
+        assert resp.status == 200
+        return await resp.json()
+
+
+async def until_version(
+    http: aiohttp.ClientSession,
+    url: str,
+    version: int,
+    *,
+    result: str | None = None,
+    after: dict | None = None,
+) -> dict:
+    """The config API once it shows ``version`` and a last reload of ``result`` other than ``after``'s; 5 s at most."""
+    for _ in range(250):
+        body = await config_of(http, url)
+        last = body["last_reload"]
+        if (
+            body["version"] == version
+            and (result is None or (last and last["result"] == result))
+            and (after is None or last != after["last_reload"])
+        ):
+            return body
+        await asyncio.sleep(0.02)
+    pytest.fail(f"config never reached version {version} ({result}): {body}")
+
+
+async def test_an_edit_applies_in_place_and_the_api_shows_the_new_version(
+    upstream, config_file, gateway
+) -> None:
+    url, container, http = gateway
+    upstream.route("market-regime/EURUSD", json(REGIME))
+    client = await container.analysis_engine.client()
+    policies = container.analysis_engine.policies()
+    first = await config_of(http, url)
+    assert first["version"] == 1
+    assert first["source"] == str(config_file)
+    async with http.get(f"{url}/api/v1/regime/EURUSD") as resp:
+        assert resp.status == 200
+
+    write(
+        config_file,
+        config_text(
+            upstream,
+            APP_ANALYSIS_ENGINE__TIMEOUT_SECONDS="0.5",
+            APP_ANALYSIS_ENGINE__CIRCUIT_BREAKER_FAILURE_THRESHOLD="4",
+        ),
+    )
+    body = await until_version(http, url, 2, result="applied")
+    assert "upstreams.analysis_engine.timeout_seconds" in body["last_reload"]["message"]
+    # The same client and policies, with the new values.
+    assert await container.analysis_engine.client() is client
+    assert container.analysis_engine.policies() is policies
+    assert client.config.timeout_seconds == 0.5
+    assert policies.config is not None
+    assert policies.config.circuit_breaker_failure_threshold == 4
+    async with http.get(f"{url}/api/v1/regime/EURUSD") as resp:
+        assert resp.status == 200
+    async with http.get(f"{url}/api/v1/resilience") as resp:
+        assert (await resp.json())["config"]["version"] == 2
+    # No secret in the config API, old or new.
+    async with http.get(f"{url}/api/v1/config") as resp:
+        text = await resp.text()
+    assert "first-key-0123456789" not in text
+
+
+async def test_an_invalid_or_restart_only_edit_is_refused_and_the_old_version_stays(
+    upstream, config_file, gateway
+) -> None:
+    url, container, http = gateway
+    write(config_file, config_text(upstream, APP_ANALYSIS_ENGINE__TIMEOUT_SECONDS="soon"))
+    body = await until_version(http, url, 1, result="invalid")
+    message = body["last_reload"]["message"]
+    assert "upstreams.analysis_engine.timeout_seconds" in message
+    assert "APP_ANALYSIS_ENGINE__TIMEOUT_SECONDS" in message
+    assert "soon" not in message  # the field and the reason, never the value
+
+    write(config_file, config_text(upstream, APP_PORT="9999"))
+    body = await until_version(http, url, 1, result="refused")
+    assert "port (APP_PORT)" in body["last_reload"]["message"]
+    assert "restart" in body["last_reload"]["message"]
+
+    write(config_file, config_text(upstream, APP_ANALYSIS_ENGINE__SERVICE_NAME="renamed"))
+    body = await until_version(http, url, 1, result="refused", after=body)
+    assert "service_name" in body["last_reload"]["message"]
+    write(config_file, config_text(upstream, APP_ANALYSIS_ENGINE__TOTAL_TIMEOUT_SECONDS="60"))
+    # The grace is set here, so the settings themselves refuse deadlines that outlast it.
+    body = await until_version(http, url, 1, result="invalid", after=body)
+    assert "shutdown_grace_seconds (APP_SHUTDOWN_GRACE_SECONDS) is 30 s" in body["last_reload"]["message"]
+    client = await container.analysis_engine.client()
+    assert client.config.timeout_seconds == 1.0  # nothing of the refused versions applied
+    assert client.config.total_timeout_seconds == 3.0
+
+
+async def test_an_upstream_added_by_a_reload_is_opened_and_a_removed_one_closed(
+    upstream, config_file, gateway
+) -> None:
+    url, container, http = gateway
+    upstream.route("quotes/EURUSD", json({"bid": 1.1}))
+    write(
+        config_file,
+        config_text(
+            upstream,
+            APP_UPSTREAMS__PRICING__BASE_URL=upstream.base_url,
+            APP_UPSTREAMS__PRICING__TOTAL_TIMEOUT_SECONDS="2.0",
+        ),
+    )
+    await until_version(http, url, 2, result="applied")
+    registry = container.upstreams()
+    await registry.settled()
+    assert "pricing" in registry
+    async with http.get(f"{url}/api/v1/resilience") as resp:
+        assert "pricing-service" in (await resp.json())["dependencies"]
+    pricing = await registry["pricing"].client()
+    assert await pricing.get("quotes/EURUSD") == {"bid": 1.1}
+
+    write(config_file, config_text(upstream))
+    await until_version(http, url, 3, result="applied")
+    await registry.settled()
+    assert "pricing" not in registry
+    async with http.get(f"{url}/api/v1/resilience") as resp:
+        assert "pricing-service" not in (await resp.json())["dependencies"]
+    with pytest.raises(ClientClosedError):  # closed with its upstream, not left open
+        await pricing.get("quotes/EURUSD")
+
+
+async def test_sighup_without_a_change_reloads_nothing(upstream, config_file, gateway) -> None:
+    url, _container, http = gateway
+    os.kill(os.getpid(), signal.SIGHUP)
+    body = await until_version(http, url, 1, result="unchanged")
+    assert body["last_reload"]["reason"] == "SIGHUP"
