@@ -60,7 +60,9 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, upstream: Upstr
 @pytest.fixture
 async def gateway(config_file: Path) -> AsyncIterator[tuple[str, Container, aiohttp.ClientSession]]:
     container = Container()
-    async with serve(create_app(container)) as url, aiohttp.ClientSession() as http:
+    # No connection limit of the test's own (aiohttp's default is 100 at once).
+    connector = aiohttp.TCPConnector(limit=0)
+    async with serve(create_app(container)) as url, aiohttp.ClientSession(connector=connector) as http:
         yield url, container, http
 
 
@@ -196,3 +198,65 @@ async def test_sighup_without_a_change_reloads_nothing(upstream, config_file, ga
     os.kill(os.getpid(), signal.SIGHUP)
     body = await until_version(http, url, 1, result="unchanged")
     assert body["last_reload"]["reason"] == "SIGHUP"
+
+
+async def test_an_edit_under_200_requests_in_flight_fails_none_and_keeps_the_breakers_state(
+    upstream, config_file, gateway
+) -> None:
+    """The file changes a threshold, a timeout and a bulkhead size while 200 gateway requests wait on the engine."""
+    url, container, http = gateway
+    release = asyncio.Event()
+
+    async def slow(request):  # type: ignore[no-untyped-def]
+        await release.wait()
+        return await json(REGIME)(request)
+
+    upstream.route("market-regime/EURUSD", slow)
+    # Attempts long enough to outlast the wait for the reload (the seed's default is 30 s).
+    slow_enough = {
+        "APP_ANALYSIS_ENGINE__TIMEOUT_SECONDS": "5.0",
+        "APP_ANALYSIS_ENGINE__TOTAL_TIMEOUT_SECONDS": "20",
+    }
+    write(config_file, config_text(upstream, **slow_enough))
+    await until_version(http, url, 2, result="applied")
+    # The ML Workbench's breaker is open (its own state, with its open-until), to see it survive.
+    workbench = container.ml_workbench.breaker()
+    workbench.open()
+    open_for = workbench.seconds_until_half_open()
+    bulkhead = container.analysis_engine.bulkhead()
+
+    async def call() -> int:
+        async with http.get(f"{url}/api/v1/regime/EURUSD") as resp:
+            await resp.read()
+            return resp.status
+
+    calls = [asyncio.create_task(call()) for _ in range(200)]
+    for _ in range(250):
+        if upstream.in_flight >= 100:  # the bulkhead's 100 in flight, the rest waiting in it
+            break
+        await asyncio.sleep(0.02)
+    assert upstream.in_flight == 100
+    write(
+        config_file,
+        config_text(
+            upstream,
+            **slow_enough,
+            APP_ANALYSIS_ENGINE__BULKHEAD_MAX_CONCURRENT="150",
+            APP_ANALYSIS_ENGINE__CIRCUIT_BREAKER_FAILURE_THRESHOLD="3",
+            APP_ML_WORKBENCH__CIRCUIT_BREAKER_FAILURE_THRESHOLD="2",
+        ).replace("TIMEOUT_SECONDS=5.0", "TIMEOUT_SECONDS=4.0"),
+    )
+    await until_version(http, url, 3, result="applied")
+    for _ in range(250):  # the larger bulkhead admits 50 of the waiting calls at once
+        if upstream.in_flight >= 150:
+            break
+        await asyncio.sleep(0.02)
+    assert upstream.in_flight == 150
+    assert bulkhead.max_concurrent == 150
+    release.set()
+    assert await asyncio.gather(*calls) == [200] * 200  # none failed because of the reload
+    assert workbench.state_name == "open"
+    assert abs(workbench.seconds_until_half_open() - open_for) < 1.0  # the same opening, not a new one
+    client = await container.analysis_engine.client()
+    assert client.config.timeout_seconds == 4.0
+    assert container.analysis_engine.breaker().failure_threshold == 3
