@@ -222,3 +222,31 @@ async def test_each_replicas_config_version_is_seen_by_the_others(http, replicas
     assert len(seen) == 2, body["replicas"]
     assert [r["version"] for r in seen] == [1, 1]
     assert seen[0]["digest"] == seen[1]["digest"] == body["digest"]  # the same file on both
+
+
+async def test_isolate_on_one_replica_holds_both_and_reset_on_the_other_closes_both(http, replicas) -> None:
+    """The admin commands are the fleet's: said to one process, done by every one."""
+    await settle(http, replicas)
+    first, second = replicas.gateways
+    async with http.post(f"{first}/api/v1/resilience/{DEPENDENCY}/isolate") as resp:
+        assert resp.status == 200
+        assert (await resp.json())["scope"] == "fleet"
+    for _ in range(100):
+        if (await shared_state(http, second))["breaker"]["isolated"]:
+            break
+        await asyncio.sleep(0.02)
+    assert (await shared_state(http, second))["breaker"]["isolated"] is True
+    async with http.get(f"{second}/api/v1/regime/EURUSD") as resp:
+        assert resp.status == 503
+        assert (await resp.json())["error"] == "CircuitBreakerOpenError"
+    async with http.post(f"{second}/api/v1/resilience/{DEPENDENCY}/reset") as resp:
+        assert (await resp.json())["scope"] == "fleet"
+    for _ in range(100):
+        if (await shared_state(http, first))["breaker"]["state"] == "closed":
+            break
+        await asyncio.sleep(0.02)
+    breaker = (await shared_state(http, first))["breaker"]
+    assert (breaker["state"], breaker["isolated"]) == ("closed", False)
+    async with http.get(f"{first}/api/v1/regime/EURUSD") as resp:
+        assert resp.status in (200, 503)  # closed: it calls (the global limit may refuse it)
+        assert (await resp.json()).get("error") != "CircuitBreakerOpenError"
