@@ -24,14 +24,6 @@ from tests.support.upstream import Upstream, json
 REGIME = {"symbol": "EURUSD", "timeframe": "1h", "regime": "ranging", "confidence": 0.5, "metrics": {}}
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> RedisServer:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server  # type: ignore[misc]
-    server.kill()
-
-
 def replica(monkeypatch: pytest.MonkeyPatch, upstream: Upstream, redis_url: str) -> Container:
     monkeypatch.setenv("APP_ENV", "test")
     monkeypatch.setenv("APP_REDIS_URL", redis_url)
