@@ -20,6 +20,8 @@ __all__ = ["GlobalRateLimiter"]
 #: replicas' clocks never matter. ARGV: interval and burst tolerance (microseconds), 1 for
 #: fail mode, then each request's longest wait (us). One result per request: r >= 0 is
 #: booked, to go after r us; r < 0 is refused with nothing booked, a slot free in -r - 1 us.
+#: The longest wait a booking asks for: what a call without a deadline is sent as.
+_LONGEST_WAIT_SECONDS = 86_400.0
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -163,7 +165,9 @@ class GlobalRateLimiter:
             raise
 
     async def _send(self, batch: list[tuple[float, asyncio.Future[tuple[float, float | None]]]]) -> None:
-        waits = [str(int(max(w, 0.0) * 1_000_000)) for w, _ in batch]
+        # A call without a deadline waits "for ever" (inf, which int() refuses): a day is
+        # as good, and keeps the number exact in Lua's doubles.
+        waits = [str(int(min(max(w, 0.0), _LONGEST_WAIT_SECONDS) * 1_000_000)) for w, _ in batch]
         try:
             results = await self.state.call(functools.partial(self._run, waits=waits))
         except SharedStateUnavailable:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import random
 import subprocess
 import sys
@@ -92,6 +93,19 @@ async def test_gcra_admits_a_burst_then_spaces_calls_at_the_rate(redis_server, s
     assert (await waiting.reserve_slot(0.05))[0] < 0  # would wait past max_wait: refused, not booked
     wait_again, _ = await waiting.reserve_slot(1.0)
     assert 0.15 < wait_again <= 0.2  # the refusal booked nothing
+    assert not state.degraded
+
+
+async def test_a_call_without_a_deadline_is_booked_on_redis(redis_server, shared) -> None:
+    """No total timeout means an infinite max wait: booked on Redis, not sent to the fallback."""
+    state = shared(redis_server.url, deadline_seconds=0.5)
+    await state.start()
+    limiter = GlobalRateLimiter(state, "forever", rate=10, burst=1, mode="wait")
+    first, _ = await limiter.reserve_slot(math.inf)
+    second, _ = await limiter.reserve_slot(math.inf)
+    assert first == 0.0
+    assert 0.05 < second <= 0.1  # booked behind the first, at the rate: Redis's answer
+    assert (limiter.round_trips, limiter.requests) == (2, 2)
     assert not state.degraded
 
 
