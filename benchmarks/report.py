@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmarks.shared_state import SHARED_VARIANTS
 from benchmarks.variants import VARIANTS
 
 
@@ -94,6 +95,103 @@ own count.
 """
 
 
+def _shared_rows(variants: dict[str, Any], table: str, baseline: str, limiter: bool) -> str:
+    """One table of the shared-state section: each variant against ``baseline``, the local one."""
+    base = variants[baseline]
+    rows = []
+    for name, spec in SHARED_VARIANTS.items():
+        row = variants.get(name)
+        if spec.table != table or row is None:
+            continue
+        cells = [
+            spec.label,
+            f"{row['req_s']:,.0f}",
+            f"{_ratio(row['req_s'], base['req_s']):.2f}x",
+            f"{row['cpu_us']:.1f}",
+            f"{row['cpu_us'] - base['cpu_us']:+.1f}" if name != baseline else "-",
+            f"{row['round_trips_per_call']:.4f}",
+            f"{row['redis_cpu_us']:.1f}",
+        ]
+        if limiter:
+            batch = row["calls_per_round_trip"]
+            cells.insert(6, f"{batch:.1f}" if batch else "-")
+            # Calls the local fallback answered instead of Redis: each should be 0.
+            cells.append(f"{row['fallbacks']:,}" if spec.redis else "-")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def shared_state_report(r: dict[str, Any]) -> str:
+    """The shared-state section: a global limit (one round trip per call, and batched) and a shared breaker, against local."""
+    sh = r.get("shared_state")
+    if sh is None:
+        return ""
+    title = "\n## Shared state: a global limit and a shared breaker, against local\n"
+    if "skipped" in sh:
+        return f"{title}\n**Skipped:** {sh['skipped']}.\n"
+    alone = sh.get("alone")
+    # Spliced into a report of another run: say where these figures come from.
+    provenance = (
+        f"\n*Measured alone* (`{alone['command']}`) on {alone['machine']}; the rest of this "
+        "report may come from another run.\n"
+        if alone
+        else ""
+    )
+    v = sh["variants"]
+    limit = _shared_rows(v, "limit", "limit-local", limiter=True)
+    breaker = _shared_rows(v, "breaker", "breaker-local", limiter=False)
+    local, shared = v["breaker-local"], v["breaker-shared"]
+    single, batched = v["limit-global-single"], v["limit-global"]
+    rounds = sh["rounds"]
+    return f"""{title}{provenance}
+Variant 3a's client (every policy, metrics, no call log; asyncio's loop) at concurrency
+{sh["concurrency"]}, against {sh["upstream"]}.
+Each table's clients run side by side in one process, in blocks of {sh["block"]:,} calls taken in
+turn (the order turned each cycle), {sh["calls"]:,} calls each after 1,000 of warm-up, so what
+the machine's other work does falls on every row alike; medians of {rounds} such run{"s" if rounds > 1 else ""}. One
+redis-server {sh["redis"]} on 127.0.0.1 (no persistence), on the upstream's core; one replica
+with one Redis pool, the deployment's shared-state defaults except each Redis call's
+deadline: {sh["redis_deadline_s"] * 1000:g} ms (the socket timeout), not 20 ms, so that every call measured reaches
+Redis (at 20 ms, a reply queued behind 64 calls' work on a loaded loop can miss it, and
+the call is answered locally: no round trip to measure). The limit is 1,000,000/s with
+a burst of 1,000,000, so it never binds: each call pays for the decision, never waits
+for a slot. Every client has a 10 s total deadline (the global limiter's longest wait
+is the call's remaining time).
+
+- *CPU µs/req* is the process's CPU time over each row's blocks, *Δ* against the local
+  row. Nothing here counts instructions (the harness has no counter of them): on this
+  shared 2-core machine separate runs move by 0.2x or more; side by side the rows move
+  together, and a Δ below about a tenth of the local row is still noise.
+- *Redis round trips/call* are the requests Redis read during each row's blocks (`INFO`
+  `total_reads_processed`, the harness's own `INFO` left out) over its calls; they
+  include the replica's heartbeat (one `EVAL` every 1.7 s), which is on no call's path.
+  *Redis CPU µs/call* is redis-server's CPU time (user + system) over the same.
+- *One round trip per call* is the shipped limiter with its batching taken out: each
+  call sends its own one-call `EVALSHA` through the limiter's own send, up to 30 at once
+  (the state's pool holds 32). *Batched* is the limiter as shipped: the calls that
+  arrive while a round trip is out go together in the next one.
+- *Fallbacks* are calls the local fallback answered instead of Redis, over all runs.
+
+### (a) Rate limit: local against global
+
+| client | req/s | vs local | CPU µs/req | Δ CPU µs/req | Redis round trips/call | calls/round trip | Redis CPU µs/call | fallbacks |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
+{limit}
+
+A global limit call costs {single["cpu_us"] - v["limit-local"]["cpu_us"]:+.1f} µs of client CPU one round trip per call,
+and {batched["cpu_us"] - v["limit-local"]["cpu_us"]:+.1f} µs batched ({batched["calls_per_round_trip"]:.1f} calls per `EVALSHA`).
+
+### (b) Breaker, closed: local against shared
+
+| client | req/s | vs local | CPU µs/req | Δ CPU µs/req | Redis round trips/call | Redis CPU µs/call |
+|---|---:|---:|---:|---:|---:|---:|
+{breaker}
+
+The shared breaker's closed hot path: {shared["round_trips_per_call"]:.4f} Redis round trips per call (the
+heartbeat's), {shared["cpu_us"] - local["cpu_us"]:+.1f} µs of client CPU per call ({_ratio(shared["cpu_us"], local["cpu_us"]):.2f}x the local breaker's).
+"""
+
+
 def chart(r: dict[str, Any], path: Path) -> None:
     """A bar chart of req/s at concurrency 64 on the 100 B body."""
     import matplotlib  # noqa: PLC0415
@@ -167,7 +265,7 @@ Generated by `make bench{"-quick" if r["quick"] else ""}` (`python -m benchmarks
 ### Concurrency 64, 10 KB JSON
 
 {_table(r["large"], 64, [x for x in variants if f"{x}@64" in r["large"]])}
-{_fleet(r)}
+{_fleet(r)}{shared_state_report(r)}
 ## Gateway (one uvicorn worker, load from another process at concurrency 64)
 
 | route | req/s |

@@ -10,18 +10,24 @@ import argparse
 import contextlib
 import json
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import write_report
+from benchmarks.report import shared_state_report, write_report
+from benchmarks.shared_state import REDIS_DEADLINE_SECONDS, SHARED_VARIANTS
 from benchmarks.upstream import fallback_server, free_port, pin_client, pin_server, upstream
 from benchmarks.variants import VARIANTS
+from launcher.redis import INSTALL_HINT, redis_binary
+from tests.support.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +41,8 @@ FULL = {
     "gateway": 20_000,
     "micro": 100_000,
     "fleet": 20_000,
+    "shared": 10_000,
+    "shared_block": 1_000,
 }
 QUICK = {
     "n64": 2_000,
@@ -45,6 +53,8 @@ QUICK = {
     "gateway": 2_000,
     "micro": 10_000,
     "fleet": 2_000,
+    "shared": 500,
+    "shared_block": 250,
 }
 SLOW = {"httpx": 0.1}
 
@@ -159,6 +169,88 @@ def fleet(sizes: dict[str, int]) -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def redis_server() -> Iterator[str | None]:
+    """A throwaway redis-server (free port, no persistence) on the upstream's core; None without one.
+
+    Started as the tests start theirs (``tests.support.redis``, on the launcher's command line).
+    """
+    if redis_binary() is None:
+        yield None
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+    server = RedisServer(workdir, preexec_fn=pin_server)
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+SHARED_CONCURRENCY = 64
+
+
+def shared_state(base: str, kind: str, sizes: dict[str, int]) -> dict[str, Any]:
+    """Local against global limit (one round trip per call, and batched), local against shared breaker.
+
+    Each table's variants side by side in one process, in blocks of calls taken in turn,
+    against one redis-server; rounds of both tables, medians. Without redis-server the
+    section says it was skipped, and why.
+    """
+    out: dict[str, Any] = {
+        "upstream": kind,
+        "concurrency": SHARED_CONCURRENCY,
+        "calls": sizes["shared"],
+        "block": sizes["shared_block"],
+        "rounds": sizes["rounds"],
+        "redis_deadline_s": REDIS_DEADLINE_SECONDS,
+    }
+    with redis_server() as redis_url:
+        if redis_url is None:
+            out["skipped"] = f"redis-server not installed: {INSTALL_HINT}"
+            print(f"  shared state: skipped, {out['skipped']}", flush=True)
+            return out
+        version = subprocess.run(  # noqa: S603 - the binary found above
+            [str(redis_binary()), "--version"], capture_output=True, text=True, check=False
+        ).stdout.split()
+        out["redis"] = next((word.removeprefix("v=") for word in version if word.startswith("v=")), "unknown")
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SHARED_VARIANTS}
+        tables = dict.fromkeys(spec.table for spec in SHARED_VARIANTS.values())
+        for round_no in range(sizes["rounds"]):
+            for table in tables:
+                result = _python(
+                    "benchmarks.shared_state", table, f"{base}/small", redis_url, str(SHARED_CONCURRENCY),
+                    str(sizes["shared"]), str(sizes["shared_block"]),
+                )  # fmt: skip
+                for name, row in result["variants"].items():
+                    runs[name].append(row)
+                    print(
+                        f"  round {round_no + 1} shared state {name}: {row['req_s']:.0f} req/s, "
+                        f"{row['cpu_us']:.1f} CPU us/req, "
+                        f"{row['round_trips_per_call']:.4f} Redis round trips/call",
+                        flush=True,
+                    )
+    keys = (
+        "req_s",
+        "cpu_us",
+        "round_trips_per_call",
+        "evalsha_per_call",
+        "redis_cpu_us",
+        "calls_per_round_trip",
+    )
+    out["variants"] = {
+        name: {
+            **{key: statistics.median(r[key] for r in results) for key in keys},
+            # Not medians: a call the fallback answered in any round is one too many.
+            "fallbacks": sum(r["fallbacks"] for r in results),
+            "degraded": any(r["degraded"] for r in results),
+        }
+        for name, results in runs.items()
+    }
+    return out
+
+
 def versions() -> dict[str, str]:
     names = ["aiohttp", "uvloop", "dependency-injector", "fastapi", "uvicorn", "prometheus-client", "orjson",
              "aiobreaker", "backoff", "aiohttp-retry", "tenacity", "httpx"]  # fmt: skip
@@ -182,12 +274,42 @@ def machine() -> dict[str, str]:
     return {"cores": str(os.cpu_count()), "cpu": cpu, "kernel": platform.release()}
 
 
+#: Sections that ``--only`` runs alone (``make bench`` runs them all).
+SECTIONS = ("shared-state",)
+
+
+def only(section: str, sizes: dict[str, int], output: Path, quick: bool) -> int:
+    """Run one section and write it alone, as the full report would show it, with its JSON beside it."""
+    started = time.monotonic()
+    results: dict[str, Any] = {"quick": quick, "machine": machine(), "versions": versions()}
+    with upstream(install=False) as (base, kind):  # a single section never installs nginx
+        results["upstream"] = kind
+        print(f"upstream: {kind} at {base}", flush=True)
+        results["shared_state"] = shared_state(base, kind, sizes)
+    results["seconds"] = time.monotonic() - started
+    m = results["machine"]
+    # Kept with the section's figures: a report of a full run they are put into names them.
+    results["shared_state"]["alone"] = {
+        "command": f"python -m benchmarks.run --only {section}{' --quick' if quick else ''}",
+        "machine": f"{m['cores']} cores, {m['cpu']}, Linux {m['kernel']}, in {results['seconds']:.0f} s",
+    }
+    output.write_text(f"# Benchmarks: the {section} section alone\n" + shared_state_report(results))
+    output.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    print(f"wrote {output} in {results['seconds']:.0f} s", flush=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a small run, to check the harness")
-    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--output", type=Path, help="default: BENCHMARKS.md, or /tmp/BENCHMARKS-SECTION.md")
+    parser.add_argument("--only", choices=SECTIONS, help="run this one section and write it alone")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
+    if args.only:
+        # Never over BENCHMARKS.md: one section is not the whole report.
+        return only(args.only, sizes, args.output or Path(f"/tmp/BENCHMARKS-{args.only}.md"), args.quick)  # noqa: S108
+    output: Path = args.output or ROOT / "BENCHMARKS.md"
     started = time.monotonic()
     results: dict[str, Any] = {"quick": args.quick, "machine": machine(), "versions": versions()}
     # The quick run takes nginx if it is there but never installs it (it runs in make test).
@@ -201,6 +323,7 @@ def main() -> int:
         results["large"] = clients(
             base, {**sizes, "rounds": 1 if args.quick else 3}, "large", (64,), large_variants
         )
+        results["shared_state"] = shared_state(base, kind, sizes)
         results["gateway"] = gateway(base, sizes)
         results["growth"] = _python(
             "benchmarks.memory", "growth", f"{base}/small", str(sizes["growth"]), timeout=900
@@ -218,9 +341,9 @@ def main() -> int:
         print(f"  in flight: {results['inflight']}; raw aiohttp: {results['inflight_raw']}", flush=True)
     results["micro"] = _python("benchmarks.micro", str(sizes["micro"]))
     results["seconds"] = time.monotonic() - started
-    write_report(results, args.output)
-    (args.output.with_suffix(".json")).write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.output} in {results['seconds']:.0f} s", flush=True)
+    write_report(results, output)
+    (output.with_suffix(".json")).write_text(json.dumps(results, indent=2))
+    print(f"wrote {output} in {results['seconds']:.0f} s", flush=True)
     return 0
 
 

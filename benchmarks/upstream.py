@@ -123,7 +123,9 @@ def upstream(install: bool = True) -> Iterator[tuple[str, str]]:
     nginx = ensure_nginx(install)
     if nginx is None:
         with fallback_server() as url:
-            yield url, "fallback (minimal asyncio server; nginx could not be installed)"
+            # Installing is tried only when allowed (not in the quick run, not for one section).
+            why = "nginx could not be installed" if install else "nginx not installed"
+            yield url, f"fallback (minimal asyncio server; {why})"
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
     tmp.chmod(0o755)  # nginx's workers run as another user and must read the files

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-INSTALL_HINT = "install Debian's redis-server (`make redis`, or `apt-get install redis-server`)"
+# The binary, its no-persistence command line and the PING probe are the launcher's, so the
+# tests, the benchmark and `make run REPLICAS=2` start the same Redis.
+from launcher.redis import INSTALL_HINT, redis_answers, redis_binary, redis_command
+
+__all__ = ["INSTALL_HINT", "LatencyProxy", "RedisServer", "free_port", "redis_path", "require_redis"]
 
 
 def redis_path() -> str | None:
     """The redis-server binary, if installed."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    return "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None
+    return redis_binary()
 
 
 def require_redis() -> str:
@@ -41,10 +42,14 @@ def free_port() -> int:
 class RedisServer:
     """redis-server on 127.0.0.1:``port``, no persistence, in ``workdir``; killed, stopped or restarted at will."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, preexec_fn: Callable[[], None] | None = None
+    ) -> None:
         self.binary = require_redis()
         self.workdir = workdir
         self.port = port or free_port()
+        #: Run in the child before exec (the benchmark pins Redis to the server core with it).
+        self.preexec_fn = preexec_fn
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,22 +59,16 @@ class RedisServer:
     def start(self) -> None:
         """Start it and wait until it answers PING."""
         self._process = subprocess.Popen(  # noqa: S603 - our own arguments
-            [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"),
-            ],
+            redis_command(self.binary, self.port, self.workdir),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            preexec_fn=self.preexec_fn,  # noqa: PLW1509 - one syscall before exec, when given
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
+            if redis_answers(self.port):
+                return
+            time.sleep(0.02)
         raise RuntimeError(f"redis-server did not answer on {self.port}")
 
     def kill(self) -> None:
