@@ -15,7 +15,11 @@ TITLE = "analysis-engine"
 
 
 class AnalysisEngineSettings(UpstreamSettings):
-    """``AE_HOST``, ``AE_PORT`` (8001), ``AE_API_KEY``, ``AE_CHAOS_ENABLED``, ``AE_LOG_LEVEL``."""
+    """``AE_HOST``, ``AE_PORT`` (8001), ``AE_API_KEY``, ``AE_CHAOS_ENABLED``, ``AE_LOG_LEVEL``.
+
+    Bearer JWTs instead of the key: ``AE_JWKS_URL`` and ``AE_AUDIENCE`` (``AE_ISSUER``
+    optional); see UpstreamSettings.
+    """
 
     model_config = SettingsConfigDict(env_prefix="AE_", extra="ignore", hide_input_in_errors=True)
 

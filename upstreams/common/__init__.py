@@ -1,5 +1,5 @@
-"""What both reference upstreams share: settings, chaos, deadlines, auth, errors, serving."""
+"""What the reference services share: settings, chaos, deadlines, auth, errors, serving."""
 
-from upstreams.common.service import UpstreamSettings, build_service, serve
+from upstreams.common.service import ServiceSettings, UpstreamSettings, build_app, build_service, run, serve
 
-__all__ = ["UpstreamSettings", "build_service", "serve"]
+__all__ = ["ServiceSettings", "UpstreamSettings", "build_app", "build_service", "run", "serve"]

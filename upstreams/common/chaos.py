@@ -90,14 +90,17 @@ def _transport(send: Send) -> asyncio.Transport | None:
 
 
 class ChaosMiddleware:
-    """Applies the faults to ``/api/v1/`` calls (never to ``/api/v1/chaos`` or ``/health``).
+    """Applies the faults to calls under ``paths`` (never to ``/api/v1/chaos`` or ``/health``).
 
-    Must be the outermost middleware, so it sees the server's own ``send``.
+    ``paths`` are path prefixes, ``/api/v1/`` by default (the token service names its
+    token endpoint instead). Must be the outermost middleware, so it sees the server's
+    own ``send``.
     """
 
-    def __init__(self, app: ASGIApp, state: ChaosState) -> None:
+    def __init__(self, app: ASGIApp, state: ChaosState, paths: tuple[str, ...] = ("/api/v1/",)) -> None:
         self.app = app
         self.state = state
+        self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -105,7 +108,7 @@ class ChaosMiddleware:
         if (
             scope["type"] != "http"
             or not state.active
-            or not path.startswith("/api/v1/")
+            or not path.startswith(self.paths)
             or path.startswith("/api/v1/chaos")
         ):
             await self.app(scope, receive, send)

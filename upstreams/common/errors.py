@@ -11,13 +11,14 @@ __all__ = ["UpstreamError", "install_error_handlers"]
 
 
 class UpstreamError(Exception):
-    """An error answer: status, reason and a machine-readable code."""
+    """An error answer: status, reason, a machine-readable code, and any headers it needs."""
 
-    def __init__(self, status: int, detail: str, code: str) -> None:
+    def __init__(self, status: int, detail: str, code: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.code = code
+        self.headers = headers
 
 
 def _field(loc: tuple[object, ...]) -> str:
@@ -33,7 +34,7 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _upstream(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UpstreamError)  # noqa: S101
-    return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=exc.status)
+    return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=exc.status, headers=exc.headers)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:

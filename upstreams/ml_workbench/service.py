@@ -17,7 +17,8 @@ TITLE = "ml-workbench"
 class MLWorkbenchSettings(UpstreamSettings):
     """Settings from ``MLW_HOST``, ``MLW_PORT``, ``MLW_API_KEY``, ``MLW_CHAOS_ENABLED`` and so on.
 
-    Every one optional; the port defaults to 8002.
+    Every one optional; the port defaults to 8002. Bearer JWTs instead of the key:
+    ``MLW_JWKS_URL`` and ``MLW_AUDIENCE`` (``MLW_ISSUER`` optional); see UpstreamSettings.
     """
 
     model_config = SettingsConfigDict(env_prefix="MLW_", extra="ignore", hide_input_in_errors=True)
