@@ -285,7 +285,8 @@ def get_client(
         container = _default_container()
         service_name, sub = _upstream(container, service_name)
         if sub is not None:
-            base = sub.config()
+            # The policies' config follows each reload; the provider's is the start-up one.
+            base = sub.policies().config or sub.config()
         elif service_name in _registered:
             base = _registered[service_name]
         else:

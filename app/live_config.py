@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from app.state import SharedState
 from app.upstream_registry import UpstreamRegistry
-from settings import ConfigStore, Settings, install_reload_signal, remove_reload_signal
+from settings import ConfigStore, install_reload_signal, remove_reload_signal
 
 __all__ = ["live_config_resource", "replica_versions"]
 
 
 def _about(store: ConfigStore) -> str:
-    """What this replica tells the others of its settings: the version and the file's digest."""
+    """What this replica tells the others of its settings: the version and the settings' digest."""
     current = store.current
-    return json.dumps({"version": current.version, "digest": current.digest})
+    return json.dumps({"version": current.version, "digest": current.settings_digest})
 
 
 def replica_versions(store: ConfigStore, shared: SharedState | None) -> dict[str, Any]:
@@ -39,26 +39,6 @@ def _parsed(text: str) -> Any:
         return None
 
 
-def _grace_check(grace: float) -> Callable[[Settings, Settings], list[str]]:
-    """Refuse upstream deadlines that would outlast the shutdown grace the server started with."""
-
-    def check(old: Settings, new: Settings) -> list[str]:
-        longest = new.longest_request_seconds
-        if longest <= grace:
-            return []
-        return [
-            f"the upstream deadlines would allow requests of {longest:g} s, longer than the "
-            f"{grace:g} s shutdown grace this process started with (APP_SHUTDOWN_GRACE_SECONDS): "
-            "SIGTERM would cut them; restart to apply"
-        ]
-
-    return check
-
-
-def _nothing(old: Settings, new: Settings) -> None:
-    """A check's subscription applies nothing."""
-
-
 async def live_config_resource(
     store: ConfigStore, registry: UpstreamRegistry, shared: SharedState | None
 ) -> AsyncIterator[ConfigStore]:
@@ -68,11 +48,8 @@ async def live_config_resource(
     SIGHUP), ``signal`` (SIGHUP only), ``off`` (nothing; ``store.reload`` still works).
     With shared state on, each replica's heartbeat carries its version and digest.
     """
-    unsubscribers = [
-        store.subscribe(registry.reconfigure_problems, registry.reconfigure, name="upstreams"),
-        # The server was given its grace at start; it does not follow a reload.
-        store.subscribe(_grace_check(store.settings.grace_seconds), _nothing, name="shutdown grace"),
-    ]
+    # The shutdown grace follows too: GatewayServer reads the settings in force at SIGTERM.
+    unsubscribers = [store.subscribe(registry.reconfigure_problems, registry.reconfigure, name="upstreams")]
     if shared is not None:
         shared.describe = lambda: _about(store)
     mode = store.settings.live_config

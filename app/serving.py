@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable
 from types import FrameType
 from typing import cast
@@ -50,6 +51,7 @@ class GatewayServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Start draining on the first signal; uvicorn's own handling follows."""
         if not self.should_exit:
+            self._follow_reloads()
             self.container.lifecycle().begin_draining()
             try:
                 loop = asyncio.get_running_loop()
@@ -60,6 +62,17 @@ class GatewayServer(uvicorn.Server):
                 # do not create the task here.
                 loop.call_soon_threadsafe(self._start_watchdog)
         super().handle_exit(sig, frame)
+
+    def _follow_reloads(self) -> None:
+        """The grace as the settings in force now allow: a reload may have raised a deadline.
+
+        Never shorter than the one it started with: calls admitted before a reload that
+        lowered a deadline keep theirs.
+        """
+        now = self.container.config_store().settings.grace_seconds
+        if now > self.grace:
+            self.grace = now
+            self.config.timeout_graceful_shutdown = math.ceil(now + CANCEL_AFTER_CLOSE_SECONDS)
 
     def _start_watchdog(self) -> None:
         self._watchdog = asyncio.get_running_loop().create_task(self._close_clients_after_grace())

@@ -157,11 +157,13 @@ class UpstreamRegistry(Mapping[str, Any]):
         policies.reconfigure(config)  # with no client yet (and a no-op after one did it)
 
     async def _drain_and_close(self, name: str, sub: Any, config: Any) -> None:
-        bulkhead = sub.bulkhead()
-        # A call admitted now ends by its own deadline at the latest; waiting past it helps nothing.
+        clients = sub.policies().clients()
+        # A call admitted now ends by its own deadline at the latest; waiting past it helps
+        # nothing. Each client's own calls, wherever they wait (a rate limiter, the
+        # bulkhead's queue, the upstream), not the bulkhead's count alone.
         limit = config.total_timeout_seconds or config.timeout_seconds * (config.max_retries + 1)
         for _ in range(int(limit / _DRAIN_POLL_SECONDS) + 1):
-            if not bulkhead.in_flight:
+            if not any(client.calls_in_flight for client in clients):
                 break
             await asyncio.sleep(_DRAIN_POLL_SECONDS)
         closing = sub.shutdown_resources()

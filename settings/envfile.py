@@ -8,10 +8,11 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic_settings import BaseSettings, DotEnvSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
 
-__all__ = ["dotenv_source", "parse_env_file", "pinned_env_file"]
+__all__ = ["dotenv_source", "malformed_lines", "parse_env_file", "pinned_env_file"]
 
 # The lines being built from, set only around one Settings(...) call: pydantic-settings
 # would otherwise read the file itself, a second read that could see another content
@@ -25,6 +26,16 @@ def parse_env_file(data: bytes) -> dict[str, str | None]:
     A line without ``=`` gives None. Raises ``UnicodeDecodeError`` when ``data`` is not UTF-8.
     """
     return dotenv_values(stream=io.StringIO(data.decode("utf-8")))
+
+
+def malformed_lines(data: bytes) -> list[int]:
+    """The numbers of the lines python-dotenv cannot parse (``KEY: value``, a quote left open).
+
+    ``dotenv_values`` skips such a line with a warning, so the setting it meant would
+    silently fall back to its default: the caller refuses the file instead. Raises
+    ``UnicodeDecodeError`` when ``data`` is not UTF-8.
+    """
+    return [b.original.line for b in parse_stream(io.StringIO(data.decode("utf-8"))) if b.error]
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from app.discovery.watch import FileRead, read_file
 from settings.config import FLAT_ALIASES, UPSTREAMS, Settings, env_prefix
-from settings.envfile import parse_env_file, pinned_env_file
+from settings.envfile import malformed_lines, parse_env_file, pinned_env_file
 from settings.keys import file_key_problems
 
 __all__ = [
@@ -116,8 +116,16 @@ def build_settings(profile: str, path: Path, read: FileRead) -> Settings:
         raise SettingsError(f"invalid settings: config file {path}{named}: {read.error}")
     try:
         values = parse_env_file(read.data)
+        bad = malformed_lines(read.data)
     except UnicodeDecodeError:
         raise SettingsError(f"invalid settings: config file {path}{named}: not UTF-8 text") from None
+    if bad:
+        # The line numbers, never the text: the line may hold a secret.
+        lines = ", ".join(map(str, bad))
+        raise SettingsError(
+            f"invalid settings: config file {path}{named}: line {lines} is not KEY=value "
+            "(or leaves a quote open)"
+        )
     problems = file_key_problems(values)
     if problems:
         raise SettingsError(f"invalid settings: in {path}: " + "; ".join(problems))

@@ -27,6 +27,14 @@ class ConfigFamilies:
             "Version of the settings snapshot in force (1 at start, +1 per applied reload)",
             registry=registry,
         )
+        # The same settings give the same digest on every replica: a rollout is done when
+        # one digest is left.
+        self.info = Gauge(
+            "service_client_config_info",
+            "1 for the settings in force, labelled with the first 12 hex digits of their redacted digest",
+            ["digest"],
+            registry=registry,
+        )
 
 
 # Keyed by the registry itself, weakly: an id() could be reused by a later registry

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +13,7 @@ from yarl import URL
 from app.redaction import REDACTED, is_secret_key, scrub_deep
 from settings.config import Settings
 
-__all__ = ["redacted_settings", "secret_values", "without_credentials"]
+__all__ = ["redacted_settings", "secret_values", "settings_digest", "without_credentials"]
 
 
 def redacted_settings(settings: Settings) -> dict[str, Any]:
@@ -22,6 +24,17 @@ def redacted_settings(settings: Settings) -> dict[str, Any]:
     secret registered with ``app.redaction`` is masked wherever it still appears.
     """
     return dict(scrub_deep(_model(settings)))
+
+
+def settings_digest(settings: Settings) -> str:
+    """``sha256:<hex>`` of the redacted settings: what to compare across replicas, safe to publish.
+
+    Not the file's bytes: a digest of those, served openly, would let anyone test guesses
+    of a secret in the file offline. A change of a secret alone does not move this one
+    (the version does).
+    """
+    text = json.dumps(redacted_settings(settings), sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def secret_values(settings: Settings) -> list[str]:

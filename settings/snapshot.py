@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from settings.config import Settings
 from settings.live import RESTART_FIELDS
-from settings.redacted import redacted_settings
+from settings.redacted import redacted_settings, settings_digest
 
 __all__ = ["ConfigSnapshot", "RELOAD_RESULTS", "ReloadOutcome", "ReloadResult"]
 
@@ -57,10 +57,17 @@ class ConfigSnapshot:
     settings: Settings
     version: int
     source: Path
-    #: ``sha256:<hex>`` of the file's bytes as read.
+    #: ``sha256:<hex>`` of the file's bytes as read (internal: tells a changed file; never
+    #: published, see ``settings_digest``).
     digest: str
     #: Wall-clock time (``time.time()``) it was loaded, for display only.
     loaded_at: float
+    #: The published digest: of the redacted settings, not of the file (``settings_digest``);
+    #: computed once, as the status stream shows it every second.
+    settings_digest: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings_digest", settings_digest(self.settings))
 
     def redacted(
         self, last: ReloadResult | None = None, restart_fields: Sequence[str] = RESTART_FIELDS
@@ -69,7 +76,7 @@ class ConfigSnapshot:
         return {
             "version": self.version,
             "source": str(self.source),
-            "digest": self.digest,
+            "digest": self.settings_digest,
             "loaded_at": _iso(self.loaded_at),
             "last_reload": None if last is None else last.as_dict(),
             "restart_required_for": list(restart_fields),

@@ -114,7 +114,11 @@ class ConfigStore:
         read = read_file(self.path, MAX_CONFIG_BYTES)
         settings = initial if initial is not None else build_settings(self.profile, self.path, read)
         self._register_secrets(settings)
-        self._current = ConfigSnapshot(settings, 1, self.path, read.digest, clock())
+        # Given settings may come from an older read of the file (or none: a test's): no
+        # digest, so the first look at the file compares settings, and applies an edit
+        # made since they were read.
+        digest = read.digest if initial is None else ""
+        self._current = ConfigSnapshot(settings, 1, self.path, digest, clock())
         self._env = env
         self._last: ReloadResult | None = None
         self._logged: str | None = None
@@ -126,7 +130,21 @@ class ConfigStore:
         # Every result's series exists from the start, at 0.
         self._counters = {result: families.reloads.labels(result) for result in RELOAD_RESULTS}
         self._version = families.version
-        self._version.set(1)
+        self._info = families.info
+        self._published: str | None = None
+        self._publish()
+
+    def _publish(self) -> None:
+        """The version and the settings' digest in force, as metrics."""
+        current = self._current
+        self._version.set(current.version)
+        digest = current.settings_digest.removeprefix("sha256:")[:12]
+        if digest != self._published:
+            if self._published is not None:
+                with contextlib.suppress(KeyError):  # another store of this process (tests) took it
+                    self._info.remove(self._published)
+            self._info.labels(digest).set(1)
+            self._published = digest
 
     @property
     def current(self) -> ConfigSnapshot:
@@ -238,7 +256,7 @@ class ConfigStore:
         failed = self._apply(old.settings, new)
         self._current = ConfigSnapshot(new, old.version + 1, self.path, read.digest, self._clock())
         self._env = env
-        self._version.set(self._current.version)
+        self._publish()
         changed = ", ".join(changed_fields(old.settings, new))
         if failed:
             return self._finish(
@@ -258,6 +276,13 @@ class ConfigStore:
             # What `> file` or open("w") leaves before the first write: every setting would
             # fall back to its default. A file meant to be empty can be given at start.
             return self._finish("invalid", f"{self.path} is empty; version {version} stays", reason)
+        if read.data is not None and not read.data.endswith(b"\n"):
+            # Most likely a writer caught mid-line; its last line would be cut, or lost.
+            return self._finish(
+                "invalid",
+                f"{self.path} does not end with a newline (half written?); version {version} stays",
+                reason,
+            )
         try:
             return build_settings(self.profile, self.path, read)
         except SettingsError as exc:

@@ -153,6 +153,11 @@ class BaseServiceClient:
         session: aiohttp.ClientSession | None = getattr(self._transport, "session", None)
         return session
 
+    @property
+    def calls_in_flight(self) -> int:
+        """How many calls are inside ``request()`` now, on any loop (waiting or sent)."""
+        return len(self._calls)
+
     # -- live configuration --------------------------------------------------------
 
     def reconfigure(self, config: ClientConfig) -> None:

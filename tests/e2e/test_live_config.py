@@ -124,15 +124,15 @@ def test_a_bad_edit_is_refused_and_the_process_serves_on(gateway) -> None:
     assert gateway.process.poll() is None
 
 
-def test_deadlines_longer_than_the_grace_it_started_with_are_refused(gateway) -> None:
-    """No APP_SHUTDOWN_GRACE_SECONDS: the server's grace came from the deadlines at start, and stays."""
+def test_longer_deadlines_apply_and_the_published_digest_hides_the_file(gateway) -> None:
+    """No APP_SHUTDOWN_GRACE_SECONDS: a longer deadline applies (the grace follows at SIGTERM)."""
     url = gateway.url
     before = get(f"{url}/api/v1/config")
     edit(gateway.config, "APP_ANALYSIS_ENGINE__TIMEOUT_SECONDS=1.0")  # valid again after the bad line
     edit(gateway.config, "APP_ANALYSIS_ENGINE__TOTAL_TIMEOUT_SECONDS=60")
-    body = until(
-        url, lambda b: b["last_reload"] != before["last_reload"] and b["last_reload"]["result"] == "refused"
-    )
-    assert body["last_reload"]["result"] == "refused"
-    assert "shutdown grace this process started with" in body["last_reload"]["message"]
-    assert body["version"] == before["version"]
+    body = until(url, lambda b: b["version"] > before["version"])
+    assert body["last_reload"]["result"] == "applied"
+    assert body["settings"]["upstreams"]["analysis_engine"]["total_timeout_seconds"] == 60
+    assert body["digest"] != before["digest"]
+    info = re.findall(r'^service_client_config_info\{digest="([0-9a-f]{12})"\} 1\.0$', metrics(url), re.M)
+    assert info == [body["digest"].removeprefix("sha256:")[:12]]  # one series: the settings in force

@@ -160,7 +160,7 @@ async def test_a_half_written_file_is_not_reloaded_until_it_holds_still(tmp_path
 async def test_a_stalled_half_written_file_is_refused_then_the_whole_one_applied(
     tmp_path, registry, watched
 ) -> None:
-    """A writer stalled half way through a value leaves an invalid file: refused, version 1 stays; the finished write applies."""
+    """A writer stalled half way through a line leaves an invalid file: refused, version 1 stays; the finished write applies."""
     store = await watched()
     full = with_timeout(2.0) + "APP_LOG_LEVEL=WARNING\n"
     cut = full.index("WARNING") + 3  # "APP_LOG_LEVEL=WAR": not a level
@@ -171,7 +171,8 @@ async def test_a_stalled_half_written_file_is_refused_then_the_whole_one_applied
             f.flush()
             await eventually(lambda: counts(registry)["invalid"] == 1)
             assert store.current.version == 1
-            assert "log_level (APP_LOG_LEVEL)" in store.last_result.message
+            # Cut mid-line: refused for that, before its last value is even parsed.
+            assert "does not end with a newline (half written?)" in store.last_result.message
             f.write(full[cut:])
         await eventually(lambda: store.current.version == 2)
         await asyncio.sleep(QUIET)
@@ -179,6 +180,21 @@ async def test_a_stalled_half_written_file_is_refused_then_the_whole_one_applied
         logging.getLogger().setLevel(level)
     assert counts(registry) == {**only("applied"), "invalid": 1.0}
     assert timeout(store) == 2.0
+
+
+async def test_a_file_cut_at_a_line_end_or_inside_a_quote_is_refused(tmp_path, registry, watched) -> None:
+    """A line python-dotenv cannot parse would be skipped (its setting back to the default): refused, by line number."""
+    store = await watched()
+    for text, line in (
+        (BASE + "APP_ANALYSIS_ENGINE__TIMEOUT_SECONDS: 3\n", "line " + str(BASE.count("\n") + 1)),
+        (BASE + 'APP_ANALYSIS_ENGINE__API_KEY="secret-cut-\n', "leaves a quote open"),
+    ):
+        before = counts(registry)["invalid"]
+        write_atomically(tmp_path / "app.env", text)
+        await eventually(lambda b=before: counts(registry)["invalid"] == b + 1)
+        assert line in store.last_result.message
+        assert "secret-cut" not in store.last_result.message
+        assert store.current.version == 1
 
 
 async def test_an_atomic_rename_is_applied_once(tmp_path, registry, watched) -> None:

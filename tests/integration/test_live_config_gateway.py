@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -10,10 +11,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import uvicorn
 
 from app.clients import ClientClosedError
 from app.containers import Container
+from app.factory import get_analysis_engine_client
 from app.main import create_app
+from app.serving import CANCEL_AFTER_CLOSE_SECONDS, GatewayServer
 from tests.support.asgi import serve
 from tests.support.upstream import Upstream, json
 
@@ -260,3 +264,22 @@ async def test_an_edit_under_200_requests_in_flight_fails_none_and_keeps_the_bre
     client = await container.analysis_engine.client()
     assert client.config.timeout_seconds == 4.0
     assert container.analysis_engine.breaker().failure_threshold == 3
+
+
+async def test_the_factorys_clients_and_the_shutdown_grace_follow_a_reload(
+    upstream, config_file, gateway
+) -> None:
+    """A shared client made after a reload starts from it, and SIGTERM's grace covers the new deadlines."""
+    url, container, http = gateway
+    # As if it had started with a grace of 5 s (the longest request then, plus 1 s).
+    server = GatewayServer(uvicorn.Config(lambda *_: None), container, grace=5.0)
+    write(config_file, config_text(upstream, APP_ANALYSIS_ENGINE__TIMEOUT_SECONDS="0.7"))
+    await until_version(http, url, 2, result="applied")
+    shared = get_analysis_engine_client()  # the factory's, built after the reload
+    assert shared.config.timeout_seconds == 0.7
+
+    write(config_file, config_text(upstream, APP_ANALYSIS_ENGINE__TOTAL_TIMEOUT_SECONDS="20"))
+    await until_version(http, url, 3, result="applied")
+    server._follow_reloads()  # what the first SIGTERM does
+    assert server.grace == 30.0  # the grace of the settings in force, covering the new 20 s deadline
+    assert server.config.timeout_graceful_shutdown == math.ceil(30.0 + CANCEL_AFTER_CLOSE_SECONDS)

@@ -386,7 +386,8 @@ def test_redacted_shows_the_version_and_the_last_reload(store, config) -> None:
     view = store.redacted()
     assert view["version"] == 1
     assert view["source"] == str(config)
-    assert view["digest"] == store.current.digest
+    # The redacted settings' digest, not the file's (which would let a secret be guessed offline).
+    assert view["digest"] == store.current.settings_digest != store.current.digest
     assert view["loaded_at"] == "2027-01-15T08:00:00.000Z"
     assert view["last_reload"] is None
     assert "port" in view["restart_required_for"]

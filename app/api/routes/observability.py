@@ -32,7 +32,7 @@ def _status(views: list[DependencyView], store: ConfigStore) -> dict[str, object
     current, last = store.current, store.last_result
     config = {
         "version": current.version,
-        "digest": current.digest,
+        "digest": current.settings_digest,
         "last_reload": None if last is None else last.as_dict(),
     }
     dependencies = {v.name: v.status() for v in views}
