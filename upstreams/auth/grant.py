@@ -16,11 +16,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 __all__ = [
+    "ClientSpec",
     "GRANT_TYPE",
+    "Grant",
     "MAX_FORM_BYTES",
     "NO_STORE",
-    "ClientSpec",
-    "Grant",
     "TokenError",
     "authenticate",
     "grant_audience",

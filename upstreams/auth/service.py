@@ -14,7 +14,11 @@ from upstreams.auth.keys import Signer
 from upstreams.auth.stats import TokenStats, stats_router
 from upstreams.common import ServiceSettings, build_app
 
-__all__ = ["TITLE", "AuthSettings", "create_app"]
+__all__ = [
+    "AuthSettings",
+    "TITLE",
+    "create_app",
+]
 
 TITLE = "auth"
 
