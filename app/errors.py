@@ -33,6 +33,7 @@ __all__ = [
     "ServiceError",
     "ServiceTimeoutError",
     "ServiceUnavailableError",
+    "TokenEndpointError",
 ]
 
 
@@ -279,6 +280,53 @@ class ClientAuthenticationError(ClientError, AuthenticationError):
 
     reason = "credentials rejected"
     outcome = "client_error"
+
+
+class TokenEndpointError(ClientError, AuthenticationError):
+    """No token for the call: the token endpoint failed or refused our client credentials.
+
+    Nothing was sent to the upstream, so the upstream's breaker never counts it, and
+    ``status`` is None: the token endpoint's own status is ``token_status``. The message
+    names the token endpoint (its URL without credentials), never a token or a secret.
+    """
+
+    reason = "token endpoint failed"
+    #: Not the upstream's failure (its rolling stats must not count it), and not ours to retry.
+    outcome = "client_error"
+    #: The token endpoint's URL, without credentials or query.
+    token_endpoint: str = ""
+    #: The status the token endpoint answered with, or None (no answer, or breaker open).
+    token_status: int | None = None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        token_endpoint: str = "",
+        token_status: int | None = None,
+        **kw: Any,
+    ) -> None:
+        self.token_endpoint = token_endpoint
+        self.token_status = token_status
+        super().__init__(message, **kw)
+
+    def for_call(self, context: ErrorContext, attempts: int = 0) -> TokenEndpointError:
+        """A copy naming one call: a fetch's error reaches every caller that waited for it, each its own."""
+        return type(self)(
+            self._message,
+            token_endpoint=self.token_endpoint,
+            token_status=self.token_status,
+            retry_after=self.retry_after,
+            attempts=attempts,
+            **context,
+        )
+
+    def context(self) -> dict[str, Any]:
+        """As :meth:`ClientError.context`, and the token endpoint with its status."""
+        out = super().context()
+        out["token_endpoint"] = scrub(self.token_endpoint)
+        out["token_status"] = self.token_status
+        return out
 
 
 class ResourceNotFoundError(ClientError, DataValidationError):

@@ -7,9 +7,11 @@ Two mechanisms:
 - by name: ``redact`` replaces the value of any header, param or JSON key that looks
   like a credential (``is_secret_key``);
 - by value: ``register_secret`` remembers a secret (clients register their API key),
-  and ``scrub`` masks it in any text, in every form an encoder may have put it in:
-  as is, percent-encoded (upper or lower case hex, ``+`` for a space), JSON-escaped
-  (``\"``, ``\/``, ``\uXXXX``, once or twice), or Python-escaped.
+  ``register_temporary_secret`` one that is replaced over time (an access token)
+  until ``forget_secret``, so the registry stays bounded; ``scrub`` masks each in any
+  text, in every form an encoder may have put it in: as is, percent-encoded (upper or
+  lower case hex, ``+`` for a space), JSON-escaped (``\"``, ``\/``, ``\uXXXX``, once or
+  twice), or Python-escaped.
 
 Secrets shorter than ``MIN_SUBSTRING_SECRET`` (4) characters are masked too, but only
 where they stand as a whole token (no letter or digit on either side): masked as
@@ -20,6 +22,7 @@ as a token of its own.
 
 from __future__ import annotations
 
+import collections
 import re
 import string
 import threading
@@ -32,9 +35,11 @@ __all__ = [
     "MIN_SUBSTRING_SECRET",
     "REDACTED",
     "contains_secret",
+    "forget_secret",
     "is_secret_key",
     "redact",
     "register_secret",
+    "register_temporary_secret",
     "scrub",
     "scrub_cut",
     "scrub_deep",
@@ -70,6 +75,10 @@ class _Secret(NamedTuple):
 
 _known: dict[str, _Secret] = {}
 _known_lock = threading.Lock()
+# Secrets registered for good, and the temporary ones with how many holders each has:
+# a value leaves ``_known`` only when no holder is left and it was never registered for good.
+_permanent: set[str] = set()
+_temporary: collections.Counter[str] = collections.Counter()
 # Longest first, so a secret that contains another is replaced whole. Rebuilt on change
 # only; readers take the tuple without a lock.
 _secrets: tuple[_Secret, ...] = ()
@@ -127,16 +136,56 @@ def register_secret(value: str | None) -> None:
     Any non-empty value is kept; one shorter than ``MIN_SUBSTRING_SECRET`` is masked
     only as a whole token (see the module's docstring).
     """
-    global _secrets, _heads, _longest  # noqa: PLW0603 - one process-wide registry, rebuilt on change only
     if not value:
         return
     with _known_lock:
-        if value not in _known:
-            _known[value] = _compile(value)
-            _secrets = tuple(sorted(_known.values(), key=lambda s: len(s.value), reverse=True))
-            heads = {s.value[:MIN_SUBSTRING_SECRET] for s in _secrets if len(s.value) > MIN_SUBSTRING_SECRET}
-            _heads = re.compile("(?=" + "|".join(map(re.escape, sorted(heads))) + ")") if heads else None
-            _longest = len(_secrets[0].value)
+        _permanent.add(value)
+        _add(value)
+
+
+def register_temporary_secret(value: str) -> None:
+    """Remember a secret until :func:`forget_secret` (an access token, replaced as it expires).
+
+    Every text ``scrub`` masks costs a look for each registered secret: a process that
+    fetches a token every few minutes must not keep them all. Each registration needs
+    its own ``forget_secret``; a value also registered for good is never forgotten.
+    """
+    if not value:
+        return
+    with _known_lock:
+        _temporary[value] += 1
+        _add(value)
+
+
+def forget_secret(value: str) -> None:
+    """Undo one :func:`register_temporary_secret` of ``value``; it stays masked while others hold it."""
+    with _known_lock:
+        holders = _temporary.get(value, 0)
+        if holders == 0:
+            return  # not (or no longer) held: nothing of anyone else's is dropped
+        if holders > 1:
+            _temporary[value] = holders - 1
+            return
+        del _temporary[value]
+        if value not in _permanent:
+            del _known[value]
+            _rebuild()
+
+
+def _add(value: str) -> None:
+    """Compile ``value`` into the registry (the caller holds the lock)."""
+    if value not in _known:
+        _known[value] = _compile(value)
+        _rebuild()
+
+
+def _rebuild() -> None:
+    """The readers' view of the registry, after a change (the caller holds the lock)."""
+    global _secrets, _heads, _longest  # noqa: PLW0603 - one process-wide registry, rebuilt on change only
+    _secrets = tuple(sorted(_known.values(), key=lambda s: len(s.value), reverse=True))
+    heads = {s.value[:MIN_SUBSTRING_SECRET] for s in _secrets if len(s.value) > MIN_SUBSTRING_SECRET}
+    _heads = re.compile("(?=" + "|".join(map(re.escape, sorted(heads))) + ")") if heads else None
+    _longest = len(_secrets[0].value) if _secrets else 0
 
 
 def scrub(text: str) -> str:

@@ -465,10 +465,30 @@ class Settings(BaseSettings):
                     f"upstreams.{name}.api_key ({prefix}API_KEY) is a placeholder; "
                     "production refuses to start without a real secret"
                 )
-            url = URL(cfg.base_url)
-            if url.scheme == "http" and not _is_loopback(url.host or "") and not self.allow_insecure_http:
-                raise ValueError(
-                    f"upstreams.{name}.base_url ({prefix}BASE_URL) is plain http to "
-                    f"{url.host}; use https or set APP_ALLOW_INSECURE_HTTP=true"
-                )
+            self._insecure_http_guard(name, "base_url", cfg.base_url)
+            self._auth_guards(name, cfg)
         return self
+
+    def _insecure_http_guard(self, name: str, field: str, value: str) -> None:
+        """Production: refuse plain http to a non-loopback host for ``upstreams.<name>.<field>``."""
+        url = URL(value)
+        if url.scheme == "http" and not _is_loopback(url.host or "") and not self.allow_insecure_http:
+            raise ValueError(
+                f"upstreams.{name}.{field} ({env_prefix(name)}{field.upper().replace('.', '__')}) is plain "
+                f"http to {url.host}; use https or set APP_ALLOW_INSECURE_HTTP=true"
+            )
+
+    def _auth_guards(self, name: str, cfg: ClientConfig) -> None:
+        """Production: no placeholder in ``auth``'s secret, and no client secret sent over plain http."""
+        auth = cfg.auth
+        if auth is None:
+            return
+        field = auth.sensitive_field
+        secret: SecretStr = getattr(auth, field)
+        if _is_placeholder(secret.get_secret_value()):
+            raise ValueError(
+                f"upstreams.{name}.auth.{field} ({env_prefix(name)}AUTH__{field.upper()}) is a placeholder; "
+                "production refuses to start without a real secret"
+            )
+        if auth.type == "oauth2_client_credentials":
+            self._insecure_http_guard(name, "auth.token_url", auth.token_url)

@@ -56,6 +56,7 @@ from app.errors import (
     ServiceError,
     ServiceTimeoutError,
     ServiceUnavailableError,
+    TokenEndpointError,
 )
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "ServiceError",
     "ServiceTimeoutError",
     "ServiceUnavailableError",
+    "TokenEndpointError",
     "client_class_for",
     "operation",
     "reconfigure_problems",

@@ -13,12 +13,13 @@ from typing import Any, ClassVar, ParamSpec, Self, TypedDict, TypeVar, Unpack, c
 
 import aiohttp
 
+from app.auth import Credentials
 from app.clients.aiohttp_transport import AiohttpTransport
 from app.clients.balanced import BalancedTransport
 from app.clients.config import ClientConfig
 from app.clients.fallback import NO_FALLBACK, falls_back, mark_degraded, resolve
 from app.clients.inflight import InFlight
-from app.clients.outbound import UnsendableError, client_headers, encode_request
+from app.clients.outbound import UnsendableError, call_credentials, client_headers, encode_request
 from app.clients.policies import ClientPolicies
 from app.clients.reconfigure import check_live
 from app.clients.sync import SyncBridge, sync_twin
@@ -33,12 +34,14 @@ from app.clients.urls import EndpointResolver
 from app.errors import (
     BulkheadFullError,
     CircuitBreakerOpenError,
+    ClientAuthenticationError,
     ClientClosedError,
     ClientConnectionError,
     ClientError,
     ClientTimeoutError,
     Rejection,
     RequestEncodeError,
+    TokenEndpointError,
 )
 from app.observability.context import attempt_span_var, inbound_deadline_var, request_id_var
 from app.resilience.clock import MONOTONIC, Clock
@@ -76,7 +79,9 @@ class BaseServiceClient:
     and the session may be injected (the container does); otherwise the client builds
     its own from ``config`` and owns them. Attempts go through the client's transport
     (:attr:`transport_factory`). Sync twins (``get_sync`` …) run on a private event-loop
-    thread with a transport of their own, and share the policies.
+    thread with a transport of their own, and share the policies. Credentials
+    (``config.auth``): an API key or a static bearer token goes with the fixed headers; an
+    OAuth2 token is shared by the async calls and the sync twins (see :meth:`_authorized`).
     """
 
     #: Builds the client's transports: one for its async calls (on ``session`` when one
@@ -124,6 +129,11 @@ class BaseServiceClient:
         )
         self._resolver = EndpointResolver(cfg.base_url)
         self._headers = client_headers(cfg)
+        # A token that changes (OAuth2) is asked for per call; a static credential is in _headers.
+        metrics = self.observer.metrics
+        self._credentials: Credentials | None = call_credentials(
+            cfg, clock, None if metrics is None else metrics.families
+        )
         balancer = policies.balancer
         if balancer is None:
             self._transport: Transport = self.transport_factory(cfg, session=session)
@@ -227,6 +237,8 @@ class BaseServiceClient:
         await inflight.end_here(_CLOSE_GRACE)
         await bridge.aclose(functools.partial(inflight.end_here, _CLOSE_GRACE), 2 * _CLOSE_GRACE)
         await self._transport.aclose()
+        if self._credentials is not None:
+            await self._credentials.aclose()
 
     def close_sync(self) -> None:
         """End every call in flight with ``ClientClosedError`` and close the sync twins' side.
@@ -245,6 +257,8 @@ class BaseServiceClient:
             inflight.abort_here()  # they end on their own; this thread cannot wait for them
         inflight.abort_elsewhere(here, bridge.loop)
         bridge.close_blocking(functools.partial(inflight.end_here, _CLOSE_GRACE), 2 * _CLOSE_GRACE, here)
+        if self._credentials is not None:
+            self._credentials.close()  # a token fetch on another loop is cancelled there
 
     def _closed_error(self, method: str, endpoint: str, attempts: int = 0) -> ClientClosedError:
         return ClientClosedError(
@@ -346,9 +360,13 @@ class BaseServiceClient:
         try:
             if self._closed:  # closed by another thread between the check above and here
                 raise self._closed_error(method, endpoint)
-            result = await self._pipeline.execute(
-                functools.partial(self._attempt, transport, out), record, deadline, idempotent=idempotent
-            )
+            credentials = self._credentials
+            if credentials is None:
+                result = await self._pipeline.execute(
+                    functools.partial(self._attempt, transport, out), record, deadline, idempotent=idempotent
+                )
+            else:
+                result = await self._authorized(credentials, transport, out, deadline, idempotent, headers)
         except ClientError as error:
             return self._failed(record, error, clock.now() - started, sent=json, fallback=fallback)
         except asyncio.CancelledError as exc:
@@ -359,6 +377,73 @@ class BaseServiceClient:
                 self._inflight.left(task)
         self.observer.call_ended(record, clock.now() - started, None, json, result)
         return result
+
+    async def _authorized(  # noqa: PLR0917 - one call's parts, passed on as request() has them
+        self,
+        credentials: Credentials,
+        transport: Transport,
+        out: Request,
+        deadline: Deadline,
+        idempotent: bool,
+        given: Mapping[str, str] | None,
+    ) -> Any:
+        """A call that carries a token: got before the pipeline, and got anew once after a 401 for it.
+
+        Waiting for a token (bounded by the call's deadline) happens before the pipeline, so
+        it holds no bulkhead slot, and neither the token endpoint's failure nor its time is
+        seen by the upstream's breaker. Each attempt sends the token current then. A 401
+        for the token sent drops it (when still current); the call then waits for a new one
+        (one fetch for every call that saw that 401) and runs once more, with retries of
+        its own: that run is outside the retry count. A second 401 is raised as it is.
+        A call whose own ``headers`` carry the credential's header sends that one instead.
+        """
+        record, name = out.record, credentials.header
+        if given and any(key.lower() == name.lower() for key in given):
+            return await self._pipeline.execute(
+                functools.partial(self._attempt, transport, out), record, deadline, idempotent=idempotent
+            )
+        attempt = functools.partial(self._attempt_with, credentials, transport, out)
+        out.headers[name] = await self._credential(credentials, out, deadline)
+        try:
+            return await self._pipeline.execute(attempt, record, deadline, idempotent=idempotent)
+        except ClientAuthenticationError as error:
+            if error.status != 401 or not credentials.rejected(out.headers[name]):
+                raise
+        out.headers[name] = await self._credential(credentials, out, deadline)
+        if record.span is not None:
+            record.span.add_event("credentials_refreshed", {"attempt": record.attempts})
+        # The pipeline counts retries by the record's attempts: the run after a 401 starts
+        # from none, and the call's count (logs, metrics, the error) adds both runs.
+        before, record.attempts = record.attempts, 0
+        try:
+            return await self._pipeline.execute(attempt, record, deadline, idempotent=idempotent)
+        except ClientError as error:
+            error.attempts += before
+            raise
+        finally:
+            record.attempts += before
+
+    async def _credential(self, credentials: Credentials, out: Request, deadline: Deadline) -> str:
+        """The value to send, waiting for a token at most until the call's deadline."""
+        left = deadline.remaining()
+        try:
+            return await credentials.authorization(None if math.isinf(left) else left)
+        except TokenEndpointError as shared:
+            # One fetch's error reaches every caller that waited for it: each raises its own.
+            raise shared.for_call(out.context, out.record.attempts) from shared.__cause__
+        except TimeoutError:
+            raise ClientTimeoutError(
+                "deadline exceeded waiting for a token", attempts=out.record.attempts, **out.context
+            ) from None
+
+    async def _attempt_with(
+        self, credentials: Credentials, transport: Transport, out: Request, timeout: float
+    ) -> Any:
+        """One attempt with the token current now (one refreshed since the call began goes out at once)."""
+        value = credentials.current()
+        if value is not None:
+            out.headers[credentials.header] = value
+        return await self._attempt(transport, out, timeout)
 
     async def _attempt(self, transport: Transport, out: Request, timeout: float) -> Any:
         """One attempt: headers of its own when it needs them, the transport's send, the observer told."""

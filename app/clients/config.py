@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
+from app.auth.config import AuthConfig, header_value_problem, is_header_name
 from app.discovery import parse_discovery
 from app.resilience.breaker import BREAKER_DEFAULTS
 
@@ -17,12 +17,6 @@ PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
 Delay = Annotated[float, Field(ge=0, le=3600)]
 Ratio = Annotated[float, Field(gt=0, le=1)]
 
-#: RFC 9110 ``token``: what a header name may be.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-#: A header value we can send unchanged: visible ASCII with inner spaces. No CR/LF or
-#: other control characters (they would split or corrupt the request), and no edge
-#: whitespace (a peer strips it, so the key it sees would differ from ours).
-_HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 #: The adaptive limit's starting point when not given (capped by the bulkhead's maximum).
 _ADAPTIVE_INITIAL_LIMIT = 20
 
@@ -67,6 +61,10 @@ class ClientConfig(BaseModel):
     total_timeout_seconds: PositiveSeconds | None = None
     api_key: SecretStr | None = None
     api_key_header: str = Field(default="X-API-Key", min_length=1)
+    #: Credentials beyond the seed's API key (DESIGN §9): ``{"type": "bearer", "token": ...}``,
+    #: ``{"type": "oauth2_client_credentials", "token_url": ..., ...}`` or ``{"type": "api_key", ...}``;
+    #: None sends ``api_key`` alone, as the seed does.
+    auth: AuthConfig | None = None
     follow_redirects: bool = False
     max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
 
@@ -200,7 +198,7 @@ class ClientConfig(BaseModel):
     @field_validator("api_key_header")
     @classmethod
     def _header_name(cls, value: str) -> str:
-        if not _TOKEN.fullmatch(value):
+        if not is_header_name(value):
             raise ValueError("must be a header name (an RFC 9110 token: letters, digits, !#$%&'*+-.^_`|~)")
         return value
 
@@ -208,11 +206,9 @@ class ClientConfig(BaseModel):
     @classmethod
     def _header_value(cls, value: SecretStr | None) -> SecretStr | None:
         # The message never shows the value: it is a secret.
-        if value is not None and not _HEADER_VALUE.fullmatch(value.get_secret_value()):
-            raise ValueError(
-                "must be usable as a header value: visible ASCII, no CR/LF or other control "
-                "characters, no leading or trailing whitespace"
-            )
+        problem = None if value is None else header_value_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("base_url")
@@ -263,6 +259,7 @@ class ClientConfig(BaseModel):
             raise ValueError("rate_limit_scope=global needs rate_limit_per_second")
         if self.instances is not None and self.discovery is not None:
             raise ValueError("give either instances or discovery, not both")
+        self._one_credential_per_header()
         if self.discovery_min_ttl_seconds > self.discovery_max_ttl_seconds:
             raise ValueError("discovery_min_ttl_seconds must not exceed discovery_max_ttl_seconds")
         if self.outlier_base_ejection_seconds > self.outlier_max_ejection_seconds:
@@ -274,6 +271,18 @@ class ClientConfig(BaseModel):
                 "adaptive limits need adaptive_min_limit <= adaptive_initial_limit <= bulkhead_max_concurrent"
             )
         return self
+
+    def _one_credential_per_header(self) -> None:
+        """Two credentials may go together (an API key and a token), never into one header."""
+        auth = self.auth
+        if auth is None or self.api_key is None:
+            return
+        if auth.type == "api_key":
+            raise ValueError("give the API key as api_key or as auth (type api_key), not both")
+        if self.api_key_header.lower() == "authorization":
+            raise ValueError(
+                f"api_key_header Authorization would clash with the {auth.type} credentials in auth"
+            )
 
     def __repr__(self) -> str:
         # The default repr would list all 25 fields; these are the ones a log reader needs.

@@ -10,11 +10,14 @@ from typing import Any
 import orjson
 from yarl import URL
 
+from app.auth import Credentials, credentials_from_config, static_credentials
 from app.clients.config import ClientConfig
 from app.clients.decoding import ACCEPT_ENCODING
+from app.observability.metrics import MetricFamilies
 from app.redaction import register_secret
+from app.resilience.clock import Clock
 
-__all__ = ["UnsendableError", "client_headers", "encode_request"]
+__all__ = ["UnsendableError", "call_credentials", "client_headers", "encode_request"]
 
 # RFC 9110 §5.1: a field name is a token. A value holds no CR, LF, NUL or other control
 # character (HTAB aside), and no lone surrogate (no encoding can send one).
@@ -27,7 +30,7 @@ class UnsendableError(Exception):
 
 
 def client_headers(config: ClientConfig) -> dict[str, str]:
-    """The headers every call of a client sends (its API key registered as a secret)."""
+    """The headers every call of a client sends: its API key and static ``auth`` (registered as secrets)."""
     # Accept-Encoding: only what decoding.py decodes in bounded steps (aiohttp's own
     # decoding is switched off per request by the transport).
     headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
@@ -35,7 +38,22 @@ def client_headers(config: ClientConfig) -> dict[str, str]:
         key = config.api_key.get_secret_value()
         register_secret(key)
         headers[config.api_key_header] = key
+    static = static_credentials(config.auth)
+    if static is not None:
+        headers[static.header] = static.static_value
     return headers
+
+
+def call_credentials(
+    config: ClientConfig, clock: Clock, families: MetricFamilies | None
+) -> Credentials | None:
+    """The credentials a client asks for per call (a token that changes); None if its fixed headers do."""
+    if config.auth is None:
+        return None
+    credentials = credentials_from_config(
+        config.auth, service_name=config.service_name, clock=clock, families=families
+    )
+    return None if credentials.static_value is not None else credentials
 
 
 def encode_request(  # noqa: PLR0917 - once per call: positional arguments cost the least

@@ -29,6 +29,9 @@ NOT_LIVE: Mapping[str, str] = MappingProxyType(
 _ON_OFF = "the rate limit is switched on or off at start (its rate, burst and mode change live)"
 _ONE_OR_MANY = "going between one instance and several changes the client's transport"
 _BASE_URL = "a client of one instance keeps its connections to it (give instances to move live)"
+_TOKENS = (
+    "OAuth2 client credentials hold a token cache made at start (an API key or bearer token changes live)"
+)
 
 
 def reconfigure_problems(
@@ -57,10 +60,16 @@ def reconfigure_problems(
         changed |= {f: _ONE_OR_MANY for f in ("instances", "discovery") if getattr(old, f) != getattr(new, f)}
     elif not new.fleet and old.base_url != new.base_url:
         changed["base_url"] = _BASE_URL
+    if old.auth != new.auth and "oauth2_client_credentials" in (_kind(old), _kind(new)):
+        changed["auth"] = _TOKENS
     return [
         f"{field} ({env_name(field)}) cannot change without a restart: {why}"
         for field, why in changed.items()
     ]
+
+
+def _kind(config: ClientConfig) -> str | None:
+    return None if config.auth is None else config.auth.type
 
 
 def check_live(old: ClientConfig, new: ClientConfig) -> None:

@@ -153,6 +153,19 @@ class MetricFamilies:
             [PEER, SERVER],
             registry=registry,
         )
+        # OAuth2 client credentials (DESIGN §9): the upstream's token endpoint, never the token.
+        self.token_fetches = Counter(
+            "service_client_token_fetches",
+            "Token requests for calls to a dependency, by outcome (success, or how the last attempt failed)",
+            [PEER, "outcome"],
+            registry=registry,
+        )
+        self.token_expiry = Gauge(
+            "service_client_token_expiry_seconds",
+            "Seconds until the dependency's current token expires (0 without one)",
+            [PEER],
+            registry=registry,
+        )
 
 
 _families: dict[int, MetricFamilies] = {}

@@ -14,6 +14,7 @@ import upstreams
 from app import clients
 
 PACKAGES = [
+    "app.auth",
     "app.clients",
     "app.resilience",
     "app.observability",

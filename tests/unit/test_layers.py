@@ -45,6 +45,7 @@ PACKAGES = [
     "app.discovery",
     "app.balancing",
     "app.state",
+    "app.auth",
     "app.clients",
     "app.clients.testing",
     "settings",
