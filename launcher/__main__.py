@@ -9,11 +9,12 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from launcher.platform import MAX_REPLICAS, Plan, Platform, PortInUseError, plan
+from launcher.platform import MAX_REPLICAS, Plan, Platform, PortInUseError, ServiceProcess, plan
 from settings import SettingsError
 
-#: Each service's port variable and default: the gateway, the Analysis Engine, the ML Workbench.
-PORTS = (("APP_PORT", "8000"), ("AE_PORT", "8001"), ("MLW_PORT", "8002"))
+#: Each service's port variable and default: the gateway, the Analysis Engine, the ML
+#: Workbench, the token service (started when the profile gives an upstream OAuth2).
+PORTS = (("APP_PORT", "8000"), ("AE_PORT", "8001"), ("MLW_PORT", "8002"), ("AUTH_PORT", "8003"))
 #: How many instances of each service: the gateway's replicas (two or more share state
 #: through Redis), the Analysis Engine's instances, the ML Workbench's.
 REPLICAS = (("REPLICAS", 1), ("AE_REPLICAS", 2), ("MLW_REPLICAS", 2))
@@ -46,18 +47,36 @@ def plan_from_env(run_dir: Path | None = None) -> Plan:
     )
 
 
+def _banner_order(service: ServiceProcess) -> int:
+    """The gateway's replicas, the upstreams' instances, the token service, Redis."""
+    if service.module == "app":
+        return 0
+    if service.upstream is not None:
+        return 1
+    return 2 if service.name == "auth" else 3
+
+
+def _kind(services: list[ServiceProcess], kind: str) -> bool:
+    return any(s.name == kind if kind == "auth" else s.probe == kind for s in services)
+
+
 def banner(platform: Platform, profile: str) -> str:
     """What ``make run`` prints once all answer: each service and instance, the instances files, a try."""
     # The gateway's replicas first (they are what one calls), then the instances in start
     # order, then Redis (which one does not call).
-    services = sorted(platform.services, key=lambda s: (s.probe == "redis", s.upstream is not None))
+    services = sorted(platform.services, key=_banner_order)
     gateway = services[0].url
-    shared = " and Redis" if services[-1].probe == "redis" else ""
+    extra = [
+        name for name, kind in (("the token service", "auth"), ("Redis", "redis")) if _kind(services, kind)
+    ]
+    shared = "".join(f" and {name}" for name in extra)
     width = max(len(s.name) for s in services) + 2
     lines = [f"\nPlatform up (profile {profile}):"]
     for service in services:
         if service.probe == "redis":
             where = f"redis://127.0.0.1:{service.port}/0   (shared state of the gateway's replicas)"
+        elif service.name == "auth":
+            where = f"{service.url}   (token service: /oauth/token, /.well-known/jwks.json)"
         else:
             where = service.url + (f"   (docs {service.url}/docs)" if service.module == "app" else "")
         lines.append(f"  {service.name:<{width}}{where}")

@@ -18,9 +18,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from launcher.redis import INSTALL_HINT, redis_answers, redis_binary, redis_command
+
+if TYPE_CHECKING:  # imported when a plan is made: a bad setting fails with its own message
+    from settings import Settings
 
 __all__ = [
     "ANALYSIS_ENGINE",
@@ -44,6 +47,8 @@ STOP_GRACE_SECONDS = 4.0
 GATEWAY_STOP_MARGIN_SECONDS = 2.0
 #: Instance i of an upstream listens on its port plus this times i: 8001, 8011, 8021, ...
 REPLICA_PORT_STEP = 10
+#: The token service's token lifetime under the launcher unless AUTH_TOKEN_TTL_SECONDS says.
+LOCAL_TOKEN_TTL_SECONDS = 60
 #: The most instances of one upstream: plenty to see balancing and ejection on a laptop,
 #: and with the default ports every instance stays below 8100 (8001-8081, 8002-8082).
 MAX_REPLICAS = 9
@@ -61,13 +66,20 @@ class Upstream:
     key_var: str
     #: The prefix of the gateway's settings for it: ``<prefix>BASE_URL``, ``<prefix>DISCOVERY``.
     settings_prefix: str
+    #: Its entry in the gateway's ``settings.upstreams``.
+    settings_key: str
 
 
 ANALYSIS_ENGINE = Upstream(
-    "analysis-engine", "upstreams.analysis_engine", "AE_PORT", "AE_API_KEY", "APP_ANALYSIS_ENGINE__"
+    "analysis-engine",
+    "upstreams.analysis_engine",
+    "AE_PORT",
+    "AE_API_KEY",
+    "APP_ANALYSIS_ENGINE__",
+    "analysis_engine",
 )
 ML_WORKBENCH = Upstream(
-    "ml-workbench", "upstreams.ml_workbench", "MLW_PORT", "MLW_API_KEY", "APP_ML_WORKBENCH__"
+    "ml-workbench", "upstreams.ml_workbench", "MLW_PORT", "MLW_API_KEY", "APP_ML_WORKBENCH__", "ml_workbench"
 )
 
 
@@ -186,6 +198,7 @@ def plan(
     gateway_port: int = 8000,
     analysis_port: int = 8001,
     workbench_port: int = 8002,
+    auth_port: int = 8003,
     *,
     profile: str = "local",
     extra_env: Mapping[str, str] | None = None,
@@ -202,8 +215,11 @@ def plan(
     Two or more gateway replicas share their breakers and limits through Redis: the one
     ``APP_REDIS_URL`` names, or else a redis-server started first on a free port, with no
     persistence; each upstream's breaker is shared (``CIRCUIT_BREAKER_SHARED``) unless
-    the environment says otherwise. The instances files go into ``run_dir``, or into a
-    fresh temporary directory that ``Platform.stop`` removes.
+    the environment says otherwise. When the gateway's settings give an upstream OAuth2
+    client credentials (the local profile does), the reference token service runs on
+    ``auth_port`` first: it knows the gateway's client, the upstream's instances take only
+    its JWTs for their audience, and the gateway fetches them from it. The instances files
+    go into ``run_dir``, or into a fresh temporary directory that ``Platform.stop`` removes.
     """
     _check_replicas("ae_replicas", ae_replicas)
     _check_replicas("mlw_replicas", mlw_replicas)
@@ -222,7 +238,8 @@ def plan(
         settings = load_settings(profile)
     keys = {ANALYSIS_ENGINE: settings.analysis_engine.api_key, ML_WORKBENCH: settings.ml_workbench.api_key}
     upstream_env = {"PYTHONUNBUFFERED": "1"}
-    services: list[ServiceProcess] = [redis] if redis else []
+    token_service, jwt_env, token_env = _token_service(settings, auth_port, base)
+    services: list[ServiceProcess] = [s for s in (redis, token_service) if s is not None]
     instances: dict[str, list[str]] = {}
     for upstream, first_port, replicas in (
         (ANALYSIS_ENGINE, analysis_port, ae_replicas),
@@ -241,6 +258,7 @@ def plan(
                     **upstream_env,
                     upstream.port_var: str(port),
                     **({upstream.key_var: key.get_secret_value()} if key else {}),
+                    **jwt_env.get(upstream, {}),
                 },
                 upstream=upstream.name,
             )
@@ -251,7 +269,7 @@ def plan(
             _numbered("gateway", i),
             "app",
             port,
-            {**base, **upstream_env, **shared_env, "APP_PORT": str(port)},
+            {**base, **upstream_env, **shared_env, **token_env, "APP_PORT": str(port)},
             # Killing it sooner would lose the answers (and the log lines) of the requests
             # it is still finishing; idle, it stops at once.
             stop_grace=settings.grace_seconds + CANCEL_AFTER_CLOSE_SECONDS + GATEWAY_STOP_MARGIN_SECONDS,
@@ -285,6 +303,52 @@ def plan(
             gateway.env[f"{upstream.settings_prefix}BASE_URL"] = instances[upstream.name][0]
             gateway.env[f"{upstream.settings_prefix}DISCOVERY"] = files[upstream.name].as_uri()
     return Plan(services, directory, files, owns_run_dir=owns_run_dir)
+
+
+def _token_service(
+    settings: Settings, port: int, env: Mapping[str, str]
+) -> tuple[ServiceProcess | None, dict[Upstream, dict[str, str]], dict[str, str]]:
+    """The token service for the upstreams the gateway reaches with OAuth2 client credentials.
+
+    Returns it (None when no upstream does), each such upstream's variables for its JWT
+    check (the token service's JWKS, issuer and the audience), and the gateway's (its
+    token URL on ``port``, which may not be the profile's 8003).
+    """
+    issuer = f"http://127.0.0.1:{port}"
+    clients: dict[str, dict[str, Any]] = {}
+    jwt_env: dict[Upstream, dict[str, str]] = {}
+    token_env: dict[str, str] = {}
+    for upstream in (ANALYSIS_ENGINE, ML_WORKBENCH):
+        auth = settings.upstreams[upstream.settings_key].auth
+        if auth is None or auth.type != "oauth2_client_credentials":
+            continue
+        audience = auth.audience or upstream.name
+        client = clients.setdefault(
+            auth.client_id, {"secret": auth.client_secret.get_secret_value(), "audiences": []}
+        )
+        if client["secret"] != auth.client_secret.get_secret_value():
+            raise ValueError(f"client {auth.client_id!r} is given two client secrets; give it one")
+        client["audiences"].append(audience)
+        prefix = upstream.port_var.removesuffix("PORT")  # AE_, MLW_
+        jwt_env[upstream] = {
+            f"{prefix}JWKS_URL": f"{issuer}/.well-known/jwks.json",
+            f"{prefix}AUDIENCE": audience,
+            f"{prefix}ISSUER": issuer,
+        }
+        token_env[f"{upstream.settings_prefix}AUTH__TOKEN_URL"] = f"{issuer}/oauth/token"
+        token_env[f"{upstream.settings_prefix}AUTH__AUDIENCE"] = audience
+    if not clients:
+        return None, {}, {}
+    service_env = {
+        **env,
+        "PYTHONUNBUFFERED": "1",
+        "AUTH_PORT": str(port),
+        "AUTH_ISSUER": issuer,
+        "AUTH_CLIENTS": json.dumps(clients),
+        # Short, so a walkthrough sees the gateway refresh ahead of expiry (at 80% of it).
+        "AUTH_TOKEN_TTL_SECONDS": env.get("AUTH_TOKEN_TTL_SECONDS", str(LOCAL_TOKEN_TTL_SECONDS)),
+    }
+    return ServiceProcess("auth", "upstreams.auth", port, service_env), jwt_env, token_env
 
 
 def _shared_state(

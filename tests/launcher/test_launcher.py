@@ -92,19 +92,29 @@ def read_instances(path: Path) -> list[str]:
 
 
 def test_default_plan_is_two_instances_of_each_upstream_then_the_gateway(clean_env, tmp_path) -> None:
-    """Five processes: 8001/8011 and 8002/8012, the first of each under its old name, the gateway last."""
+    """Six processes: the token service on 8003, 8001/8011 and 8002/8012, the gateway last."""
     services = plan(profile="local", run_dir=tmp_path / "run")
-    assert [s.name for s in services] == DEFAULT_NAMES
-    assert [s.port for s in services] == [8001, 8011, 8002, 8012, 8000]
-    assert [s.upstream for s in services] == [*["analysis-engine"] * 2, *["ml-workbench"] * 2, None]
-    ae1, ae2, ml1, ml2, gateway = services
+    assert [s.name for s in services] == ["auth", *DEFAULT_NAMES]
+    assert [s.port for s in services] == [8003, 8001, 8011, 8002, 8012, 8000]
+    assert [s.upstream for s in services] == [None, *["analysis-engine"] * 2, *["ml-workbench"] * 2, None]
+    auth, ae1, ae2, ml1, ml2, gateway = services
+    assert auth.module == "upstreams.auth"
+    # The token service knows the gateway's client, for both audiences; tokens last 60 s.
+    assert json.loads(auth.env["AUTH_CLIENTS"]) == {
+        "gateway": {"secret": "local-gateway-secret", "audiences": ["analysis-engine", "ml-workbench"]}
+    }
+    assert auth.env["AUTH_TOKEN_TTL_SECONDS"] == "60"
     assert (ae1.module, ae2.module) == ("upstreams.analysis_engine",) * 2
     assert (ml1.module, ml2.module) == ("upstreams.ml_workbench",) * 2
     assert (ae1.env["AE_PORT"], ae2.env["AE_PORT"]) == ("8001", "8011")
     assert (ml1.env["MLW_PORT"], ml2.env["MLW_PORT"]) == ("8002", "8012")
-    # Every instance gets its upstream's key (the local profile has them).
-    assert ae1.env["AE_API_KEY"] == ae2.env["AE_API_KEY"] == "local-analysis-key"
-    assert ml1.env["MLW_API_KEY"] == ml2.env["MLW_API_KEY"] == "local-workbench-key"
+    # Every instance takes only the token service's JWTs, for its own audience.
+    for instance, prefix, audience in ((ae1, "AE_", "analysis-engine"), (ae2, "AE_", "analysis-engine"),
+                                       (ml1, "MLW_", "ml-workbench"), (ml2, "MLW_", "ml-workbench")):  # fmt: skip
+        assert instance.env[f"{prefix}JWKS_URL"] == "http://127.0.0.1:8003/.well-known/jwks.json"
+        assert instance.env[f"{prefix}AUDIENCE"] == audience
+        assert f"{prefix}API_KEY" not in instance.env
+    assert gateway.env["APP_ANALYSIS_ENGINE__AUTH__TOKEN_URL"] == "http://127.0.0.1:8003/oauth/token"
     assert gateway.env["APP_PORT"] == "8000"
     # The base URL stays the first instance; the discovery file lists them all.
     assert gateway.env["APP_ANALYSIS_ENGINE__BASE_URL"] == "http://127.0.0.1:8001/api/v1"

@@ -27,8 +27,10 @@ def test_local_is_the_default_profile() -> None:
     """Without APP_ENV the local profile applies."""
     settings = load_settings()
     assert settings.env == "local"
-    assert settings.analysis_engine.api_key is not None
-    assert settings.analysis_engine.api_key.get_secret_value() == "local-analysis-key"
+    auth = settings.analysis_engine.auth
+    assert auth is not None
+    assert auth.type == "oauth2_client_credentials"
+    assert auth.client_secret.get_secret_value() == "local-gateway-secret"
 
 
 def test_real_env_beats_the_profile_file(monkeypatch) -> None:
@@ -130,9 +132,9 @@ def test_production_refuses_plain_http_off_loopback(monkeypatch) -> None:
 
 
 def test_keys_are_secret_strings() -> None:
-    """API keys never show in the settings' repr."""
+    """API keys and client secrets never show in the settings' repr."""
     settings = Settings(env="local")
-    assert "local-analysis-key" not in repr(load_settings())
+    assert "local-gateway-secret" not in repr(load_settings())
     assert settings.analysis_engine.api_key is None or "**" in repr(settings.analysis_engine.api_key)
 
 
