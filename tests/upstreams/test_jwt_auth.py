@@ -318,11 +318,13 @@ class JwksServer:
         self.keys = [s.jwk for s in signers]
         self.fetches = 0
         self.failing = False
+        self.delay = 0.0
         self.app = FastAPI()
 
         @self.app.get("/jwks")
         async def jwks() -> JSONResponse:
             self.fetches += 1
+            await asyncio.sleep(self.delay)
             if self.failing:
                 return JSONResponse({"detail": "down"}, status_code=503)
             return JSONResponse({"keys": self.keys})
@@ -371,11 +373,42 @@ async def test_keys_held_through_an_outage() -> None:
         await verifier.verify(signer.sign(claims()))
         server.failing = True
         await asyncio.sleep(0.1)
-        await verifier.verify(signer.sign(claims()))
+        await verifier.verify(signer.sign(claims()))  # served from the held set; refreshed behind
+        for _ in range(100):
+            if server.fetches == 2:
+                break
+            await asyncio.sleep(0.01)
         assert server.fetches == 2
+        await verifier.verify(signer.sign(claims()))  # the failed refresh kept the keys
         cold = JwtVerifier(f"{url}/jwks", "analysis-engine")
         with pytest.raises(JwksUnavailableError):
             await cold.verify(signer.sign(claims()))
+
+
+async def test_a_slow_token_service_never_holds_a_request_with_a_known_key() -> None:
+    """The key set is old and the JWKS answers in 1 s: verifications stay instant, one refresh runs behind them."""
+    signer = Signer()
+    server = JwksServer(signer)
+    async with serve(server.app) as url:
+        verifier = JwtVerifier(
+            f"{url}/jwks", "analysis-engine", cache_seconds=0.05, refresh_cooldown_seconds=0.05
+        )
+        await verifier.verify(signer.sign(claims()))
+        server.delay = 1.0
+        await asyncio.sleep(0.1)  # the set is old now
+        slowest = 0.0
+        for _ in range(25):
+            started = time.monotonic()
+            await verifier.verify(signer.sign(claims()))
+            slowest = max(slowest, time.monotonic() - started)
+            await asyncio.sleep(0.02)
+        assert slowest < 0.1, slowest  # before: each request queued behind the fetch
+        assert server.fetches == 2  # the first, and one refresh still out
+        for _ in range(200):  # let the refresh land before the server goes
+            if verifier._refresh is None:
+                break
+            await asyncio.sleep(0.01)
+        assert verifier._refresh is None
 
 
 @pytest.mark.parametrize(

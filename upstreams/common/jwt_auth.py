@@ -63,6 +63,8 @@ class JwtVerifier:
         self.cooldown = refresh_cooldown_seconds
         self._tried_at = -refresh_cooldown_seconds
         self._lock = asyncio.Lock()
+        #: The background refresh of an old key set, while it runs.
+        self._refresh: asyncio.Task[None] | None = None
         self._revocable = revocable
         #: jti -> exp of every token accepted (when revocable), and of those revoked since.
         self._accepted: dict[str, float] = {}
@@ -131,14 +133,19 @@ class JwtVerifier:
                     del book[stale]
 
     async def _key(self, kid: str) -> PyJWK:
-        if (key := self._fresh(kid)) is not None:
-            return key
-        async with self._lock:  # one fetch for every caller waiting on the same kid
-            if (key := self._fresh(kid)) is not None:
+        held = self._keys.get(kid)
+        if held is not None:
+            # A held key is served at once, even from an old set: an old set is refreshed in
+            # the background, so a slow or absent token service never holds a request.
+            if self._stale() and self._refresh is None and self._cooled():
+                self._refresh = asyncio.get_running_loop().create_task(self._refresh_quietly())
+            return held
+        async with self._lock:  # one fetch for every caller waiting on the same unknown kid
+            if (key := self._keys.get(kid)) is not None:
                 return key
-            # A kid not held, or a set grown old: fetch, but not more than once a cooldown,
-            # whether the last fetch failed or the kid is a forgery.
-            if time.monotonic() - self._tried_at >= self.cooldown:
+            # A kid not held: fetch, but not more than once a cooldown (from the end of the
+            # last fetch), whether the last one failed or the kid is a forgery.
+            if self._cooled():
                 await self._fetch()
             elif not self._keys:
                 raise JwksUnavailableError
@@ -147,16 +154,26 @@ class JwtVerifier:
             raise InvalidTokenError("token signed by an unknown key")
         return key
 
-    def _fresh(self, kid: str) -> PyJWK | None:
-        if self._fetched_at is None or time.monotonic() - self._fetched_at >= self.cache_seconds:
-            return None
-        return self._keys.get(kid)
+    def _stale(self) -> bool:
+        return self._fetched_at is None or time.monotonic() - self._fetched_at >= self.cache_seconds
+
+    def _cooled(self) -> bool:
+        return time.monotonic() - self._tried_at >= self.cooldown
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            async with self._lock:
+                await self._fetch()
+        except JwksUnavailableError:
+            pass  # logged by _fetch; the held keys stay
+        finally:
+            self._refresh = None
 
     async def _fetch(self) -> None:
-        self._tried_at = time.monotonic()
         try:
             keys = await asyncio.to_thread(self._client.get_signing_keys, True)
         except (jwt.PyJWTError, ValueError, KeyError) as exc:
+            self._tried_at = time.monotonic()
             if not self._keys:
                 log.warning("cannot fetch the token keys from %s: %s", self._client.uri, type(exc).__name__)
                 raise JwksUnavailableError from None
@@ -168,7 +185,7 @@ class JwtVerifier:
             )
             return
         self._keys = {k.key_id: k for k in keys if k.key_id}
-        self._fetched_at = time.monotonic()
+        self._fetched_at = self._tried_at = time.monotonic()
         log.info("fetched %d token signing keys from %s", len(self._keys), self._client.uri)
 
 
