@@ -53,7 +53,7 @@ BODY_LOG_LIMIT = 2048
 MIN_SUBSTRING_SECRET = 4
 
 _SECRET_KEY = re.compile(
-    r"(key|token|secret|passw(or)?d|pwd|authorization|cookie|credential|session|signature|auth)",
+    r"(key|token|secret|passw(or)?d|pwd|authorization|cookie|credential|session|signature|auth|assertion)",
     re.IGNORECASE,
 )
 # Characters no URL or JSON encoder escapes (RFC 3986 unreserved): a secret made only of

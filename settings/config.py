@@ -52,6 +52,8 @@ FLAT_ALIASES = {
 }
 
 _PLACEHOLDERS = (
+    # The local profile's secrets are in the README: never a production one.
+    "local-",
     "changeme",
     "change-me",
     "change_me",

@@ -31,9 +31,12 @@ def settings_digest(settings: Settings) -> str:
 
     Not the file's bytes: a digest of those, served openly, would let anyone test guesses
     of a secret in the file offline. A change of a secret alone does not move this one
-    (the version does).
+    (the version does), nor does where it listens (host, port).
     """
-    text = json.dumps(redacted_settings(settings), sort_keys=True, default=str)
+    # Where the process listens is its own, not the fleet's configuration: replicas on one
+    # machine differ in port and must still show one digest.
+    view = {k: v for k, v in redacted_settings(settings).items() if k not in ("host", "port")}
+    text = json.dumps(view, sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -93,7 +96,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return _model(value)
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        # A value under a secret-looking key (an OAuth2 extra param such as
+        # client_assertion) is masked even though it is a plain string.
+        return {str(k): REDACTED if is_secret_key(str(k)) else _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         items = [_plain(v) for v in value]
         if isinstance(value, set | frozenset):

@@ -196,7 +196,8 @@ def _untagged(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
             # The same type and message; only the location moves.
             kind = PydanticCustomError(item["type"], "{reason}", {"reason": item["msg"]})
             details.append(InitErrorDetails(type=kind, loc=loc, input=item["input"]))
-        raise ValidationError.from_exception_data(exc.title, details) from None
+        # hide_input: the input may be a secret (a token, a client secret).
+        raise ValidationError.from_exception_data(exc.title, details, hide_input=True) from None
 
 
 #: ``ClientConfig.auth``: one of the kinds, chosen by its ``type``.

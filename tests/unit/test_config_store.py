@@ -18,6 +18,7 @@ from settings import (
     SettingsError,
     load_settings,
 )
+from settings.redacted import redacted_settings
 
 AE_KEY = "ae-live-secret-0123456789"
 MLW_KEY = "mlw-live-secret-9876543210"
@@ -396,3 +397,14 @@ def test_redacted_shows_the_version_and_the_last_reload(store, config) -> None:
     last = store.redacted()["last_reload"]
     assert (last["result"], last["reason"], last["version"]) == ("invalid", "SIGHUP", 1)
     assert "log_level (APP_LOG_LEVEL)" in last["message"]
+
+
+def test_a_secret_looking_extra_param_is_masked_in_the_redacted_view(monkeypatch) -> None:
+    """An OAuth2 client assertion is a plain string in extra_params: the config API still shows ***."""
+    monkeypatch.setenv(
+        "APP_ANALYSIS_ENGINE__AUTH__EXTRA_PARAMS",
+        '{"client_assertion": "eyJassertion.marker", "resource": "r1"}',
+    )
+    view = redacted_settings(load_settings("local"))
+    params = view["upstreams"]["analysis_engine"]["auth"]["extra_params"]
+    assert params == {"client_assertion": "***", "resource": "r1"}

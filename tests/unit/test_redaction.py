@@ -44,6 +44,7 @@ def isolated_registry(monkeypatch):
         "db_passwd",
         "Cookie",
         "client_secret",
+        "client_assertion",  # RFC 7523: a signed JWT standing for the client secret
     ],
 )
 def test_secret_looking_keys(key) -> None:
