@@ -272,7 +272,8 @@ async def test_the_factorys_clients_and_the_shutdown_grace_follow_a_reload(
     """A shared client made after a reload starts from it, and SIGTERM's grace covers the new deadlines."""
     url, container, http = gateway
     # As if it had started with a grace of 5 s (the longest request then, plus 1 s).
-    server = GatewayServer(uvicorn.Config(lambda *_: None), container, grace=5.0)
+    # log_config=None: uvicorn would otherwise install its logging config in this process.
+    server = GatewayServer(uvicorn.Config(lambda *_: None, log_config=None), container, grace=5.0)
     write(config_file, config_text(upstream, APP_ANALYSIS_ENGINE__TIMEOUT_SECONDS="0.7"))
     await until_version(http, url, 2, result="applied")
     shared = get_analysis_engine_client()  # the factory's, built after the reload
