@@ -7,18 +7,43 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
-from launcher.platform import Platform, plan
+from launcher.platform import Plan, Platform, PortInUseError, plan
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def start_platform(logs: Path, *, ports: int = 3, **plan_args: Any) -> tuple[Platform, Plan, tuple[int, ...]]:
+    """``plan(*free ports, **plan_args)`` started, each service logging into ``logs``.
+
+    Tried up to 3 times: the ports derived from the free ones (the first + 10 for a
+    second instance or replica) were not checked free, and may fall on each other.
+    """
+    for _ in range(3):
+        chosen = tuple(free_port() for _ in range(ports))
+        try:
+            services = plan(*chosen, **plan_args)
+        except ValueError:  # a derived port fell on another service's
+            continue
+        for service in services:
+            service.log_path = logs / f"{service.name}.log"
+        running = Platform(services)
+        try:
+            running.start()
+        except PortInUseError:
+            running.stop()  # nothing started; this removes its run directory
+            continue
+        return running, services, chosen
+    pytest.fail("no free ports for the platform after 3 tries")
 
 
 @dataclass

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from launcher.platform import ANALYSIS_ENGINE, Platform, PortInUseError, plan
-from tests.e2e.conftest import free_port
+from launcher.platform import ANALYSIS_ENGINE
+from tests.e2e.conftest import start_platform
 from tests.support.browser import browser, chromium_path
 
 pytestmark = pytest.mark.skipif(
@@ -38,32 +38,16 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory) -> Iterator[Fleet]:
     """The platform with two Analysis Engine instances (the session's has one of each)."""
-    logs = tmp_path_factory.mktemp("fleet-logs")
-    for _ in range(3):  # the second instance's port (the first's + 10) was not checked free
-        ports = free_port(), free_port(), free_port()
-        try:
-            # least_request: the default's failure penalty keeps calls away from a broken
-            # instance so well that 5 failures in a row (its ejection) take minutes to gather;
-            # this test is about the page showing an ejection, so it lets them come at once.
-            services = plan(
-                *ports,
-                profile="test",
-                ae_replicas=2,
-                mlw_replicas=1,
-                extra_env={"APP_ANALYSIS_ENGINE__LOAD_BALANCER": "least_request"},
-            )
-        except ValueError:  # a derived port fell on another service's
-            continue
-        for service in services:
-            service.log_path = logs / f"{service.name}.log"
-        running = Platform(services)
-        try:
-            running.start()
-            break
-        except PortInUseError:
-            running.stop()  # nothing started; this removes its run directory
-    else:
-        pytest.fail("no free ports for the platform after 3 tries")
+    # least_request: the default's failure penalty keeps calls away from a broken instance
+    # so well that 5 failures in a row (its ejection) take minutes to gather; this test is
+    # about the page showing an ejection, so it lets them come at once.
+    running, services, ports = start_platform(
+        tmp_path_factory.mktemp("fleet-logs"),
+        profile="test",
+        ae_replicas=2,
+        mlw_replicas=1,
+        extra_env={"APP_ANALYSIS_ENGINE__LOAD_BALANCER": "least_request"},
+    )
     try:
         yield Fleet(
             gateway=f"http://127.0.0.1:{ports[0]}",

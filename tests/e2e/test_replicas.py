@@ -11,9 +11,8 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from launcher.platform import Platform, PortInUseError, plan
 from launcher.redis import INSTALL_HINT, redis_answers, redis_binary
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import start_platform
 from tests.support.browser import browser, chromium_path
 
 pytestmark = pytest.mark.skipif(redis_binary() is None, reason=f"redis-server not installed: {INSTALL_HINT}")
@@ -33,40 +32,24 @@ class Replicas:
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory) -> Iterator[Replicas]:
     """``make run REPLICAS=2`` with the walkthrough's settings: quorum 1 and a global limit."""
-    logs = tmp_path_factory.mktemp("replica-logs")
-    for _ in range(3):  # the second replica's port (the first's + 10) was not checked free
-        ports = free_port(), free_port(), free_port()
-        try:
-            services = plan(
-                *ports,
-                profile="test",
-                ae_replicas=1,
-                mlw_replicas=1,
-                gateway_replicas=2,
-                extra_env={
-                    "APP_ANALYSIS_ENGINE__CIRCUIT_BREAKER_SHARED_QUORUM": "1",
-                    "APP_ANALYSIS_ENGINE__RATE_LIMIT_PER_SECOND": str(RATE),
-                    "APP_ANALYSIS_ENGINE__RATE_LIMIT_BURST": str(BURST),
-                    "APP_ANALYSIS_ENGINE__RATE_LIMIT_MODE": "fail",
-                    "APP_ANALYSIS_ENGINE__RATE_LIMIT_SCOPE": "global",
-                    # Other tests load this machine; at the default 20 ms a slow Redis
-                    # answer would put a replica on its local share for a moment, which
-                    # is the fallback's test, not this one's.
-                    "APP_SHARED_STATE__DEADLINE_SECONDS": "0.2",
-                },
-            )
-        except ValueError:  # a derived port fell on another service's
-            continue
-        for service in services:
-            service.log_path = logs / f"{service.name}.log"
-        running = Platform(services)
-        try:
-            running.start()
-            break
-        except PortInUseError:
-            running.stop()
-    else:
-        pytest.fail("no free ports for the platform after 3 tries")
+    running, services, _ = start_platform(
+        tmp_path_factory.mktemp("replica-logs"),
+        profile="test",
+        ae_replicas=1,
+        mlw_replicas=1,
+        gateway_replicas=2,
+        extra_env={
+            "APP_ANALYSIS_ENGINE__CIRCUIT_BREAKER_SHARED_QUORUM": "1",
+            "APP_ANALYSIS_ENGINE__RATE_LIMIT_PER_SECOND": str(RATE),
+            "APP_ANALYSIS_ENGINE__RATE_LIMIT_BURST": str(BURST),
+            "APP_ANALYSIS_ENGINE__RATE_LIMIT_MODE": "fail",
+            "APP_ANALYSIS_ENGINE__RATE_LIMIT_SCOPE": "global",
+            # Other tests load this machine; at the default 20 ms a slow Redis answer
+            # would put a replica on its local share for a moment, which is the
+            # fallback's test, not this one's.
+            "APP_SHARED_STATE__DEADLINE_SECONDS": "0.2",
+        },
+    )
     redis = next(s for s in services if s.probe == "redis")
     try:
         yield Replicas(

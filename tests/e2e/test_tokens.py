@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from launcher.platform import Platform, PortInUseError, plan
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import start_platform
 
 #: Short tokens, so a refresh ahead of expiry (at 80% of it, less jitter) comes within the test.
 TTL_SECONDS = 4
@@ -27,28 +26,14 @@ class Tokens:
 def tokens(tmp_path_factory) -> Iterator[Tokens]:
     """The local profile's platform (the one with the token service), one instance of each upstream."""
     logs = tmp_path_factory.mktemp("token-logs")
-    for _ in range(3):
-        ports = free_port(), free_port(), free_port(), free_port()
-        try:
-            services = plan(
-                *ports,
-                profile="local",
-                ae_replicas=1,
-                mlw_replicas=1,
-                extra_env={"AUTH_TOKEN_TTL_SECONDS": str(TTL_SECONDS), "APP_LOG_JSON": "true"},
-            )
-        except ValueError:
-            continue
-        for service in services:
-            service.log_path = logs / f"{service.name}.log"
-        running = Platform(services)
-        try:
-            running.start()
-            break
-        except PortInUseError:
-            running.stop()
-    else:
-        pytest.fail("no free ports for the platform after 3 tries")
+    running, _, ports = start_platform(
+        logs,
+        ports=4,
+        profile="local",
+        ae_replicas=1,
+        mlw_replicas=1,
+        extra_env={"AUTH_TOKEN_TTL_SECONDS": str(TTL_SECONDS), "APP_LOG_JSON": "true"},
+    )
     try:
         yield Tokens(
             gateway=f"http://127.0.0.1:{ports[0]}",
