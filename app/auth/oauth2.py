@@ -16,7 +16,7 @@ from app.auth.config import OAuth2ClientCredentialsAuth
 from app.auth.metrics import TokenMetrics
 from app.auth.token import Token
 from app.auth.token_endpoint import TokenEndpoint
-from app.errors import ClientClosedError
+from app.errors import ClientClosedError, TokenEndpointError
 from app.redaction import forget_secret
 from app.resilience.clock import MONOTONIC, Clock
 
@@ -107,8 +107,9 @@ class OAuth2ClientCredentials:
     async def authorization(self, timeout: float | None = None) -> str:
         """The header value: the current token's, or the next fetch's when there is no valid one.
 
-        Waits at most ``timeout`` seconds (``TimeoutError``); a failed fetch raises its
-        ``TokenEndpointError`` (the same for every caller that waited for it).
+        Waits at most ``timeout`` seconds (then ``TokenEndpointError``: the token endpoint
+        was too slow for the call); a failed fetch raises its ``TokenEndpointError`` (the
+        same for every caller that waited for it).
         """
         held = self._held
         if held is not None:
@@ -148,6 +149,14 @@ class OAuth2ClientCredentials:
             try:
                 # shield: a caller that gives up (timeout, cancellation) leaves the fetch to the others.
                 token = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(flight)), timeout)
+            except TimeoutError:
+                # The token endpoint's slowness, not the upstream's: nothing was sent there,
+                # and its rolling stats must not count a timeout (TokenEndpointError's outcome).
+                raise TokenEndpointError(
+                    f"token endpoint {self.endpoint.url} did not answer within the call's deadline",
+                    token_endpoint=self.endpoint.url,
+                    service_name=self.service_name,
+                ) from None
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if not flight.cancelled() or (task is not None and task.cancelling()):

@@ -166,11 +166,12 @@ async def test_a_fetch_whose_loop_ends_is_taken_over(provider, tokens) -> None:
 
 
 async def test_a_wait_bounded_by_a_timeout(provider, tokens) -> None:
-    """authorization(timeout) gives up with TimeoutError; the fetch goes on for the next caller."""
+    """authorization(timeout) gives up with TokenEndpointError naming the endpoint; the fetch goes on for the next caller."""
     credentials = provider()
     tokens.gate = asyncio.Event()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TokenEndpointError, match="did not answer within the call's deadline") as caught:
         await credentials.authorization(0.05)
+    assert caught.value.token_endpoint == tokens.url
     tokens.gate.set()
     assert (await credentials.authorization()).startswith("Bearer at-")
     assert len(tokens.requests) == 1
