@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import weakref
+from typing import Protocol
 
 from prometheus_client import Counter
 
 from app.observability.metrics import MetricFamilies
 
 __all__ = ["TokenMetrics"]
+
+
+class _Holder(Protocol):
+    def seconds_left(self) -> float: ...
+
+
+#: Per registry's families and service, the credentials holding tokens for it: several
+#: clients of one upstream (the container's, a factory override's) each hold their own,
+#: and the gauge shows the longest left, not whichever wrote last. Weak: a client that is
+#: dropped without closing leaves the gauge by itself.
+_holders: weakref.WeakKeyDictionary[MetricFamilies, dict[str, weakref.WeakSet[_Holder]]] = (
+    weakref.WeakKeyDictionary()
+)
+_lock = threading.Lock()
 
 
 class TokenMetrics:
@@ -28,6 +44,21 @@ class TokenMetrics:
             counter = self._fetches[outcome] = self.families.token_fetches.labels(self.service, outcome)
         counter.inc()
 
-    def watch(self, seconds_left: Callable[[], float]) -> None:
-        """Read the seconds until the token expires at scrape time, at no cost per call."""
-        self.families.token_expiry.labels(self.service).set_function(seconds_left)
+    def watch(self, holder: _Holder) -> None:
+        """Show ``holder``'s seconds until expiry at scrape time (its service's longest); nothing per call."""
+        with _lock:
+            per_service = _holders.setdefault(self.families, {})
+            holders = per_service.get(self.service)
+            if holders is None:
+                holders = per_service[self.service] = weakref.WeakSet()
+                self.families.token_expiry.labels(self.service).set_function(
+                    lambda: max((h.seconds_left() for h in list(holders)), default=0.0)
+                )
+            holders.add(holder)
+
+    def unwatch(self, holder: _Holder) -> None:
+        """``holder`` closed: the gauge no longer counts it."""
+        with _lock:
+            holders = _holders.get(self.families, {}).get(self.service)
+            if holders is not None:
+                holders.discard(holder)

@@ -58,6 +58,7 @@ class OAuth2ClientCredentials:
     """
 
     __slots__ = (
+        "__weakref__",  # the expiry gauge holds its credentials weakly
         "_ahead", "_clock", "_closed", "_flight", "_held", "_jitter", "_lock", "_retired", "_rng", "_tasks",
         "endpoint", "metrics", "service_name",
     )  # fmt: skip
@@ -90,7 +91,7 @@ class OAuth2ClientCredentials:
         self._lock = threading.Lock()
         self._closed = False
         if metrics is not None:
-            metrics.watch(self.seconds_left)
+            metrics.watch(self)
 
     def __repr__(self) -> str:
         return f"OAuth2ClientCredentials(service_name={self.service_name!r}, token_url={self.endpoint.url!r})"
@@ -280,7 +281,7 @@ class OAuth2ClientCredentials:
                 with contextlib.suppress(RuntimeError):  # a loop closed meanwhile has nothing running
                     loop.call_soon_threadsafe(task.cancel)
         if self.metrics is not None:
-            self.metrics.watch(lambda: 0.0)  # the gauge no longer holds on to this object
+            self.metrics.unwatch(self)
 
     async def aclose(self) -> None:
         """:meth:`close`, then wait for the fetches on this loop to end."""

@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from app.auth import OAuth2ClientCredentials, OAuth2ClientCredentialsAuth, StaticCredentials
+from app.auth.metrics import TokenMetrics
 from app.clients.sync import LoopThread
 from app.errors import AuthenticationError, ClientClosedError, ClientError, TokenEndpointError
+from app.observability.metrics import MetricFamilies
 from app.redaction import contains_secret
 from tests.support.clock import FakeClock
 from tests.support.discovery import eventually
@@ -237,3 +240,33 @@ async def test_a_static_credential_is_the_same_every_time() -> None:
     assert credentials.current() == await credentials.authorization() == "Bearer tok-static-123"
     assert credentials.rejected("Bearer tok-static-123") is False
     await credentials.aclose()
+
+
+async def test_the_expiry_gauge_shows_the_longest_token_of_the_service_and_outlives_a_closed_client(
+    tokens, clock
+) -> None:
+    """Two clients of one upstream each hold a token: the gauge is the longest left, and one closing leaves the other's."""
+    registry = CollectorRegistry()
+    metrics = TokenMetrics("svc", MetricFamilies(registry))
+    config = OAuth2ClientCredentialsAuth.model_validate(
+        {"type": "oauth2_client_credentials", "token_url": tokens.url, "client_id": CLIENT_ID,
+         "client_secret": CLIENT_SECRET, "refresh_jitter_fraction": 0}
+    )  # fmt: skip
+    first = OAuth2ClientCredentials(config, service_name="svc", clock=clock, metrics=metrics)
+    second = OAuth2ClientCredentials(config, service_name="svc", clock=clock, metrics=metrics)
+
+    def gauge() -> float | None:
+        return registry.get_sample_value("service_client_token_expiry_seconds", {"peer_service": "svc"})
+
+    try:
+        assert gauge() == 0.0  # no token yet
+        await first.authorization()
+        clock.advance(40)
+        await second.authorization()  # fetched 40 s later: 100 s left, the first 60 s
+        assert gauge() == 100.0
+        await second.aclose()
+        assert gauge() == 60.0  # the first still holds its token
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert gauge() == 0.0
