@@ -15,6 +15,7 @@ from app import clients
 
 PACKAGES = [
     "app.auth",
+    "app.cache",
     "app.clients",
     "app.resilience",
     "app.observability",

@@ -46,6 +46,7 @@ PACKAGES = [
     "app.balancing",
     "app.state",
     "app.auth",
+    "app.cache",
     "app.clients",
     "app.clients.testing",
     "settings",
