@@ -19,7 +19,10 @@ from tests.support.redis import RedisServer
 class Replica:
     def __init__(self, url: str, name: str, *, quorum: int | None, reset: float) -> None:
         self.state = SharedState(
-            SharedStateSettings(url=url, deadline_seconds=0.2, replica_lease_seconds=1.0),
+            # A generous deadline: these tests are about the coordination, and a loaded CI
+            # machine's slow answer would otherwise drop a re-read (the deadline's own tests
+            # are in test_shared_state.py).
+            SharedStateSettings(url=url, deadline_seconds=1.0, replica_lease_seconds=1.0),
             replica_id=name,
             registry=CollectorRegistry(),
         )
