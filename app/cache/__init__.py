@@ -18,6 +18,7 @@ from app.cache.http_dates import format_http_date, parse_http_date
 from app.cache.key import CacheKey, cache_key, normalize_url
 from app.cache.memory import MemoryStore, StoreStats
 from app.cache.policy import DEFAULT_POLICY, HEURISTIC_STATUSES, CachePolicy
+from app.cache.redis_store import RedisStore
 from app.cache.revalidation import (
     NOT_MERGED,
     conditional_headers,
@@ -28,6 +29,7 @@ from app.cache.revalidation import (
 from app.cache.single_flight import SingleFlight
 from app.cache.staleness import Action, Verdict, assess
 from app.cache.storability import is_storable, why_not_storable
+from app.cache.store import CacheStore
 from app.cache.vary import VaryValues, select_vary, vary_fields, vary_matches
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "CacheEntry",
     "CacheKey",
     "CachePolicy",
+    "CacheStore",
     "DEFAULT_POLICY",
     "HEURISTIC_STATUSES",
     "HOP_BY_HOP",
@@ -44,6 +47,7 @@ __all__ = [
     "MAX_DELTA_SECONDS",
     "MemoryStore",
     "NOT_MERGED",
+    "RedisStore",
     "SYSTEM_WALL_CLOCK",
     "SingleFlight",
     "StoreStats",

@@ -1,20 +1,33 @@
-"""A memory store: LRU bounded in bytes, thread-safe, O(1) get and put, with counters."""
+"""A memory store: LRU bounded in bytes, thread-safe, O(1) get and put, with counters and optional expiry."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from app.cache.entry import CacheEntry
 from app.cache.key import CacheKey
+from app.resilience.clock import MONOTONIC, Clock
 
 __all__ = ["MemoryStore", "StoreStats"]
+
+#: An entry and the monotonic time it expires at (``inf``: kept until evicted).
+_Slot = tuple[CacheEntry, float]
 
 
 @dataclass(frozen=True, slots=True)
 class StoreStats:
-    """A snapshot of a store's counters."""
+    """A snapshot of a store's counters.
+
+    ``max_bytes`` is the largest entry accepted (for the memory store, also the bound on
+    the total). ``entries`` is -1 when the store cannot know it (a shared store: other
+    replicas write to it too); ``bytes`` is then what this process wrote. ``failures``
+    counts operations the store could not do (Redis down or slower than its deadline);
+    a failed load is counted as a miss too. ``expired`` counts entries dropped past
+    their ttl.
+    """
 
     hits: int
     misses: int
@@ -23,6 +36,8 @@ class StoreStats:
     bytes: int
     entries: int
     max_bytes: int
+    failures: int = 0
+    expired: int = 0
 
 
 class MemoryStore:
@@ -30,19 +45,29 @@ class MemoryStore:
 
     One entry per key: a new response (another Vary variant too) replaces the stored one.
     An entry larger than ``max_bytes`` is refused (``put`` returns False) and evicts nothing.
+    The async ``load``/``save``/``remove`` make it a ``CacheStore``; ``save`` gives the entry
+    an expiry ``ttl`` seconds ahead on ``clock``, past which a read is a miss and drops it
+    (an expired entry not read again stays until evicted, and counts in the bytes till then).
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, *, clock: Clock = MONOTONIC) -> None:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         self._max_bytes = max_bytes
-        self._entries: OrderedDict[CacheKey, CacheEntry] = OrderedDict()
+        self._clock = clock
+        self._entries: OrderedDict[CacheKey, _Slot] = OrderedDict()
         self._lock = threading.Lock()
         self._bytes = 0
         self._hits = 0
         self._misses = 0
         self._evictions = 0
         self._refused = 0
+        self._expired = 0
+
+    @property
+    def kind(self) -> str:
+        """``"memory"``."""
+        return "memory"
 
     @property
     def max_bytes(self) -> int:
@@ -52,8 +77,15 @@ class MemoryStore:
     def get(self, key: CacheKey) -> CacheEntry | None:
         """The entry under ``key`` (now the most recently used), or None; counts a hit or a miss."""
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
+            slot = self._entries.get(key)
+            if slot is None:
+                self._misses += 1
+                return None
+            entry, expires = slot
+            if expires != math.inf and self._clock.now() >= expires:
+                del self._entries[key]
+                self._bytes -= entry.size
+                self._expired += 1
                 self._misses += 1
                 return None
             self._entries.move_to_end(key)
@@ -62,6 +94,9 @@ class MemoryStore:
 
     def put(self, key: CacheKey, entry: CacheEntry) -> bool:
         """Store ``entry`` under ``key``, evicting least recently used entries to fit; False if too large."""
+        return self._put(key, entry, math.inf)
+
+    def _put(self, key: CacheKey, entry: CacheEntry, expires: float) -> bool:
         size = entry.size
         with self._lock:
             if size > self._max_bytes:
@@ -69,11 +104,11 @@ class MemoryStore:
                 return False
             old = self._entries.pop(key, None)
             if old is not None:
-                self._bytes -= old.size
-            self._entries[key] = entry
+                self._bytes -= old[0].size
+            self._entries[key] = (entry, expires)
             self._bytes += size
             while self._bytes > self._max_bytes:
-                _, evicted = self._entries.popitem(last=False)
+                _, (evicted, _) = self._entries.popitem(last=False)
                 self._bytes -= evicted.size
                 self._evictions += 1
             return True
@@ -84,7 +119,7 @@ class MemoryStore:
             old = self._entries.pop(key, None)
             if old is None:
                 return False
-            self._bytes -= old.size
+            self._bytes -= old[0].size
             return True
 
     def clear(self) -> None:
@@ -93,13 +128,35 @@ class MemoryStore:
             self._entries.clear()
             self._bytes = 0
 
+    async def load(self, key: CacheKey) -> CacheEntry | None:
+        """``get``, as the ``CacheStore`` protocol reads it (a memory store never fails)."""
+        return self.get(key)
+
+    async def save(self, key: CacheKey, entry: CacheEntry, ttl: float) -> bool:
+        """``put`` expiring ``ttl`` seconds ahead (``inf``: never); False if too large or ``ttl`` not > 0."""
+        if not ttl > 0:  # "not >" refuses nan too: an entry worth nothing is not kept
+            with self._lock:
+                self._refused += 1
+            return False
+        expires = math.inf if ttl == math.inf else self._clock.now() + ttl
+        return self._put(key, entry, expires)
+
+    async def remove(self, key: CacheKey) -> None:
+        """``delete``, as the ``CacheStore`` protocol calls it."""
+        self.delete(key)
+
+    async def aclose(self) -> None:
+        """Drop every entry (the memory goes back); the store stays usable, harmless twice."""
+        self.clear()
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
-            return key in self._entries
+            slot = self._entries.get(key) if isinstance(key, CacheKey) else None
+            return slot is not None and (slot[1] == math.inf or self._clock.now() < slot[1])
 
     def stats(self) -> StoreStats:
         """The counters now."""
@@ -112,6 +169,7 @@ class MemoryStore:
                 bytes=self._bytes,
                 entries=len(self._entries),
                 max_bytes=self._max_bytes,
+                expired=self._expired,
             )
 
     def __repr__(self) -> str:
