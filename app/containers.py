@@ -63,6 +63,7 @@ class UpstreamContainer(containers.DeclarativeContainer):
         essential=essential,
         fleet=policies.provided.fleet_status,
         shared=policies.provided.shared_status,
+        cache=policies.provided.cache_status,
         fleet_command=policies.provided.fleet_command,
     )
 

@@ -20,6 +20,7 @@ __all__ = [
     "DataValidationError",
     "ErrorContext",
     "FAILURE_OUTCOMES",
+    "InvalidRequestError",
     "OUTCOMES",
     "Outcome",
     "REJECTIONS",
@@ -374,6 +375,16 @@ class RequestEncodeError(ClientError, DataValidationError):
 
     reason = "request cannot be encoded"
     outcome = "invalid_request"
+
+
+class InvalidRequestError(RequestEncodeError):
+    """The request does not validate against its model (the field is named); nothing was sent.
+
+    Raised by the typed service clients before the pipeline: not retried, not seen by the
+    breaker or outlier detection, never answered by a fallback.
+    """
+
+    reason = "request does not validate"
 
 
 class CircuitBreakerOpenError(ClientError, ServiceUnavailableError):

@@ -416,11 +416,14 @@ class Settings(BaseSettings):
             wanting = sorted(
                 n
                 for n, c in self.upstreams.items()
-                if "global" in (c.rate_limit_scope, c.retry_budget_scope) or c.circuit_breaker_shared
+                if "global" in (c.rate_limit_scope, c.retry_budget_scope)
+                or c.circuit_breaker_shared
+                or (c.cache_enabled and c.cache_store == "redis")
             )
             if wanting:
                 raise ValueError(
-                    f"shared state (a global rate limit or retry budget, a shared breaker) for "
+                    f"shared state (a global rate limit or retry budget, a shared breaker, a Redis "
+                    f"response cache) for "
                     f"{', '.join(wanting)} needs APP_REDIS_URL"
                 )
         return self

@@ -12,10 +12,12 @@ from types import TracebackType
 from typing import Any, ClassVar, ParamSpec, Self, TypedDict, TypeVar, Unpack, cast
 
 import aiohttp
+from yarl import URL
 
 from app.auth import Credentials
 from app.clients.aiohttp_transport import AiohttpTransport
 from app.clients.balanced import BalancedTransport
+from app.clients.caching import CACHED_METHODS, CachedCall, credential_scope
 from app.clients.config import ClientConfig
 from app.clients.fallback import NO_FALLBACK, falls_back, mark_degraded, resolve
 from app.clients.inflight import InFlight
@@ -31,6 +33,7 @@ from app.clients.transport import (
     reconfigure_transport,
 )
 from app.clients.urls import EndpointResolver
+from app.clients.validation import check_answer, check_request
 from app.errors import (
     BulkheadFullError,
     CircuitBreakerOpenError,
@@ -39,8 +42,11 @@ from app.errors import (
     ClientConnectionError,
     ClientError,
     ClientTimeoutError,
+    ErrorContext,
+    InvalidRequestError,
     Rejection,
     RequestEncodeError,
+    ResponseDecodeError,
     TokenEndpointError,
 )
 from app.observability.context import attempt_span_var, inbound_deadline_var, request_id_var
@@ -53,6 +59,7 @@ __all__ = ["BaseServiceClient", "CallOptions"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+M = TypeVar("M")
 
 #: How long close() waits for the calls it cut short to unwind before it closes the transports.
 _CLOSE_GRACE = 2.0
@@ -69,6 +76,8 @@ class CallOptions(TypedDict, total=False):
     idempotent: bool | None
     idempotency_key: str | None
     fallback: Any
+    response_model: Any
+    cache: bool | None
 
 
 class BaseServiceClient:
@@ -129,6 +138,10 @@ class BaseServiceClient:
         )
         self._resolver = EndpointResolver(cfg.base_url)
         self._headers = client_headers(cfg)
+        #: The upstream's response cache (shared with the policies), None when ``cache_enabled`` is off.
+        self._cache = policies.cache
+        #: Whose answers this client's calls get (see ``credential_scope``), and the headers that say it.
+        self.cache_scope = credential_scope(cfg)
         # A token that changes (OAuth2) is asked for per call; a static credential is in _headers.
         metrics = self.observer.metrics
         self._credentials: Credentials | None = call_credentials(
@@ -164,6 +177,11 @@ class BaseServiceClient:
         return session
 
     @property
+    def fixed_headers(self) -> Mapping[str, str]:
+        """The headers every call sends (static credentials included: never log them)."""
+        return self._headers
+
+    @property
     def calls_in_flight(self) -> int:
         """How many calls are inside ``request()`` now, on any loop (waiting or sent)."""
         return len(self._calls)
@@ -197,6 +215,7 @@ class BaseServiceClient:
         # Each read once per call, as before: a call takes the old or the new, whole.
         self._pipeline.attempt_timeout = config.timeout_seconds
         self._headers = client_headers(config)
+        self.cache_scope = credential_scope(config)
         self.config = config
 
     # -- lifecycle -----------------------------------------------------------------
@@ -308,6 +327,8 @@ class BaseServiceClient:
         idempotent: bool | None = None,
         idempotency_key: str | None = None,
         fallback: Any = NO_FALLBACK,
+        response_model: Any = None,
+        cache: bool | None = None,
     ) -> Any:
         """Send one logical call through the pipeline and return the decoded body.
 
@@ -316,6 +337,13 @@ class BaseServiceClient:
         deadline (``inbound_deadline_var``) shortens it further. ``fallback`` (a value,
         or a function of the error) answers an unavailable or timed-out call instead of
         raising; such a result is reported to ``collect_degraded()``.
+
+        ``response_model`` (a pydantic model, or any type a ``TypeAdapter`` takes, such as
+        ``list[Model]``) validates the answer and returns it as that type, per the
+        client's ``response_validation`` mode. ``cache``: with the client's cache on
+        (``cache_enabled``), GET and HEAD go through it; ``False`` bypasses it for this
+        call, ``True`` also caches a call of another method (a pure computation's POST,
+        keyed by its body too).
         """
         method = method.upper()
         if self._closed:
@@ -323,6 +351,42 @@ class BaseServiceClient:
         url = self._resolver.resolve(endpoint, path_params)  # ValueError before anything is sent
         if timeout is not None and not timeout > 0:  # "not >" also refuses nan
             raise ValueError("timeout must be > 0")
+        cached = self._cache
+        if cached is not None and cache is not False and (cache or method in CACHED_METHODS):
+            return await cached.call(
+                self,
+                CachedCall(
+                    method, endpoint, url, params, json, headers, timeout, idempotent, idempotency_key
+                ),
+                fallback,
+                response_model,
+            )
+        return await self._call(
+            method, endpoint, url, params, json, headers, timeout, idempotent, idempotency_key, fallback,
+            response_model, None,
+        )  # fmt: skip
+
+    async def _call(  # noqa: PLR0912, PLR0917 - request()'s arguments, passed on as they are
+        self,
+        method: str,
+        endpoint: str,
+        url: URL,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        headers: Mapping[str, str] | None,
+        timeout: float | None,
+        idempotent: bool | None,
+        idempotency_key: str | None,
+        fallback: Any,
+        response_model: Any,
+        conditional: Mapping[str, str] | None,
+    ) -> Any:
+        """One logical call through the pipeline (see :meth:`request`).
+
+        ``conditional`` (the cache's fetch, even when empty) asks for the response itself:
+        a 2xx or a 304 comes back as a ``RawResponse`` with its headers and body, and the
+        request carries those headers too.
+        """
         # Fast refusals: an open breaker or a full bulkhead answers before any of the
         # per-call set-up below (and costs a few microseconds, not tens).
         wait = self.breaker.seconds_until_half_open()
@@ -340,6 +404,8 @@ class BaseServiceClient:
             )
         except UnsendableError as exc:
             raise self._unsendable(record, str(exc)) from exc.__cause__
+        if conditional:
+            hdrs.update(conditional)
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS or idempotency_key is not None
         clock = self.clock
@@ -353,6 +419,8 @@ class BaseServiceClient:
             forward_deadline=self.config.propagate_deadline and deadline.bounded,
             traced=self.observer.call_started(record, url),
         )
+        if conditional is not None:
+            out.raw = True
         started = clock.now()
         task = cast("asyncio.Task[Any]", asyncio.current_task(loop))  # a coroutine runs in a task
         calls = self._calls
@@ -375,8 +443,39 @@ class BaseServiceClient:
             calls.discard(task)
             if self._closed:
                 self._inflight.left(task)
+        if response_model is not None:
+            try:
+                result = self.check_answer(response_model, result, record.status, record)
+            except ResponseDecodeError as error:
+                return self._failed(record, error, clock.now() - started, sent=json, fallback=fallback)
         self.observer.call_ended(record, clock.now() - started, None, json, result)
         return result
+
+    def check_answer(self, model: type[M], data: Any, status: int | None, record: CallRecord) -> M:
+        """``data`` as ``model`` per ``response_validation`` (``lax``: a mismatch logged and counted)."""
+        context: ErrorContext = {
+            "service_name": self.service_name,
+            "method": record.method,
+            "endpoint": record.endpoint,
+        }
+        value, problem = check_answer(model, data, self.config.response_validation, context, status)
+        if problem is not None:
+            self.observer.invalid_answer(record, problem)
+        return value
+
+    def validate_request(self, model: type[M], data: Mapping[str, Any], method: str, endpoint: str) -> M:
+        """``data`` as the request model ``model``, or ``InvalidRequestError`` naming the fields.
+
+        For typed service clients, before anything is sent: the refusal is counted and
+        logged like every call that ends (outcome ``invalid_request``), never retried, never
+        seen by the breaker or outlier detection, and never answered by a fallback.
+        """
+        context: ErrorContext = {"service_name": self.service_name, "method": method, "endpoint": endpoint}
+        try:
+            return check_request(model, data, context)
+        except InvalidRequestError as error:
+            self.observer.call_ended(CallRecord(self.service_name, method, endpoint, ""), 0.0, error)
+            raise
 
     async def _authorized(  # noqa: PLR0917 - one call's parts, passed on as request() has them
         self,

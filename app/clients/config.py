@@ -143,6 +143,20 @@ class ClientConfig(BaseModel):
     #: (needs the settings' ``redis_url``; while Redis is unavailable, see ``failure_mode``).
     rate_limit_scope: Literal["local", "global"] = "local"
 
+    # typed contracts (DESIGN §9): how an answer that does not match its model is treated
+    #: ``strict``: ``ResponseDecodeError`` naming the field; ``lax``: logged and counted,
+    #: the decoded answer returned unvalidated; ``off``: not checked (the fastest).
+    response_validation: Literal["strict", "lax", "off"] = "strict"
+
+    # response cache (RFC 9111, DESIGN §9): off unless switched on
+    cache_enabled: bool = False
+    #: The memory store's bound (entries, headers and bodies together), and the largest
+    #: entry a Redis store takes.
+    cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=16 * 1024 * 1024 * 1024)
+    #: ``memory``: this process's; ``redis``: shared by the replicas through the settings'
+    #: ``redis_url`` (refused at start without one). A failing store is a miss, never an error.
+    cache_store: Literal["memory", "redis"] = "memory"
+
     # logging and metrics
     enable_metrics: bool = True
     enable_request_logging: bool = True

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from yarl import URL
 
 from app.auth import Credentials, credentials_from_config, static_credentials
@@ -80,7 +81,11 @@ def encode_request(  # noqa: PLR0917 - once per call: positional arguments cost 
             hdrs["Idempotency-Key"] = idempotency_key
     hdrs["X-Request-ID"] = request_id
     body = None
-    if json is not None:
+    if isinstance(json, BaseModel):
+        # A typed request (a validated model): pydantic writes its JSON itself, by alias.
+        body = json.model_dump_json(by_alias=True).encode()
+        hdrs["Content-Type"] = "application/json"
+    elif json is not None:
         try:
             body = orjson.dumps(json)
         except TypeError as exc:  # orjson.JSONEncodeError: an int past 64 bits, an unknown type

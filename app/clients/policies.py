@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 from app.balancing import Balancer, BalancerSettings, Instance
+from app.clients.caching import ClientCache, cache_from_config
 from app.clients.config import ClientConfig
 from app.clients.reconfigure import check_live
 from app.discovery import DiscoveryRunner, parse_discovery
@@ -373,6 +374,8 @@ class ClientPolicies:
     config: ClientConfig | None = None
     #: What the discovery's sets go through to the balancer; retired when a new source takes over.
     discovery_feed: DiscoveryFeed | None = None
+    #: The upstream's response cache (``cache_enabled``), shared by its clients; else None.
+    cache: ClientCache | None = None
     #: The clients that run on these policies, held weakly (see ``clients``).
     _clients: weakref.WeakSet[BaseServiceClient] = dataclasses.field(
         default_factory=weakref.WeakSet, init=False, repr=False
@@ -397,11 +400,13 @@ class ClientPolicies:
         balancer = balancer_from_config(config, clock, families)
         discovery = None if balancer is None else discovery_from_config(config, balancer)
         shared_limiter = shared_limiter_from_config(config, shared_state, clock)
+        observer = observer_from_config(config, breaker, bulkhead, clock, families)
+        metrics = observer.metrics
         return cls(
             breaker=breaker,
             bulkhead=bulkhead,
             retry=retry_from_config(config),
-            observer=observer_from_config(config, breaker, bulkhead, clock, families),
+            observer=observer,
             clock=clock,
             budget=budget_from_config(config, clock, shared_state),
             rate_limiter=None if shared_limiter is not None else rate_limiter_from_config(config, clock),
@@ -412,6 +417,9 @@ class ClientPolicies:
             balancer=balancer,
             discovery=None if discovery is None else discovery[0],
             discovery_feed=None if discovery is None else discovery[1],
+            cache=cache_from_config(
+                config, clock, None if metrics is None else metrics.families, shared_state
+            ),
             config=config,
         )
 
@@ -494,6 +502,10 @@ class ClientPolicies:
             await (shared.reset() if action == "reset" else shared.isolate())
 
         return command
+
+    def cache_status(self) -> dict[str, Any] | None:
+        """The response cache's store and results, or None when the upstream has no cache."""
+        return None if self.cache is None else self.cache.status()
 
     def shared_status(self) -> dict[str, Any] | None:
         """The global limit's shared state (Redis, degraded or not, replicas seen), or None when local."""

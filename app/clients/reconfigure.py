@@ -23,6 +23,9 @@ NOT_LIVE: Mapping[str, str] = MappingProxyType(
         "circuit_breaker_shared": "the breaker's coordination over the replicas is set up at start",
         "retry_budget_scope": "a budget's scope (this process, or the replicas') is set up at start",
         "rate_limit_scope": "a limit's scope (this process, or the replicas') is set up at start",
+        "cache_enabled": "the response cache is switched on or off at start",
+        "cache_store": "the response cache's store (memory or Redis) is opened at start",
+        "cache_max_bytes": "the response cache's store is sized when it opens",
     }
 )
 

@@ -15,6 +15,7 @@ from app.resilience.retry import MAX_RETRY_AFTER, parse_retry_after
 __all__ = [
     "BodyDecodingError",
     "BodyTooLargeError",
+    "RawResponse",
     "answer",
     "decode_body",
     "decode_error",
@@ -111,6 +112,44 @@ def status_error(
         location=location,
         **context,
     )
+
+
+class RawResponse:
+    """A 2xx or a 304 as read, for the response cache: status, headers (lower-case names), body."""
+
+    __slots__ = ("body", "charset", "content_type", "headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: tuple[tuple[str, str], ...],
+        content_type: str,
+        charset: str | None,
+        body: bytes,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.content_type = content_type
+        self.charset = charset
+        self.body = body
+
+    @classmethod
+    def read(
+        cls, status: int, headers: CIMultiDictProxy[str], content_type: str, charset: str | None, body: bytes
+    ) -> RawResponse:
+        """A response's parts, its header values made safe to keep (see ``header_text``)."""
+        fields = tuple((name.lower(), header_text(value) or "") for name, value in headers.items())
+        return cls(status, fields, content_type, charset, body)
+
+    def value(self, context: ErrorContext) -> Any:
+        """The decoded body, as ``answer`` gives it for a 2xx; ``ResponseDecodeError`` when it is not JSON."""
+        try:
+            return decode_body(self.status, self.content_type, self.charset, self.body)
+        except ValueError as exc:
+            raise decode_error("body is not valid JSON", self.status, **context) from exc
+
+    def __repr__(self) -> str:
+        return f"RawResponse(status={self.status}, {len(self.body)} bytes)"
 
 
 def decode_error(message: str, status: int, **context: Unpack[ErrorContext]) -> ResponseDecodeError:

@@ -48,6 +48,7 @@ class Request:
         "headers",
         "method",
         "params",
+        "raw",
         "record",
         "tried",
         "url",
@@ -80,6 +81,8 @@ class Request:
         }
         #: The instances this call's attempts went to, when the upstream has several.
         self.tried: list[str] | None = None
+        #: The response cache's fetch: a 2xx or a 304 comes back whole (a ``RawResponse``).
+        self.raw = False
 
     def to(self, url: URL) -> Request:
         """The same request sent to ``url`` (another instance of the upstream)."""
@@ -95,6 +98,9 @@ class Transport(Protocol):
 
     async def send(self, request: Request, headers: Mapping[str, str], timeout: float) -> Any:
         """One attempt, done within ``timeout`` seconds: the decoded body, or a typed error.
+
+        With ``request.raw``, a 2xx or a 304 is returned as a ``RawResponse`` instead
+        (status, headers, body as read, not decoded), for the response cache.
 
         Sets ``request.record.status`` to each status it sees. Raises the ``ClientError``
         of DESIGN §4 for the answer (status, body, redirect), ``ClientTimeoutError`` or

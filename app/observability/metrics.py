@@ -160,6 +160,34 @@ class MetricFamilies:
             [PEER, "outcome"],
             registry=registry,
         )
+        # Typed contracts (DESIGN §9): answers let through by ``response_validation="lax"``.
+        self.invalid_answers = Counter(
+            "service_client_invalid_answers",
+            "Answers that did not match their model and were let through (lax validation)",
+            _ENDPOINT_LABELS,
+            registry=registry,
+        )
+        # The response cache (DESIGN §9), by how each cached call was answered.
+        self.cache_lookups = Counter(
+            "service_client_cache_lookups",
+            "Cached calls by result: hit, miss, revalidated (a 304), stale (served stale "
+            "while revalidating), stale_if_error (served stale for a failed upstream), bypass",
+            [PEER, "result"],
+            registry=registry,
+        )
+        self.cache_bytes = Gauge(
+            "service_client_cache_bytes",
+            "Bytes the dependency's response cache holds (this process's memory store; "
+            "for Redis, the bytes this process wrote)",
+            [PEER],
+            registry=registry,
+        )
+        self.cache_stores = Counter(
+            "service_client_cache_stores",
+            "Responses stored in the cache, and responses not stored, by reason",
+            [PEER, "result"],
+            registry=registry,
+        )
         self.token_expiry = Gauge(
             "service_client_token_expiry_seconds",
             "Seconds until the dependency's current token expires (0 without one)",
@@ -259,6 +287,10 @@ class ClientMetrics:
     def fallback(self) -> None:
         """Count a call answered by its fallback."""
         self.families.fallbacks.labels(self.service).inc()
+
+    def invalid_answer(self, method: str, endpoint: str) -> None:
+        """Count an answer let through that did not match its model."""
+        self.families.invalid_answers.labels(self.service, method, endpoint).inc()
 
     def watch(
         self,

@@ -139,6 +139,17 @@ class CallObserver:
         if logger.isEnabledFor(_DEBUG):
             _log_attempt(record, params)
 
+    def invalid_answer(self, record: CallRecord, problem: str) -> None:
+        """An answer that did not match its model was let through (``lax``): logged and counted."""
+        if self.metrics is not None:
+            self.metrics.invalid_answer(record.method, record.endpoint)
+        # The problem names fields and the model, never values (see app.clients.validation).
+        logger.warning(
+            "answer let through unvalidated: %s",
+            problem,
+            extra={"fields": {"peer.service": record.service, "request_id": record.request_id}},
+        )
+
     @staticmethod
     def call_cancelled(record: CallRecord) -> None:
         """A call was cancelled by its caller: its span closes as such; nothing is counted."""

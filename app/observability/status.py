@@ -36,6 +36,7 @@ class DependencyView:
         fleet: Callable[[], dict[str, Any] | None] | None = None,
         shared: Callable[[], dict[str, Any] | None] | None = None,
         fleet_command: Callable[[str], Awaitable[None]] | None = None,
+        cache: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         self.name = name
         self.essential = essential
@@ -46,6 +47,7 @@ class DependencyView:
         self.adaptive = adaptive
         self.fleet = fleet
         self.shared = shared
+        self.cache = cache
         #: ``await fleet_command("reset"|"isolate")`` acts on every replica's breaker, when shared.
         self.fleet_command = fleet_command
 
@@ -103,4 +105,6 @@ class DependencyView:
         out["instances"] = None if self.fleet is None else self.fleet()
         # Its global rate limit's shared state (Redis, degraded or not), when it has one.
         out["shared_state"] = None if self.shared is None else self.shared()
+        # Its response cache (hits, misses, stale answers, the store), when it has one.
+        out["cache"] = None if self.cache is None else self.cache()
         return out

@@ -470,6 +470,9 @@ def test_problems_name_each_field_that_cannot_change_live_and_its_variable() -> 
         "circuit_breaker_shared": True,
         "retry_budget_scope": "global",
         "rate_limit_scope": "global",
+        "cache_enabled": True,
+        "cache_store": "redis",
+        "cache_max_bytes": 4096,
     }
     assert set(flipped) == set(NOT_LIVE)
     for field, value in flipped.items():

@@ -1,0 +1,103 @@
+"""Typed contracts: requests and answers checked against pydantic models, each adapter built once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, cast
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from app.errors import ErrorContext, InvalidRequestError, ResponseDecodeError
+
+__all__ = [
+    "ValidationMode",
+    "adapter",
+    "check_answer",
+    "check_request",
+    "describe",
+]
+
+logger = logging.getLogger("app.clients.validation")
+
+#: ``strict``: an answer that does not validate is a ``ResponseDecodeError``; ``lax``: it
+#: is logged and counted, and what was decoded is returned (unvalidated); ``off``: no check.
+ValidationMode = Literal["strict", "lax", "off"]
+
+M = TypeVar("M")
+
+#: How many problems a message lists, and how much of each location it shows: an answer
+#: is hostile input, and the message may go back to a gateway's caller.
+_MAX_PROBLEMS = 3
+_MAX_LOC_PART = 40
+
+
+_adapters: dict[Any, TypeAdapter[Any]] = {}
+
+
+def adapter(model: Any) -> TypeAdapter[Any]:
+    """The ``TypeAdapter`` of ``model`` (a model class, ``list[Model]``, …), built once per type.
+
+    Building one compiles a validator (tens of microseconds to milliseconds); a call must
+    not pay that. Two threads building the same one at once is harmless: either is kept.
+    """
+    found = _adapters.get(model)
+    if found is None:
+        found = _adapters[model] = TypeAdapter(model)
+    return found
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part)[:_MAX_LOC_PART] for part in loc) or "body"
+
+
+def describe(error: ValidationError) -> str:
+    """The first few problems as ``field: reason``; never the values (they may be anything)."""
+    problems = error.errors(include_input=False, include_url=False, include_context=False)
+    text = "; ".join(f"{_where(p['loc'])}: {p['msg']}" for p in problems[:_MAX_PROBLEMS])
+    if len(problems) > _MAX_PROBLEMS:
+        text += f"; and {len(problems) - _MAX_PROBLEMS} more"
+    return text
+
+
+def _name(model: Any) -> str:
+    return getattr(model, "__name__", None) or repr(model)
+
+
+def check_request(model: type[M], data: Mapping[str, Any], context: ErrorContext) -> M:
+    """``data`` as ``model``, or ``InvalidRequestError`` naming the fields (nothing is sent)."""
+    try:
+        return cast(M, adapter(model).validate_python(data))
+    except ValidationError as exc:
+        raise InvalidRequestError(
+            f"request does not match {_name(model)}: {describe(exc)}", attempts=0, **context
+        ) from None
+
+
+def _unchecked(model: Any, data: Any) -> Any:
+    # What was decoded, as the model's type where that costs nothing to build: a model
+    # class from a dict (fields set as decoded, nested values left as they are).
+    if isinstance(data, dict) and isinstance(model, type) and issubclass(model, BaseModel):
+        return model.model_construct(**data)
+    return data
+
+
+def check_answer(
+    model: type[M], data: Any, mode: ValidationMode, context: ErrorContext, status: int | None
+) -> tuple[M, str | None]:
+    """``data`` as ``model`` and, in ``lax`` mode, the problem that was let through (else None).
+
+    ``strict``: a ``ResponseDecodeError`` naming the fields and the endpoint template.
+    ``lax``: the problem is returned (the caller logs and counts it) with the unvalidated data.
+    ``off``: nothing is checked.
+    """
+    if mode == "off":
+        return cast(M, _unchecked(model, data)), None
+    try:
+        return cast(M, adapter(model).validate_python(data)), None
+    except ValidationError as exc:
+        where = f"{context['method']} {context['endpoint']}"
+        problem = f"{where}: answer does not match {_name(model)}: {describe(exc)}"
+        if mode == "strict":
+            raise ResponseDecodeError(problem, status=status, **context) from None
+        return cast(M, _unchecked(model, data)), problem
