@@ -23,10 +23,10 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import Any, TypeVar, Unpack, cast
+from typing import Any, TypeVar, cast
 
 from app.clients.analysis_engine import AnalysisEngineClient
-from app.clients.base import BaseServiceClient, CallOptions
+from app.clients.base import BaseServiceClient
 from app.clients.config import ClientConfig
 from app.clients.ml_workbench import MLWorkbenchClient
 from app.containers import Container
@@ -79,7 +79,7 @@ class _SharedClient(BaseServiceClient):
     def close_sync(self) -> None:
         """Does nothing: a shared client is the factory's (see ``close_factory_clients``)."""
 
-    async def request(self, method: str, endpoint: str, **options: Unpack[CallOptions]) -> Any:
+    async def request(self, method: str, endpoint: str, **options: Any) -> Any:
         """As :meth:`BaseServiceClient.request`; the first call on a loop arranges the session's close."""
         loop = asyncio.get_running_loop()
         # The sync twins run on the client's own loop thread, which closes that session itself.

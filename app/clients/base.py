@@ -12,7 +12,6 @@ from types import TracebackType
 from typing import Any, ClassVar, ParamSpec, Self, TypedDict, TypeVar, Unpack, cast
 
 import aiohttp
-from yarl import URL
 
 from app.auth import Credentials
 from app.clients.aiohttp_transport import AiohttpTransport
@@ -314,7 +313,7 @@ class BaseServiceClient:
 
     # -- one logical call ------------------------------------------------------------
 
-    async def request(
+    async def request(  # noqa: PLR0912, PLR0915 - one function: the hot path pays no extra frame
         self,
         method: str,
         endpoint: str,
@@ -329,6 +328,7 @@ class BaseServiceClient:
         fallback: Any = NO_FALLBACK,
         response_model: Any = None,
         cache: bool | None = None,
+        _conditional: Mapping[str, str] | None = None,
     ) -> Any:
         """Send one logical call through the pipeline and return the decoded body.
 
@@ -343,7 +343,9 @@ class BaseServiceClient:
         client's ``response_validation`` mode. ``cache``: with the client's cache on
         (``cache_enabled``), GET and HEAD go through it; ``False`` bypasses it for this
         call, ``True`` also caches a call of another method (a pure computation's POST,
-        keyed by its body too).
+        keyed by its body too). ``_conditional`` is the cache's own fetch (not for callers):
+        the request carries those headers, and a 2xx or a 304 comes back whole, as a
+        ``RawResponse``.
         """
         method = method.upper()
         if self._closed:
@@ -352,41 +354,25 @@ class BaseServiceClient:
         if timeout is not None and not timeout > 0:  # "not >" also refuses nan
             raise ValueError("timeout must be > 0")
         cached = self._cache
-        if cached is not None and cache is not False and (cache or method in CACHED_METHODS):
-            return await cached.call(
-                self,
-                CachedCall(
-                    method, endpoint, url, params, json, headers, timeout, idempotent, idempotency_key
-                ),
-                fallback,
-                response_model,
+        if (
+            cached is not None
+            and _conditional is None
+            and cache is not False
+            and (cache or method in CACHED_METHODS)
+        ):
+            call = CachedCall(
+                method,
+                endpoint,
+                url,
+                params,
+                json,
+                headers,
+                path_params,
+                timeout,
+                idempotent,
+                idempotency_key,
             )
-        return await self._call(
-            method, endpoint, url, params, json, headers, timeout, idempotent, idempotency_key, fallback,
-            response_model, None,
-        )  # fmt: skip
-
-    async def _call(  # noqa: PLR0912, PLR0917 - request()'s arguments, passed on as they are
-        self,
-        method: str,
-        endpoint: str,
-        url: URL,
-        params: Mapping[str, Any] | None,
-        json: Any,
-        headers: Mapping[str, str] | None,
-        timeout: float | None,
-        idempotent: bool | None,
-        idempotency_key: str | None,
-        fallback: Any,
-        response_model: Any,
-        conditional: Mapping[str, str] | None,
-    ) -> Any:
-        """One logical call through the pipeline (see :meth:`request`).
-
-        ``conditional`` (the cache's fetch, even when empty) asks for the response itself:
-        a 2xx or a 304 comes back as a ``RawResponse`` with its headers and body, and the
-        request carries those headers too.
-        """
+            return await cached.call(self, call, fallback, response_model)
         # Fast refusals: an open breaker or a full bulkhead answers before any of the
         # per-call set-up below (and costs a few microseconds, not tens).
         wait = self.breaker.seconds_until_half_open()
@@ -404,8 +390,8 @@ class BaseServiceClient:
             )
         except UnsendableError as exc:
             raise self._unsendable(record, str(exc)) from exc.__cause__
-        if conditional:
-            hdrs.update(conditional)
+        if _conditional:
+            hdrs.update(_conditional)
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS or idempotency_key is not None
         clock = self.clock
@@ -419,7 +405,7 @@ class BaseServiceClient:
             forward_deadline=self.config.propagate_deadline and deadline.bounded,
             traced=self.observer.call_started(record, url),
         )
-        if conditional is not None:
+        if _conditional is not None:
             out.raw = True
         started = clock.now()
         task = cast("asyncio.Task[Any]", asyncio.current_task(loop))  # a coroutine runs in a task

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel
@@ -23,7 +23,7 @@ from app.cache import (
 )
 from app.cache.response_cache import ResponseCache
 from app.clients.config import ClientConfig
-from app.clients.fallback import NO_FALLBACK, falls_back, mark_degraded, resolve
+from app.clients.fallback import falls_back, mark_degraded, resolve
 from app.clients.response import RawResponse
 from app.errors import ClientError, ClientTimeoutError, ErrorContext, ResponseDecodeError
 from app.resilience.pipeline import CallRecord
@@ -65,9 +65,26 @@ class CachedCall(NamedTuple):
     params: Mapping[str, Any] | None
     json: Any
     headers: Mapping[str, str] | None
+    path_params: Mapping[str, Any] | None
     timeout: float | None
     idempotent: bool | None
     idempotency_key: str | None
+
+    async def send(self, client: BaseServiceClient, conditional: Mapping[str, str]) -> RawResponse:
+        """The call through the client's pipeline, uncached, its response whole (``conditional`` sent too)."""
+        raw: RawResponse = await client.request(
+            self.method,
+            self.endpoint,
+            params=self.params,
+            json=self.json,
+            headers=self.headers,
+            path_params=self.path_params,
+            timeout=self.timeout,
+            idempotent=self.idempotent,
+            idempotency_key=self.idempotency_key,
+            _conditional=conditional,
+        )
+        return raw
 
 
 def _digest(text: str) -> str:
@@ -192,7 +209,20 @@ class ClientCache:
         try:
             target = self._target(client, call)
         except (TypeError, ValueError):  # a query the key cannot hold: the call itself says why
-            return await client._call(*call, fallback, response_model, None)
+            return await client.request(
+                call.method,
+                call.endpoint,
+                params=call.params,
+                json=call.json,
+                headers=call.headers,
+                path_params=call.path_params,
+                timeout=call.timeout,
+                idempotent=call.idempotent,
+                idempotency_key=call.idempotency_key,
+                fallback=fallback,
+                response_model=response_model,
+                cache=False,
+            )
         key = target.key
         request_cc = parse_cache_control(header_values(target.request_headers, "cache-control"))
         entry = await cache.lookup(key, target.request_headers)
@@ -280,7 +310,7 @@ class ClientCache:
         """The upstream call, conditional when ``entry`` has validators; its answer stored when it may be."""
         cache, wall, key = self.cache, self.cache.wall, target.key
         request_time = wall.time()
-        raw: RawResponse = await client._call(*call, NO_FALLBACK, None, cache.conditional(entry))
+        raw = await call.send(client, cache.conditional(entry))
         response_time = wall.time()
         if raw.status == 304:
             if entry is not None:
@@ -292,7 +322,7 @@ class ClientCache:
                     return _raw(fresh)
             # A 304 that is not about what is stored: ask again, unconditionally (§4.3.4).
             request_time = wall.time()
-            raw = cast("RawResponse", await client._call(*call, NO_FALLBACK, None, {}))
+            raw = await call.send(client, {})
             response_time = wall.time()
             if raw.status == 304:
                 raise ResponseDecodeError(
