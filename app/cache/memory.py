@@ -40,8 +40,20 @@ class StoreStats:
     expired: int = 0
 
 
+#: What an entry costs beyond its own bytes: its key's slot, the tuple and the dict's share.
+_OVERHEAD = 200
+
+
+def _cost(key: CacheKey, entry: CacheEntry) -> int:
+    """Bytes an entry is charged: its body and headers, its key (a long query counts), the overhead."""
+    return entry.size + len(key.url) + len(key.scope) + len(key.method) + _OVERHEAD
+
+
 class MemoryStore:
     """Entries by key, least recently used evicted first once their sizes pass ``max_bytes``.
+
+    An entry's size is its body, headers and Vary values, its key's URL and scope, and a
+    fixed overhead, so small answers under long query strings cannot outgrow the bound.
 
     One entry per key: a new response (another Vary variant too) replaces the stored one.
     An entry larger than ``max_bytes`` is refused (``put`` returns False) and evicts nothing.
@@ -64,6 +76,9 @@ class MemoryStore:
         self._refused = 0
         self._expired = 0
 
+    #: The bytes ``(key, entry)`` is charged against ``max_bytes``.
+    cost = staticmethod(_cost)
+
     @property
     def kind(self) -> str:
         """``"memory"``."""
@@ -84,7 +99,7 @@ class MemoryStore:
             entry, expires = slot
             if expires != math.inf and self._clock.now() >= expires:
                 del self._entries[key]
-                self._bytes -= entry.size
+                self._bytes -= _cost(key, entry)
                 self._expired += 1
                 self._misses += 1
                 return None
@@ -97,19 +112,19 @@ class MemoryStore:
         return self._put(key, entry, math.inf)
 
     def _put(self, key: CacheKey, entry: CacheEntry, expires: float) -> bool:
-        size = entry.size
+        size = _cost(key, entry)
         with self._lock:
             if size > self._max_bytes:
                 self._refused += 1
                 return False
             old = self._entries.pop(key, None)
             if old is not None:
-                self._bytes -= old[0].size
+                self._bytes -= _cost(key, old[0])
             self._entries[key] = (entry, expires)
             self._bytes += size
             while self._bytes > self._max_bytes:
-                _, (evicted, _) = self._entries.popitem(last=False)
-                self._bytes -= evicted.size
+                gone, (evicted, _) = self._entries.popitem(last=False)
+                self._bytes -= _cost(gone, evicted)
                 self._evictions += 1
             return True
 
@@ -119,7 +134,7 @@ class MemoryStore:
             old = self._entries.pop(key, None)
             if old is None:
                 return False
-            self._bytes -= old[0].size
+            self._bytes -= _cost(key, old[0])
             return True
 
     def clear(self) -> None:

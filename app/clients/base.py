@@ -23,6 +23,7 @@ from app.clients.inflight import InFlight
 from app.clients.outbound import UnsendableError, call_credentials, client_headers, encode_request
 from app.clients.policies import ClientPolicies
 from app.clients.reconfigure import check_live
+from app.clients.response import RawResponse
 from app.clients.sync import SyncBridge, sync_twin
 from app.clients.transport import (
     DEADLINE_HEADER,
@@ -313,7 +314,7 @@ class BaseServiceClient:
 
     # -- one logical call ------------------------------------------------------------
 
-    async def request(  # noqa: PLR0912, PLR0915 - one function: the hot path pays no extra frame
+    async def request(  # noqa: PLR0911, PLR0912, PLR0915 - one function: the hot path pays no extra frame
         self,
         method: str,
         endpoint: str,
@@ -354,25 +355,14 @@ class BaseServiceClient:
         if timeout is not None and not timeout > 0:  # "not >" also refuses nan
             raise ValueError("timeout must be > 0")
         cached = self._cache
-        if (
-            cached is not None
-            and _conditional is None
-            and cache is not False
-            and (cache or method in CACHED_METHODS)
-        ):
+        if cached is not None and _conditional is None and cache is not False:
             call = CachedCall(
-                method,
-                endpoint,
-                url,
-                params,
-                json,
-                headers,
-                path_params,
-                timeout,
-                idempotent,
-                idempotency_key,
-            )
-            return await cached.call(self, call, fallback, response_model)
+                method, endpoint, url, params, json, headers, path_params,
+                timeout, idempotent, idempotency_key,
+            )  # fmt: skip
+            if cache or method in CACHED_METHODS:
+                return await cached.call(self, call, fallback, response_model)
+            return await cached.write(self, call, fallback, response_model)  # drops what it changed
         # Fast refusals: an open breaker or a full bulkhead answers before any of the
         # per-call set-up below (and costs a few microseconds, not tens).
         wait = self.breaker.seconds_until_half_open()
@@ -429,13 +419,25 @@ class BaseServiceClient:
             calls.discard(task)
             if self._closed:
                 self._inflight.left(task)
-        if response_model is not None:
+        if response_model is not None or _conditional is not None:
             try:
-                result = self.check_answer(response_model, result, record.status, record)
+                result = self._checked(result, response_model, record, out)
             except ResponseDecodeError as error:
                 return self._failed(record, error, clock.now() - started, sent=json, fallback=fallback)
         self.observer.call_ended(record, clock.now() - started, None, json, result)
         return result
+
+    def _checked(self, result: Any, response_model: Any, record: CallRecord, out: Request) -> Any:
+        """The answer validated: against ``response_model``; for the cache's fetch, as JSON that decodes.
+
+        A body that does not decode fails the fetch (counted as a decode error), so it is
+        never stored to fail every later hit.
+        """
+        if isinstance(result, RawResponse):
+            if result.status != 304:  # Not Modified has no body
+                result.value(out.context)
+            return result
+        return self.check_answer(response_model, result, record.status, record)
 
     def check_answer(self, model: type[M], data: Any, status: int | None, record: CallRecord) -> M:
         """``data`` as ``model`` per ``response_validation`` (``lax``: a mismatch logged and counted)."""

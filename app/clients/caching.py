@@ -26,6 +26,7 @@ from app.clients.config import ClientConfig
 from app.clients.fallback import falls_back, mark_degraded, resolve
 from app.clients.response import RawResponse
 from app.errors import ClientError, ClientTimeoutError, ErrorContext, ResponseDecodeError
+from app.observability.context import inbound_deadline_var, request_id_var
 from app.resilience.pipeline import CallRecord
 
 if TYPE_CHECKING:
@@ -44,8 +45,15 @@ logger = logging.getLogger("app.clients.cache")
 #: Methods cached without being asked (``cache=True`` adds a call of another method).
 CACHED_METHODS = frozenset({"GET", "HEAD"})
 
-#: Request fields whose values are credentials: a Vary on them is recorded as a digest.
+#: Request fields whose values are credentials: a Vary on them records only ``_CREDENTIAL``.
 _CREDENTIAL_FIELDS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+_CREDENTIAL = "<credential>"
+
+
+def _own_validation(name: str) -> bool:
+    """A request field that makes the call the caller's own conditional or range request."""
+    lower = name.lower()
+    return lower.startswith("if-") or lower == "range"
 
 
 class _Target(NamedTuple):
@@ -71,8 +79,27 @@ class CachedCall(NamedTuple):
     idempotency_key: str | None
 
     async def send(self, client: BaseServiceClient, conditional: Mapping[str, str]) -> RawResponse:
-        """The call through the client's pipeline, uncached, its response whole (``conditional`` sent too)."""
+        """The call through the client's pipeline, uncached, its response whole (``conditional`` sent too).
+
+        The deadline is the client's own (``total_timeout_seconds``), not the first caller's:
+        the fetch answers every caller that joins it, and each waits at most its own.
+        """
         raw: RawResponse = await client.request(
+            self.method,
+            self.endpoint,
+            params=self.params,
+            json=self.json,
+            headers=self.headers,
+            path_params=self.path_params,
+            idempotent=self.idempotent,
+            idempotency_key=self.idempotency_key,
+            _conditional=conditional,
+        )
+        return raw
+
+    async def uncached(self, client: BaseServiceClient, fallback: Any, response_model: Any) -> Any:
+        """The call as if there were no cache."""
+        return await client.request(
             self.method,
             self.endpoint,
             params=self.params,
@@ -82,9 +109,10 @@ class CachedCall(NamedTuple):
             timeout=self.timeout,
             idempotent=self.idempotent,
             idempotency_key=self.idempotency_key,
-            _conditional=conditional,
+            fallback=fallback,
+            response_model=response_model,
+            cache=False,
         )
-        return raw
 
 
 def _digest(text: str) -> str:
@@ -206,23 +234,9 @@ class ClientCache:
     ) -> Any:
         """The call's answer: from the store when RFC 9111 allows it, else fetched once for every caller."""
         cache = self.cache
-        try:
-            target = self._target(client, call)
-        except (TypeError, ValueError):  # a query the key cannot hold: the call itself says why
-            return await client.request(
-                call.method,
-                call.endpoint,
-                params=call.params,
-                json=call.json,
-                headers=call.headers,
-                path_params=call.path_params,
-                timeout=call.timeout,
-                idempotent=call.idempotent,
-                idempotency_key=call.idempotency_key,
-                fallback=fallback,
-                response_model=response_model,
-                cache=False,
-            )
+        target = self._cacheable(client, call)
+        if target is None:
+            return await call.uncached(client, fallback, response_model)
         key = target.key
         request_cc = parse_cache_control(header_values(target.request_headers, "cache-control"))
         entry = await cache.lookup(key, target.request_headers)
@@ -257,6 +271,36 @@ class ClientCache:
             raise
         return await self._answer(client, call, key, raw, response_model)
 
+    async def write(
+        self, client: BaseServiceClient, call: CachedCall, fallback: Any, response_model: Any
+    ) -> Any:
+        """A call of an unsafe method: once it succeeds, what is stored for its URL is dropped (§4.4).
+
+        Only the caller's own credential scope: another credential's entries are keyed apart
+        and cannot be named from here.
+        """
+        result = await call.uncached(client, fallback, response_model)
+        target = self._cacheable(client, call._replace(method="GET"))
+        if target is None:
+            return result
+        store = self.cache.store
+        for method in CACHED_METHODS:
+            await store.remove(cache_key(method, target.key.url, target.key.scope))
+        return result
+
+    def _cacheable(self, client: BaseServiceClient, call: CachedCall) -> _Target | None:
+        """Where the call's answer is stored; None for a call the cache leaves alone.
+
+        That is the caller's own conditional or range request (its answer is the caller's
+        to read), and a query a key cannot hold (the call itself then says why).
+        """
+        if call.headers and any(_own_validation(name) for name in call.headers):
+            return None
+        try:
+            return self._target(client, call)
+        except (TypeError, ValueError):
+            return None
+
     def _target(self, client: BaseServiceClient, call: CachedCall) -> _Target:
         """The call's key, the request fields Vary is matched on, and whether it carries a credential."""
         url = call.url.extend_query(call.params) if call.params else call.url
@@ -274,9 +318,10 @@ class ClientCache:
             )
             body_bytes = body.encode() if isinstance(body, str) else body
             scope += "\nbody=" + hashlib.sha256(body_bytes).hexdigest()
-        # What Vary is matched on: credentials only as digests, so none is ever stored.
+        # What Vary is matched on. A credential only as a marker: the scope already keeps
+        # credentials apart, and no trace of one (not even a digest) is ever stored.
         request_headers = tuple(
-            (name, _digest(value) if name in credential_fields else value) for name, value in given.items()
+            (name, _CREDENTIAL if name in credential_fields else value) for name, value in given.items()
         )
         return _Target(cache_key(call.method, str(url), scope), request_headers, authenticated)
 
@@ -292,23 +337,31 @@ class ClientCache:
         deadline = client._deadline(call.timeout)
         if not deadline.bounded:
             return await fetch
+        left = max(0.0, deadline.remaining())
         try:
-            return await asyncio.wait_for(fetch, max(0.0, deadline.remaining()))
+            return await asyncio.wait_for(fetch, left)
         except TimeoutError:
-            context: ErrorContext = {
-                "service_name": self.service,
-                "method": call.method,
-                "endpoint": call.endpoint,
-            }
-            raise ClientTimeoutError(
-                "deadline exceeded waiting for a shared fetch", attempts=0, **context
-            ) from None
+            error = ClientTimeoutError(
+                "deadline exceeded waiting for a shared fetch",
+                attempts=0,
+                service_name=self.service,
+                method=call.method,
+                endpoint=call.endpoint,
+            )
+            # This caller's own call ends here (the fetch goes on for the others): counted and
+            # logged as every call that ends.
+            record = CallRecord(self.service, call.method, call.endpoint, request_id_var.get() or "")
+            client.observer.call_ended(record, left, error)
+            raise error from None
 
     async def _fetch(
         self, client: BaseServiceClient, call: CachedCall, target: _Target, entry: CacheEntry | None
     ) -> RawResponse:
         """The upstream call, conditional when ``entry`` has validators; its answer stored when it may be."""
         cache, wall, key = self.cache, self.cache.wall, target.key
+        # The fetch runs in a task of its own for every caller that joins it: the first
+        # caller's inbound deadline is not theirs (each waits at most its own).
+        inbound_deadline_var.set(None)
         request_time = wall.time()
         raw = await call.send(client, cache.conditional(entry))
         response_time = wall.time()
@@ -367,12 +420,12 @@ class ClientCache:
             "method": call.method,
             "endpoint": call.endpoint,
         }
-        value = raw.value(context)
-        if response_model is None:
-            return value
-        record = CallRecord(self.service, call.method, call.endpoint, "")
-        record.status = raw.status
         try:
+            value = raw.value(context)
+            if response_model is None:
+                return value
+            record = CallRecord(self.service, call.method, call.endpoint, "")
+            record.status = raw.status
             return client.check_answer(response_model, value, raw.status, record)
         except ResponseDecodeError:
             await self.cache.store.remove(key)  # served again it would fail again

@@ -11,12 +11,19 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from app.clients import BaseServiceClient, ClientConfig, ServerError
+from app.clients import (
+    BaseServiceClient,
+    ClientConfig,
+    ClientResponseError,
+    ClientTimeoutError,
+    ResponseDecodeError,
+    ServerError,
+)
 from app.clients.fallback import collect_degraded
 from app.clients.policies import ClientPolicies
 from app.observability.metrics import MetricFamilies
 from tests.support.manual_clock import ManualClock
-from tests.support.upstream import Upstream
+from tests.support.upstream import Upstream, json
 
 pytestmark = pytest.mark.asyncio
 
@@ -322,3 +329,126 @@ async def test_the_cache_is_off_by_default(upstream: Upstream) -> None:
         await client.get("models")
         await client.get("models")
     assert upstream.hits["models"] == 2
+
+
+async def test_a_follower_waits_its_own_deadline_not_the_first_callers(
+    upstream: Upstream, harness: Callable[..., Harness]
+) -> None:
+    """A caller with 5 s joining a fetch started by one with 0.2 s gets the answer; the first times out."""
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.4)
+        return web.json_response({"v": 1}, headers={"Cache-Control": "max-age=60"})
+
+    upstream.route("slow", slow)
+    client = BaseServiceClient(_config(upstream))
+    try:
+        leader = asyncio.ensure_future(client.get("slow", timeout=0.2))
+        for _ in range(1000):  # the shared fetch is on its way
+            if upstream.hits["slow"]:
+                break
+            await asyncio.sleep(0.001)
+        follower = asyncio.ensure_future(client.get("slow", timeout=5))
+        first, second = await asyncio.gather(leader, follower, return_exceptions=True)
+    finally:
+        await client.close()
+    assert isinstance(first, ClientTimeoutError)
+    assert second == {"v": 1}
+    assert upstream.hits["slow"] == 1
+
+
+async def test_a_successful_put_drops_the_stored_get(
+    upstream: Upstream, harness: Callable[..., Harness]
+) -> None:
+    """RFC 9111 §4.4: after a PUT to the URL, the next GET goes to the upstream and sees the change."""
+    state = {"v": 1}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.method == "PUT":
+            state["v"] = (await request.json())["v"]
+            return web.json_response(state)
+        return web.json_response(state, headers={"Cache-Control": "max-age=600"})
+
+    upstream.route("item", handler)
+    h = harness()
+    assert await h.client.get("item") == {"v": 1}
+    assert await h.client.get("item") == {"v": 1}
+    assert await h.client.put("item", json={"v": 2}) == {"v": 2}
+    assert await h.client.get("item") == {"v": 2}
+    assert upstream.hits["item"] == 3
+
+
+async def test_an_undecodable_answer_is_not_stored(
+    upstream: Upstream, harness: Callable[..., Harness]
+) -> None:
+    """A 200 with broken JSON fails the call and is not stored: once the upstream is fixed, the next call works."""
+    state = {"broken": True}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = b"{not json" if state["broken"] else b'{"v": 1}'
+        return web.Response(
+            body=body, content_type="application/json", headers={"Cache-Control": "max-age=600"}
+        )
+
+    upstream.route("item", handler)
+    h = harness()
+    with pytest.raises(ResponseDecodeError):
+        await h.client.get("item")
+    state["broken"] = False
+    assert await h.client.get("item") == {"v": 1}
+    assert upstream.hits["item"] == 2
+
+
+async def test_a_callers_own_conditional_request_passes_the_cache_by(
+    upstream: Upstream, harness: Callable[..., Harness]
+) -> None:
+    """A call with its own If-None-Match is sent once, as without the cache, and its 304 is the caller's."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("If-None-Match") == '"e1"':
+            return web.Response(status=304, headers={"ETag": '"e1"'})
+        return web.json_response({"v": 1}, headers={"ETag": '"e1"', "Cache-Control": "max-age=60"})
+
+    upstream.route("item", handler)
+    h = harness()
+    with pytest.raises(ClientResponseError) as raised:
+        await h.client.get("item", headers={"If-None-Match": '"e1"'})
+    assert raised.value.status == 304
+    assert upstream.hits["item"] == 1
+
+
+async def test_no_trace_of_a_credential_is_stored_for_vary(
+    upstream: Upstream, harness: Callable[..., Harness]
+) -> None:
+    """With Vary: Authorization the entry records a marker, not the token nor a digest of it."""
+    upstream.route(
+        "x", json({"v": 1}, headers={"Cache-Control": "public, max-age=60", "Vary": "Authorization"})
+    )
+    h = harness(auth={"type": "bearer", "token": "hunter2-token"})
+    await h.client.get("x")
+    store = h.policies.cache.cache.store  # type: ignore[union-attr]
+    [key] = list(store._entries)  # type: ignore[attr-defined]
+    entry = store.get(key)
+    assert entry is not None
+    assert dict(entry.vary or ()) == {"authorization": "<credential>"}
+    held = repr(entry) + repr(entry.headers) + key.url + key.scope
+    assert "hunter2" not in held
+    assert hashlib.sha256(b"Bearer hunter2-token").hexdigest()[:16] not in held
+
+
+async def test_two_clients_with_different_keys_never_share_an_entry(upstream: Upstream) -> None:
+    """Two clients on the same policies (so one store) with different API keys each get their own answer."""
+    upstream.route("public", cacheable(lambda r: {"key": r.headers["X-API-Key"]}, "public, max-age=60"))
+    clock = ManualClock()
+    first = _config(upstream, api_key="key-aaaaaaaa")
+    policies = ClientPolicies.from_config(first, clock, families=MetricFamilies(CollectorRegistry()))
+    a = BaseServiceClient(first, policies=policies)
+    b = BaseServiceClient(_config(upstream, api_key="key-bbbbbbbb"), policies=policies)
+    try:
+        for _ in range(2):
+            assert await a.get("public") == {"key": "key-aaaaaaaa"}
+            assert await b.get("public") == {"key": "key-bbbbbbbb"}
+    finally:
+        await a.close()
+        await b.close()
+    assert upstream.hits["public"] == 2
