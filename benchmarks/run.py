@@ -22,7 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import shared_state_report, write_report
+from benchmarks.cache_contracts import CACHE_VARIANTS, upstream_server
+from benchmarks.report import cache_contracts_report, shared_state_report, write_report
 from benchmarks.shared_state import REDIS_DEADLINE_SECONDS, SHARED_VARIANTS
 from benchmarks.upstream import fallback_server, free_port, pin_client, pin_server, upstream
 from benchmarks.variants import VARIANTS
@@ -43,6 +44,8 @@ FULL = {
     "fleet": 20_000,
     "shared": 10_000,
     "shared_block": 1_000,
+    "cache": 10_000,
+    "cache_block": 1_000,
 }
 QUICK = {
     "n64": 2_000,
@@ -55,6 +58,8 @@ QUICK = {
     "fleet": 2_000,
     "shared": 500,
     "shared_block": 250,
+    "cache": 1_000,
+    "cache_block": 250,
 }
 SLOW = {"httpx": 0.1}
 
@@ -251,9 +256,55 @@ def shared_state(base: str, kind: str, sizes: dict[str, int]) -> dict[str, Any]:
     return out
 
 
+CACHE_CONCURRENCY = 64
+
+
+def cache_contracts(sizes: dict[str, int]) -> dict[str, Any]:
+    """A validated call, and a cache hit, miss and revalidation, each against a plain call.
+
+    Every variant side by side in one process, in blocks of calls taken in turn, against
+    the section's own upstream (a price series of 200 candles with Cache-Control and an
+    ETag); rounds, medians. Upstream requests per call are counted at the upstream.
+    """
+    out: dict[str, Any] = {
+        "concurrency": CACHE_CONCURRENCY,
+        "calls": sizes["cache"],
+        "block": sizes["cache_block"],
+        "rounds": sizes["rounds"],
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CACHE_VARIANTS}
+    with upstream_server() as base:
+        for round_no in range(sizes["rounds"]):
+            result = _python(
+                "benchmarks.cache_contracts", "measure", base, str(CACHE_CONCURRENCY), str(sizes["cache"]),
+                str(sizes["cache_block"]),
+            )  # fmt: skip
+            out["model"], out["payload_bytes"], out["candles"] = (
+                result["model"], result["payload_bytes"], result["candles"],
+            )  # fmt: skip
+            for name, row in result["variants"].items():
+                runs[name].append(row)
+                print(
+                    f"  round {round_no + 1} cache and contracts {name}: {row['req_s']:.0f} req/s, "
+                    f"{row['cpu_us']:.1f} CPU us/call, {row['upstream_per_call']:.3f} upstream requests/call",
+                    flush=True,
+                )
+    keys = ("req_s", "cpu_us", "upstream_per_call", "not_modified_per_call")
+    out["variants"] = {
+        name: {
+            **{key: statistics.median(r[key] for r in results) for key in keys},
+            "returns": results[-1]["returns"],
+            "cache": results[-1]["cache"],
+        }
+        for name, results in runs.items()
+    }
+    return out
+
+
 def versions() -> dict[str, str]:
     names = ["aiohttp", "uvloop", "dependency-injector", "fastapi", "uvicorn", "prometheus-client", "orjson",
-             "aiobreaker", "backoff", "aiohttp-retry", "tenacity", "httpx"]  # fmt: skip
+             "pydantic", "pydantic-core", "aiobreaker", "backoff", "aiohttp-retry", "tenacity",
+             "httpx"]  # fmt: skip
     found = {"python": platform.python_version()}
     for name in names:
         try:
@@ -275,25 +326,30 @@ def machine() -> dict[str, str]:
 
 
 #: Sections that ``--only`` runs alone (``make bench`` runs them all).
-SECTIONS = ("shared-state",)
+SECTIONS = ("shared-state", "cache-and-contracts")
 
 
 def only(section: str, sizes: dict[str, int], output: Path, quick: bool) -> int:
     """Run one section and write it alone, as the full report would show it, with its JSON beside it."""
     started = time.monotonic()
     results: dict[str, Any] = {"quick": quick, "machine": machine(), "versions": versions()}
-    with upstream(install=False) as (base, kind):  # a single section never installs nginx
-        results["upstream"] = kind
-        print(f"upstream: {kind} at {base}", flush=True)
-        results["shared_state"] = shared_state(base, kind, sizes)
+    if section == "cache-and-contracts":
+        key, render = "cache_contracts", cache_contracts_report
+        results[key] = cache_contracts(sizes)  # its own upstream, which counts what it answers
+    else:
+        key, render = "shared_state", shared_state_report
+        with upstream(install=False) as (base, kind):  # a single section never installs nginx
+            results["upstream"] = kind
+            print(f"upstream: {kind} at {base}", flush=True)
+            results[key] = shared_state(base, kind, sizes)
     results["seconds"] = time.monotonic() - started
     m = results["machine"]
     # Kept with the section's figures: a report of a full run they are put into names them.
-    results["shared_state"]["alone"] = {
+    results[key]["alone"] = {
         "command": f"python -m benchmarks.run --only {section}{' --quick' if quick else ''}",
         "machine": f"{m['cores']} cores, {m['cpu']}, Linux {m['kernel']}, in {results['seconds']:.0f} s",
     }
-    output.write_text(f"# Benchmarks: the {section} section alone\n" + shared_state_report(results))
+    output.write_text(f"# Benchmarks: the {section} section alone\n" + render(results))
     output.with_suffix(".json").write_text(json.dumps(results, indent=2))
     print(f"wrote {output} in {results['seconds']:.0f} s", flush=True)
     return 0
@@ -331,6 +387,7 @@ def main() -> int:
         print(f"  growth: {results['growth']}", flush=True)
     # Not on nginx: it cannot hold an answer. Both clients of the comparison meet the fallback server.
     results["fleet"] = fleet(sizes)
+    results["cache_contracts"] = cache_contracts(sizes)
     with fallback_server() as slow_base:
         results["inflight"] = _python(
             "benchmarks.memory", "inflight", f"{slow_base}/slow", str(sizes["inflight"])
