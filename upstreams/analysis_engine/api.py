@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from upstreams.analysis_engine.indicators import INDICATORS, compute
@@ -12,6 +12,7 @@ from upstreams.analysis_engine.prices import MAX_CANDLES, PAIRS, Candles, candle
 from upstreams.analysis_engine.regime import detect_regime
 from upstreams.common.deadline import ensure_time_left
 from upstreams.common.errors import UpstreamError
+from upstreams.common.http_cache import Freshness, cached_json
 
 __all__ = ["router"]
 
@@ -21,6 +22,23 @@ Timeframe = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
 Limit = Annotated[int, Field(ge=1, le=MAX_CANDLES)]
 MAX_PERIOD = 500
 REGIME_WINDOW = 300
+
+#: How long a cache may reuse a series (and the regime read from it), per timeframe.
+#: The data stands for a live market: the newest candle moves until it closes, and a new
+#: one opens every period. A cache may therefore show a series at most about 1/12 of a
+#: candle late (5 s on 1m), capped at 5 minutes (a chart of daily candles a few minutes
+#: behind is fine, an hour behind is not); the same again while one background
+#: revalidation runs; and, while the engine fails, up to one candle period late (at most a
+#: day), so an outage costs a chart its last candle, not the whole chart (the gateway
+#: marks such a stale answer degraded). Every timeframe has an entry (a test checks it).
+FRESHNESS: dict[str, Freshness] = {
+    "1m": Freshness(max_age=5, stale_while_revalidate=5, stale_if_error=60),
+    "5m": Freshness(max_age=25, stale_while_revalidate=25, stale_if_error=300),
+    "15m": Freshness(max_age=75, stale_while_revalidate=75, stale_if_error=900),
+    "1h": Freshness(max_age=300, stale_while_revalidate=300, stale_if_error=3600),
+    "4h": Freshness(max_age=300, stale_while_revalidate=300, stale_if_error=14_400),
+    "1d": Freshness(max_age=300, stale_while_revalidate=300, stale_if_error=86_400),
+}
 
 
 class IndicatorSpec(BaseModel):
@@ -88,14 +106,15 @@ def _validated_params(index: int, spec: IndicatorSpec) -> tuple[str, dict[str, f
 
 @router.get("/prices/{symbol}")
 async def get_prices(
+    request: Request,
     symbol: Annotated[str, Path(max_length=12)],
     timeframe: Annotated[Timeframe, Query()] = "1h",
     limit: Annotated[int, Query(ge=1, le=MAX_CANDLES)] = 200,
-) -> dict[str, Any]:
-    """OHLC candles, oldest first."""
+) -> Response:
+    """OHLC candles, oldest first; cacheable for the timeframe's FRESHNESS, 304 on a matching ETag."""
     c = _series(symbol, timeframe, limit)
     rows = zip(c.timestamps, c.open, c.high, c.low, c.close, c.volume, strict=True)
-    return {
+    content = {
         "symbol": symbol.upper(),
         "timeframe": timeframe,
         "candles": [
@@ -103,6 +122,7 @@ async def get_prices(
             for t, o, h, lo, cl, v in rows
         ],
     }
+    return cached_json(request, content, FRESHNESS[timeframe])
 
 
 @router.post("/indicators/calculate")
@@ -128,15 +148,17 @@ async def calculate(body: IndicatorsRequest) -> dict[str, Any]:
 
 @router.get("/market-regime/{symbol}")
 async def market_regime(
+    request: Request,
     symbol: Annotated[str, Path(max_length=12)],
     timeframe: Annotated[Timeframe, Query()] = "1h",
-) -> dict[str, Any]:
-    """The current regime from ADX and relative volatility."""
+) -> Response:
+    """The current regime from ADX and relative volatility; cached like the series it reads."""
     regime, confidence, metrics = detect_regime(_series(symbol, timeframe, REGIME_WINDOW))
-    return {
+    content = {
         "symbol": symbol.upper(),
         "timeframe": timeframe,
         "regime": regime,
         "confidence": confidence,
         "metrics": metrics,
     }
+    return cached_json(request, content, FRESHNESS[timeframe])

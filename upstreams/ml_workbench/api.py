@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from upstreams.common.deadline import ensure_time_left
 from upstreams.common.errors import UpstreamError
+from upstreams.common.http_cache import Freshness, cached_json
 from upstreams.ml_workbench.registry import Model, load_registry
 
 __all__ = ["router"]
@@ -18,6 +19,13 @@ router = APIRouter(tags=["models"])
 REGISTRY = load_registry()
 
 ModelId = Annotated[str, Path(max_length=100)]
+
+#: How long a cache may reuse model metadata. The registry is read once at start-up, so it
+#: changes only when the service is redeployed with a new models.json: five minutes fresh,
+#: ten more while one background revalidation runs (a redeploy shows within a quarter of an
+#: hour), and a day while the workbench fails, since the description of a model outlives
+#: an outage (a prediction call fails on its own anyway).
+MODELS_FRESHNESS = Freshness(max_age=300, stale_while_revalidate=600, stale_if_error=86_400)
 
 
 class PredictRequest(BaseModel):
@@ -38,15 +46,15 @@ def _model(model_id: str) -> Model:
 
 
 @router.get("/models")
-async def list_models() -> list[dict[str, Any]]:
-    """Every model in the registry."""
-    return [m.describe() for m in REGISTRY.values()]
+async def list_models(request: Request) -> Response:
+    """Every model in the registry; cacheable for MODELS_FRESHNESS, 304 on a matching ETag."""
+    return cached_json(request, [m.describe() for m in REGISTRY.values()], MODELS_FRESHNESS)
 
 
 @router.get("/models/{model_id}")
-async def get_model(model_id: ModelId) -> dict[str, Any]:
-    """One model's description."""
-    return _model(model_id).describe()
+async def get_model(request: Request, model_id: ModelId) -> Response:
+    """One model's description; cacheable for MODELS_FRESHNESS, 304 on a matching ETag."""
+    return cached_json(request, _model(model_id).describe(), MODELS_FRESHNESS)
 
 
 @router.post("/models/{model_id}/predict")
