@@ -214,8 +214,8 @@ def plan(
     (``analysis-engine``, ``gateway``), the others are numbered from 2 (``gateway-2``).
     Two or more gateway replicas share their breakers and limits through Redis: the one
     ``APP_REDIS_URL`` names, or else a redis-server started first on a free port, with no
-    persistence; each upstream's breaker is shared (``CIRCUIT_BREAKER_SHARED``) unless
-    the environment says otherwise. When the gateway's settings give an upstream OAuth2
+    persistence; each upstream's breaker is shared (``CIRCUIT_BREAKER_SHARED``), and its
+    response cache kept in that Redis (``CACHE_STORE``), unless the environment says otherwise. When the gateway's settings give an upstream OAuth2
     client credentials (the local profile does), the reference token service runs on
     ``auth_port`` first: it knows the gateway's client, the upstream's instances take only
     its JWTs for their audience, and the gateway fetches them from it. The instances files
@@ -370,8 +370,10 @@ def _shared_state(
         redis_url = f"redis://127.0.0.1:{redis.port}/0"
     shared_env = {"APP_REDIS_URL": redis_url}
     for upstream in (ANALYSIS_ENGINE, ML_WORKBENCH):
-        name = f"{upstream.settings_prefix}CIRCUIT_BREAKER_SHARED"
-        shared_env[name] = env.get(name, "true")
+        # The breaker, and the response cache (when the settings switch it on), shared.
+        for field in ("CIRCUIT_BREAKER_SHARED", "CACHE_STORE"):
+            name = f"{upstream.settings_prefix}{field}"
+            shared_env[name] = env.get(name, "true" if field == "CIRCUIT_BREAKER_SHARED" else "redis")
     return redis, shared_env
 
 

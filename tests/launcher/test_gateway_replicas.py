@@ -40,6 +40,9 @@ def test_two_replicas_share_a_redis_started_first(clean_env, tmp_path) -> None:
         assert gateway.env["APP_REDIS_URL"] == url
         assert gateway.env["APP_ANALYSIS_ENGINE__CIRCUIT_BREAKER_SHARED"] == "true"
         assert gateway.env["APP_ML_WORKBENCH__CIRCUIT_BREAKER_SHARED"] == "true"
+        # The response cache (when the settings switch it on) is kept in that Redis too.
+        assert gateway.env["APP_ANALYSIS_ENGINE__CACHE_STORE"] == "redis"
+        assert gateway.env["APP_ML_WORKBENCH__CACHE_STORE"] == "redis"
     assert first.env["APP_PORT"] == "9000"
     assert second.env["APP_PORT"] == "9010"
     # The upstreams know nothing of Redis, and the caller's environment is as it was.
@@ -58,6 +61,7 @@ def test_a_named_redis_is_used_and_the_environment_wins(clean_env, monkeypatch, 
     """APP_REDIS_URL names one's own Redis: none is started; a setting the shell gives is kept."""
     monkeypatch.setenv("APP_REDIS_URL", "redis://127.0.0.1:6399/3")
     monkeypatch.setenv("APP_ML_WORKBENCH__CIRCUIT_BREAKER_SHARED", "false")
+    monkeypatch.setenv("APP_ANALYSIS_ENGINE__CACHE_STORE", "memory")
     services = plan(9000, 9001, 9002, profile="test", ae_replicas=1, mlw_replicas=1, gateway_replicas=2,
                     run_dir=tmp_path / "run")  # fmt: skip
     assert "redis" not in [s.name for s in services]
@@ -65,6 +69,7 @@ def test_a_named_redis_is_used_and_the_environment_wins(clean_env, monkeypatch, 
     assert gateway.env["APP_REDIS_URL"] == "redis://127.0.0.1:6399/3"
     assert gateway.env["APP_ANALYSIS_ENGINE__CIRCUIT_BREAKER_SHARED"] == "true"
     assert gateway.env["APP_ML_WORKBENCH__CIRCUIT_BREAKER_SHARED"] == "false"
+    assert gateway.env["APP_ANALYSIS_ENGINE__CACHE_STORE"] == "memory"
 
 
 def test_shared_settings_without_replicas_fail_before_anything_starts(
