@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import secrets
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
@@ -50,6 +49,7 @@ from app.errors import (
     TokenEndpointError,
 )
 from app.observability.context import attempt_span_var, inbound_deadline_var, request_id_var
+from app.observability.request_ids import new_request_id
 from app.resilience.clock import MONOTONIC, Clock
 from app.resilience.deadline import Deadline
 from app.resilience.pipeline import CallRecord, Pipeline
@@ -372,7 +372,7 @@ class BaseServiceClient:
         loop = asyncio.get_running_loop()
         sync = self._sync
         transport = sync.transport if loop is sync.loop else self._transport
-        request_id = request_id_var.get() or secrets.token_hex(16)
+        request_id = request_id_var.get() or new_request_id()
         record = CallRecord(self.service_name, method, endpoint, request_id)
         try:
             url, hdrs, body = encode_request(
