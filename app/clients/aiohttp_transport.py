@@ -14,7 +14,7 @@ from app.clients.config import ClientConfig
 from app.clients.decoding import BodyDecoder, BodyDecodingError, BodyTooLargeError, is_identity
 from app.clients.response import RawResponse, answer, unreadable
 from app.clients.session import follow_bulkhead, new_session
-from app.clients.transport import Request
+from app.clients.transport import RAW_CONDITIONAL, Request
 from app.clients.urls import RedirectGuard
 from app.errors import (
     ClientClosedError,
@@ -170,7 +170,8 @@ class AiohttpTransport:
                             max_retry_after=self._cap,
                             context=ctx,
                         )
-                    if request.raw and (200 <= status < 300 or status == 304):
+                    whole = request.raw
+                    if whole and (200 <= status < 300 or (status == 304 and whole == RAW_CONDITIONAL)):
                         return RawResponse.read(status, resp.headers, resp.content_type, resp.charset, raw)
                     return answer(status, resp.headers, resp.content_type, resp.charset, raw, self._cap, ctx)
             raise ClientResponseError("too many redirects", status=record.status, **ctx)

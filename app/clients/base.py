@@ -26,6 +26,8 @@ from app.clients.response import RawResponse
 from app.clients.sync import SyncBridge, sync_twin
 from app.clients.transport import (
     DEADLINE_HEADER,
+    RAW_BODY,
+    RAW_CONDITIONAL,
     Request,
     Transport,
     TransportFactory,
@@ -396,7 +398,9 @@ class BaseServiceClient:
             traced=self.observer.call_started(record, url),
         )
         if _conditional is not None:
-            out.raw = True
+            out.raw = RAW_CONDITIONAL
+        elif response_model is not None and self.config.response_validation != "off":
+            out.raw = RAW_BODY  # validated from the bytes: no decode to Python objects first
         started = clock.now()
         task = cast("asyncio.Task[Any]", asyncio.current_task(loop))  # a coroutine runs in a task
         calls = self._calls
@@ -434,13 +438,18 @@ class BaseServiceClient:
         never stored to fail every later hit.
         """
         if isinstance(result, RawResponse):
+            if response_model is not None:
+                return self.check_answer(response_model, result, result.status, record)
             if result.status != 304:  # Not Modified has no body
                 result.value(out.context)
             return result
         return self.check_answer(response_model, result, record.status, record)
 
     def check_answer(self, model: type[M], data: Any, status: int | None, record: CallRecord) -> M:
-        """``data`` as ``model`` per ``response_validation`` (``lax``: a mismatch logged and counted)."""
+        """``data`` as ``model`` per ``response_validation`` (``lax``: a mismatch logged and counted).
+
+        ``data`` may be a ``RawResponse``: a JSON body is then validated from its bytes.
+        """
         context: ErrorContext = {
             "service_name": self.service_name,
             "method": record.method,

@@ -141,6 +141,11 @@ class RawResponse:
         fields = tuple((name.lower(), header_text(value) or "") for name, value in headers.items())
         return cls(status, fields, content_type, charset, body)
 
+    @property
+    def is_json(self) -> bool:
+        """A JSON body (``application/json`` or ``+json``), not empty, not a 204's."""
+        return self.status != 204 and bool(self.body) and _is_json(self.content_type)
+
     def value(self, context: ErrorContext) -> Any:
         """The decoded body, as ``answer`` gives it for a 2xx; ``ResponseDecodeError`` when it is not JSON."""
         try:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEADLINE_HEADER",
+    "RAW_BODY",
+    "RAW_CONDITIONAL",
     "Reconfigurable",
     "Request",
     "Transport",
@@ -30,6 +32,12 @@ __all__ = [
 
 #: The header that tells the upstream how long this attempt may take, in milliseconds.
 DEADLINE_HEADER = "X-Request-Timeout-Ms"
+
+#: ``Request.raw``: a 2xx comes back whole, its body not decoded (a typed answer is
+#: validated straight from the bytes).
+RAW_BODY = 1
+#: ``Request.raw``: a 2xx or a 304 comes back whole (the response cache's fetch).
+RAW_CONDITIONAL = 2
 
 
 class Request:
@@ -81,8 +89,8 @@ class Request:
         }
         #: The instances this call's attempts went to, when the upstream has several.
         self.tried: list[str] | None = None
-        #: The response cache's fetch: a 2xx or a 304 comes back whole (a ``RawResponse``).
-        self.raw = False
+        #: 0, ``RAW_BODY`` or ``RAW_CONDITIONAL``: which answers come back whole (a ``RawResponse``).
+        self.raw = 0
 
     def to(self, url: URL) -> Request:
         """The same request sent to ``url`` (another instance of the upstream)."""
@@ -99,8 +107,9 @@ class Transport(Protocol):
     async def send(self, request: Request, headers: Mapping[str, str], timeout: float) -> Any:
         """One attempt, done within ``timeout`` seconds: the decoded body, or a typed error.
 
-        With ``request.raw``, a 2xx or a 304 is returned as a ``RawResponse`` instead
-        (status, headers, body as read, not decoded), for the response cache.
+        With ``request.raw`` a 2xx (``RAW_BODY``), or a 2xx or a 304 (``RAW_CONDITIONAL``),
+        is returned as a ``RawResponse`` instead: status, headers and the body as read, not
+        decoded (for typed answers, validated from the bytes, and for the response cache).
 
         Sets ``request.record.status`` to each status it sees. Raises the ``ClientError``
         of DESIGN §4 for the answer (status, body, redirect), ``ClientTimeoutError`` or

@@ -8,6 +8,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from app.clients.response import RawResponse
 from app.errors import ErrorContext, InvalidRequestError, ResponseDecodeError
 
 __all__ = [
@@ -82,6 +83,22 @@ def _unchecked(model: Any, data: Any) -> Any:
     return data
 
 
+def _check_json(
+    model: type[M], raw: RawResponse, mode: ValidationMode, context: ErrorContext
+) -> tuple[M, str | None]:
+    """A JSON body validated from its bytes: pydantic parses it once, no Python objects in between."""
+    try:
+        return cast(M, adapter(model).validate_json(raw.body)), None
+    except ValidationError as exc:
+        if any(problem["type"] == "json_invalid" for problem in exc.errors(include_input=False)):
+            raise ResponseDecodeError("body is not valid JSON", status=raw.status, **context) from None
+        where = f"{context['method']} {context['endpoint']}"
+        problem = f"{where}: answer does not match {_name(model)}: {describe(exc)}"
+        if mode == "strict":
+            raise ResponseDecodeError(problem, status=raw.status, **context) from None
+        return cast(M, _unchecked(model, raw.value(context))), problem
+
+
 def check_answer(
     model: type[M], data: Any, mode: ValidationMode, context: ErrorContext, status: int | None
 ) -> tuple[M, str | None]:
@@ -91,6 +108,10 @@ def check_answer(
     ``lax``: the problem is returned (the caller logs and counts it) with the unvalidated data.
     ``off``: nothing is checked.
     """
+    if isinstance(data, RawResponse):
+        if mode != "off" and data.is_json:
+            return _check_json(model, data, mode, context)
+        data = data.value(context)
     if mode == "off":
         return cast(M, _unchecked(model, data)), None
     try:
