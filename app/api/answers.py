@@ -1,115 +1,46 @@
-"""The shape of each upstream answer the gateway reads, checked before any route uses it.
+"""Upstream answers as the gateway serves them: checked against their model, whatever the client's mode.
 
-The clients return decoded JSON as they got it; an upstream answering valid JSON of
-the wrong shape (a list, a missing key, a string for a number, null, deep nesting)
-would otherwise surface as a ``KeyError`` or ``TypeError`` deep in a route: a 500.
-Here it becomes ``BadUpstreamAnswerError``, the gateway's 502, naming the fields.
-
-The models are strict (no ``"1.5"`` for 1.5, no ``true`` for 1, finite numbers only)
-and ignore keys they do not know, so an upstream may add fields. Routes answer from
-the validated model, not from the raw body, so nothing unchecked reaches the caller.
-Kept to the API layer on purpose: typed models in the clients are a later step.
+A client in ``strict`` mode (the default) has checked its answer already, and that model
+is served as it is. With ``response_validation`` set to ``lax`` or ``off`` (an operator's
+choice for the clients, say during an upstream's migration) a client may hand over what
+it decoded, unchecked; the gateway still promises its callers the shapes of its OpenAPI
+document, so such an answer is checked here, and one that does not fit is the same
+``ResponseDecodeError`` (502) that a strict client would have raised.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from app.errors import ClientResponseError
+from app.clients.base import BaseServiceClient
+from app.clients.validation import adapter, describe
+from app.errors import ResponseDecodeError
 
-__all__ = [
-    "BadUpstreamAnswerError",
-    "IndicatorSeries",
-    "IndicatorsAnswer",
-    "PredictionAnswer",
-    "RegimeAnswer",
-    "checked",
-]
+__all__ = ["conforming"]
 
-#: How many problems an error message lists, and how much of each location it shows:
-#: the answer is hostile input, and the message goes back to the gateway's caller.
-_MAX_PROBLEMS = 3
-_MAX_LOC_PART = 40
-
-# Smart-mode union: an int stays an int (``"period": 20`` must not come back as 20.0).
-Number = StrictInt | Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Probability = Annotated[float, Field(strict=True, ge=0, le=1)]
-Text = Annotated[str, Field(min_length=1, max_length=200)]
+M = TypeVar("M", bound=BaseModel)
 
 
-class BadUpstreamAnswerError(ClientResponseError):
-    """An upstream answered, but not with what the gateway needs (mapped to 502)."""
-
-    reason = "the upstream's answer is not what the gateway expects"
-
-
-class _Answer(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-
-class IndicatorSeries(_Answer):
-    """One computed indicator: its main line, and every line of a multi-line one."""
-
-    name: Text
-    params: dict[str, Number]
-    values: list[Number | None]
-    timestamps: list[str]
-    components: dict[str, list[Number | None]] | None = None
-
-
-class IndicatorsAnswer(_Answer):
-    """The Analysis Engine's ``POST indicators/calculate`` answer."""
-
-    symbol: Text
-    timeframe: Text
-    results: list[IndicatorSeries]
-
-
-class RegimeAnswer(_Answer):
-    """The Analysis Engine's ``GET market-regime/{symbol}`` answer."""
-
-    symbol: Text
-    timeframe: Text
-    regime: Text
-    confidence: Probability
-    metrics: dict[str, Number | None]
-
-
-class PredictionAnswer(_Answer):
-    """The ML Workbench's ``POST models/{model_id}/predict`` answer."""
-
-    model_id: Text
-    symbol: Text
-    prediction: Literal["up", "down"]
-    probability: Probability
-
-
-A = TypeVar("A", bound=_Answer)
-
-
-def _where(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part)[:_MAX_LOC_PART] for part in loc) or "answer"
-
-
-def describe(error: ValidationError) -> str:
-    """The first few problems as ``field: reason``; never the values (they may be anything)."""
-    problems = error.errors(include_input=False, include_url=False, include_context=False)
-    text = "; ".join(f"{_where(p['loc'])}: {p['msg']}" for p in problems[:_MAX_PROBLEMS])
-    if len(problems) > _MAX_PROBLEMS:
-        text += f"; and {len(problems) - _MAX_PROBLEMS} more"
-    return text
-
-
-def checked(model: type[A], data: Any, *, service_name: str, method: str, endpoint: str) -> A:
-    """``data`` as ``model``, or ``BadUpstreamAnswerError`` naming the service and the fields."""
+def conforming(model: type[M], value: Any, client: BaseServiceClient, method: str, endpoint: str) -> M:
+    """A client method's answer as a checked ``model``, or ``ResponseDecodeError`` naming the fields."""
+    # A client of ours in strict mode checked it already; a stand-in (a test's fake) did not.
+    if (
+        type(value) is model
+        and isinstance(client, BaseServiceClient)
+        and client.config.response_validation == "strict"
+    ):
+        return value
+    # A model built unchecked (lax, off) holds the decoded fields as they came: check those.
+    data = dict(value.__dict__) if isinstance(value, BaseModel) else value
     try:
-        return model.model_validate(data)
+        checked: M = adapter(model).validate_python(data)
     except ValidationError as exc:
-        raise BadUpstreamAnswerError(
+        raise ResponseDecodeError(
             f"answer does not match {model.__name__}: {describe(exc)}",
-            service_name=service_name,
+            service_name=client.service_name,
             method=method,
             endpoint=endpoint,
         ) from None
+    return checked

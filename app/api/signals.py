@@ -7,6 +7,9 @@ error status, or an answer that is not a prediction) the signal is still served,
 ``"prediction": null`` and the service named in ``"degraded"``. A wrong-shaped
 prediction is no more use than none, and the caller asked for a signal, not for the
 model: failing the whole answer for the optional part would make it essential.
+
+``"degraded"`` also names a service whose answer was a fallback or a stale answer from
+the response cache (served during an outage): the signal stands, on older data.
 """
 
 from __future__ import annotations
@@ -16,21 +19,20 @@ import logging
 import math
 from typing import Any
 
-from app.api.answers import (
-    BadUpstreamAnswerError,
-    IndicatorsAnswer,
-    IndicatorSeries,
-    PredictionAnswer,
-    RegimeAnswer,
-    checked,
-)
+from app.api.answers import conforming
 from app.clients.analysis_engine import AnalysisEngineClient
+from app.clients.contracts import (
+    IndicatorResult,
+    IndicatorSpec,
+    IndicatorsResponse,
+    Prediction,
+    RegimeResponse,
+)
 from app.clients.fallback import collect_degraded, mark_degraded
 from app.clients.ml_workbench import MLWorkbenchClient
-from app.errors import ClientError
+from app.errors import ClientError, ResponseDecodeError
 
 __all__ = [
-    "BadUpstreamAnswerError",
     "INDICATORS_ENDPOINT",
     "PREDICT_ENDPOINT",
     "REGIME_ENDPOINT",
@@ -47,13 +49,13 @@ REGIME_ENDPOINT = "market-regime/{symbol}"
 PREDICT_ENDPOINT = "models/{model_id}/predict"
 
 #: What a signal needs from the Analysis Engine.
-SIGNAL_INDICATORS: list[dict[str, Any]] = [
-    {"name": "SMA", "params": {"period": 20}},
-    {"name": "SMA", "params": {"period": 50}},
-    {"name": "RSI", "params": {"period": 14}},
-    {"name": "MACD", "params": {"fast": 12, "slow": 26, "signal": 9}},
-    {"name": "BBANDS", "params": {"period": 20, "stddev": 2.0}},
-    {"name": "ATR", "params": {"period": 14}},
+SIGNAL_INDICATORS: list[IndicatorSpec] = [
+    IndicatorSpec(name="SMA", params={"period": 20}),
+    IndicatorSpec(name="SMA", params={"period": 50}),
+    IndicatorSpec(name="RSI", params={"period": 14}),
+    IndicatorSpec(name="MACD", params={"fast": 12, "slow": 26, "signal": 9}),
+    IndicatorSpec(name="BBANDS", params={"period": 20, "stddev": 2.0}),
+    IndicatorSpec(name="ATR", params={"period": 14}),
 ]
 
 
@@ -74,21 +76,21 @@ def _last(series: list[float | None]) -> float:
     raise ValueError("indicator has no value yet (series shorter than its warm-up)")
 
 
-def _find(results: list[IndicatorSeries], name: str, **params: Any) -> IndicatorSeries:
+def _find(results: list[IndicatorResult], name: str, **params: Any) -> IndicatorResult:
     for result in results:
         if result.name == name and all(result.params.get(k) == v for k, v in params.items()):
             return result
     raise ValueError(f"indicator {name} {params} missing from the Analysis Engine's answer")
 
 
-def _line(result: IndicatorSeries, line: str) -> list[float | None]:
+def _line(result: IndicatorResult, line: str) -> list[float | None]:
     components = result.components or {}
     if line not in components:
         raise ValueError(f"indicator {result.name} lacks its {line!r} line")
     return components[line]
 
 
-def derive_features(indicators: IndicatorsAnswer) -> dict[str, float]:
+def derive_features(indicators: IndicatorsResponse) -> dict[str, float]:
     """Scale-free model features from the latest indicator values.
 
     Dividing by ATR makes them comparable across pairs quoted near 1.0 and near 150.
@@ -117,7 +119,7 @@ def derive_features(indicators: IndicatorsAnswer) -> dict[str, float]:
     return features
 
 
-def _latest(results: list[IndicatorSeries]) -> dict[str, Any]:
+def _latest(results: list[IndicatorResult]) -> dict[str, Any]:
     latest: dict[str, Any] = {}
     for r in results:
         key = r.name + "_" + "_".join(str(v) for v in r.params.values())
@@ -131,17 +133,14 @@ def _latest(results: list[IndicatorSeries]) -> dict[str, Any]:
 
 async def _prediction(
     workbench: MLWorkbenchClient, model_id: str, symbol: str, timeframe: str, features: dict[str, float]
-) -> dict[str, Any] | None:
+) -> Prediction | None:
     """The model's prediction, or None (and the ML Workbench marked degraded) when it fails."""
     try:
         # Unavailability and timeouts fall back inside the client (counted and marked there).
         data: Any = await workbench.predict(model_id, symbol, timeframe, features, fallback=_DEGRADED)
         if data is _DEGRADED:
             return None
-        service = workbench.service_name
-        answer = checked(
-            PredictionAnswer, data, service_name=service, method="POST", endpoint=PREDICT_ENDPOINT
-        )
+        return conforming(Prediction, data, workbench, "POST", PREDICT_ENDPOINT)
     except ClientError as exc:
         # The rest: an error status, an undecodable body, or a wrong-shaped answer.
         log.warning(
@@ -151,7 +150,37 @@ async def _prediction(
         )
         mark_degraded(workbench.service_name)
         return None
-    return answer.model_dump()
+
+
+def _action(prediction: Prediction | None) -> str | None:
+    if prediction is None:
+        return None
+    p_up = prediction.probability if prediction.prediction == "up" else 1 - prediction.probability
+    return "buy" if p_up >= 0.55 else "sell" if p_up <= 0.45 else "hold"
+
+
+async def _engine_answers(
+    analysis: AnalysisEngineClient, symbol: str, timeframe: str
+) -> tuple[IndicatorsResponse, RegimeResponse]:
+    """Both Analysis Engine answers, checked; the first failure raised."""
+    # Both calls run to completion even when one fails. Cancelling the sibling would
+    # waste a half-open breaker's only trial: with the regime call refused, the
+    # indicators trial would be cancelled on every request and the breaker would never
+    # close. Each call is bounded by its own deadline, and a cancelled request still
+    # cancels both.
+    indicators_data, regime_data = await asyncio.gather(
+        # A pure computation: with the client's response cache on, its POST is cached too.
+        analysis.get_technical_indicators(symbol, timeframe, SIGNAL_INDICATORS, cache=True),
+        analysis.detect_market_regime(symbol, timeframe),
+        return_exceptions=True,
+    )
+    for outcome in (indicators_data, regime_data):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return (
+        conforming(IndicatorsResponse, indicators_data, analysis, "POST", INDICATORS_ENDPOINT),
+        conforming(RegimeResponse, regime_data, analysis, "GET", REGIME_ENDPOINT),
+    )
 
 
 async def build_signal(
@@ -161,48 +190,28 @@ async def build_signal(
     workbench: MLWorkbenchClient,
     model_id: str,
 ) -> dict[str, Any]:
-    """The signal for ``symbol``: Analysis Engine failures raise; ML Workbench failures degrade."""
-    # Both calls run to completion even when one fails. Cancelling the sibling would
-    # waste a half-open breaker's only trial: with the regime call refused, the
-    # indicators trial would be cancelled on every request and the breaker would never
-    # close. Each call is bounded by its own deadline, and a cancelled request still
-    # cancels both.
-    indicators_data, regime_data = await asyncio.gather(
-        analysis.get_technical_indicators(symbol, timeframe, SIGNAL_INDICATORS),
-        analysis.detect_market_regime(symbol, timeframe),
-        return_exceptions=True,
-    )
-    for outcome in (indicators_data, regime_data):
-        if isinstance(outcome, BaseException):
-            raise outcome
-    service = analysis.service_name
-    indicators = checked(
-        IndicatorsAnswer, indicators_data, service_name=service, method="POST", endpoint=INDICATORS_ENDPOINT
-    )
-    regime = checked(RegimeAnswer, regime_data, service_name=service, method="GET", endpoint=REGIME_ENDPOINT)
-    try:
-        features = derive_features(indicators)
-    except (ValueError, ArithmeticError) as exc:
-        raise BadUpstreamAnswerError(
-            f"the answer lacks what a signal needs: {exc}",
-            service_name=service,
-            method="POST",
-            endpoint=INDICATORS_ENDPOINT,
-        ) from None
+    """The signal (a ``Signal``) for ``symbol``: Analysis Engine failures raise; the ML Workbench degrades."""
+    # The whole build collects: a fallback or a stale cached answer from either upstream
+    # is named in "degraded", the Analysis Engine's too (its calls then succeed, on older data).
     with collect_degraded() as degraded:
+        indicators, regime = await _engine_answers(analysis, symbol, timeframe)
+        try:
+            features = derive_features(indicators)
+        except (ValueError, ArithmeticError) as exc:
+            raise ResponseDecodeError(
+                f"the answer lacks what a signal needs: {exc}",
+                service_name=analysis.service_name,
+                method="POST",
+                endpoint=INDICATORS_ENDPOINT,
+            ) from None
         prediction = await _prediction(workbench, model_id, symbol, timeframe, features)
-    action = None
-    if prediction is not None:
-        probability = prediction["probability"]
-        p_up = probability if prediction["prediction"] == "up" else 1 - probability
-        action = "buy" if p_up >= 0.55 else "sell" if p_up <= 0.45 else "hold"
     return {
         "symbol": symbol,
         "timeframe": timeframe,
         "indicators": _latest(indicators.results),
         "regime": regime.model_dump(),
         "features": features,
-        "prediction": prediction,
-        "action": action,
+        "prediction": None if prediction is None else prediction.model_dump(),
+        "action": _action(prediction),
         "degraded": degraded,
     }

@@ -2,7 +2,9 @@
 
 The factory path for code without DI (``get_analysis_engine_client()`` and friends) is
 ``app.factory``: it reads the composition root, which sits above this package. The test
-mode (a fake clock, fast settings, client overrides) is ``app.clients.testing``.
+mode (a fake clock, fast settings, client overrides) is ``app.clients.testing``. The
+request and answer models of the service clients, and the field types to build models of
+your own upstreams from, are in ``app.clients.contracts``.
 """
 
 from app.clients.analysis_engine import (
@@ -10,8 +12,12 @@ from app.clients.analysis_engine import (
     Candle,
     IndicatorRequest,
     IndicatorResult,
+    IndicatorSpec,
+    IndicatorsRequest,
     IndicatorsResponse,
     PriceSeries,
+    PricesQuery,
+    RegimeQuery,
     RegimeResponse,
 )
 from app.clients.base import (
@@ -24,7 +30,9 @@ from app.clients.config import (
 from app.clients.ml_workbench import (
     MLWorkbenchClient,
     ModelInfo,
+    ModelRef,
     Prediction,
+    PredictRequest,
 )
 from app.clients.operations import operation
 from app.clients.reconfigure import reconfigure_problems
@@ -80,13 +88,19 @@ __all__ = [
     "ErrorContext",
     "IndicatorRequest",
     "IndicatorResult",
+    "IndicatorSpec",
+    "IndicatorsRequest",
     "IndicatorsResponse",
     "InvalidRequestError",
     "MLWorkbenchClient",
     "ModelInfo",
+    "ModelRef",
+    "PredictRequest",
     "Prediction",
     "PriceSeries",
+    "PricesQuery",
     "RateLimitedError",
+    "RegimeQuery",
     "RegimeResponse",
     "RequestEncodeError",
     "ResourceNotFoundError",

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NotRequired, TypedDict, cast
+from typing import Any
 
 from app.clients.base import BaseServiceClient
+from app.clients.contracts.analysis_engine import (
+    Candle,
+    IndicatorRequest,
+    IndicatorResult,
+    IndicatorSpec,
+    IndicatorsRequest,
+    IndicatorsResponse,
+    PriceSeries,
+    PricesQuery,
+    RegimeQuery,
+    RegimeResponse,
+)
 from app.clients.fallback import NO_FALLBACK
 from app.clients.operations import operation
 from app.clients.registry import upstream_client
@@ -16,73 +28,37 @@ __all__ = [
     "Candle",
     "IndicatorRequest",
     "IndicatorResult",
+    "IndicatorSpec",
+    "IndicatorsRequest",
     "IndicatorsResponse",
     "PriceSeries",
+    "PricesQuery",
+    "RegimeQuery",
     "RegimeResponse",
 ]
 
-
-class Candle(TypedDict):
-    """One OHLC candle."""
-
-    timestamp: str
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
+PRICES = "prices/{symbol}"
+INDICATORS = "indicators/calculate"
+REGIME = "market-regime/{symbol}"
 
 
-class PriceSeries(TypedDict):
-    """Candles for one symbol and timeframe, oldest first."""
-
-    symbol: str
-    timeframe: str
-    candles: list[Candle]
-
-
-class IndicatorRequest(TypedDict):
-    """One indicator to compute, e.g. ``{"name": "SMA", "params": {"period": 20}}``."""
-
-    name: str
-    params: dict[str, Any]
-
-
-class IndicatorResult(TypedDict):
-    """One computed series; warm-up positions are None.
-
-    ``values`` is the main line (MACD's line, the Bollinger middle band);
-    multi-line indicators also give every line in ``components``.
-    """
-
-    name: str
-    params: dict[str, Any]
-    values: list[float | None]
-    timestamps: list[str]
-    components: NotRequired[dict[str, list[float | None]]]
-
-
-class IndicatorsResponse(TypedDict):
-    """The indicators computed for one symbol and timeframe."""
-
-    symbol: str
-    timeframe: str
-    results: list[IndicatorResult]
-
-
-class RegimeResponse(TypedDict):
-    """The market regime of a symbol, with the metrics it was read from."""
-
-    symbol: str
-    timeframe: str
-    regime: str
-    confidence: float
-    metrics: dict[str, float]
+def _specs(indicators: Any) -> Any:
+    # Mappings (IndicatorRequest, a MappingProxy …) as the dicts the model validates, any
+    # sequence as a list; anything else as given, for the model to name what is wrong.
+    if isinstance(indicators, str) or not isinstance(indicators, Sequence):
+        return indicators
+    return [dict(item) if isinstance(item, Mapping) else item for item in indicators]
 
 
 @upstream_client("analysis_engine")
 class AnalysisEngineClient(BaseServiceClient):
     """Client of the Analysis Engine.
+
+    Methods take and return the pydantic models of ``app.clients.contracts``. The
+    arguments are checked first: a bad symbol, timeframe, limit or indicator is an
+    ``InvalidRequestError`` naming the field, and nothing is sent. The answer is checked
+    per ``config.response_validation`` (``strict``: a ``ResponseDecodeError`` naming the
+    field and the endpoint template).
 
     Every method also takes the verbs' per-call options, keyword-only (see
     ``BaseServiceClient.request``):
@@ -91,8 +67,10 @@ class AnalysisEngineClient(BaseServiceClient):
     * ``headers``: extra request headers for this call;
     * ``idempotency_key``: sent as ``Idempotency-Key`` on every attempt, so the
       upstream can deduplicate; it also makes a POST safe to retry;
-    * ``fallback``: a value, or a function of the error, returned instead of raising
-      when the call is unavailable or timed out.
+    * ``fallback``: a value, or a function of the error, returned (as given, not
+      checked) instead of raising when the call is unavailable or timed out;
+    * ``cache``: with the client's response cache on, ``False`` bypasses it for this
+      call and ``True`` caches a call it would not (the indicators' POST); None: the default.
 
     Each has a blocking ``*_sync`` twin with the same parameters.
     """
@@ -108,48 +86,63 @@ class AnalysisEngineClient(BaseServiceClient):
         headers: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
         fallback: Any = NO_FALLBACK,
+        cache: bool | None = None,
     ) -> PriceSeries:
         """OHLC candles for ``symbol``, oldest first."""
-        data = await self.get(
-            "prices/{symbol}",
-            path_params={"symbol": symbol},
-            params={"timeframe": timeframe, "limit": limit},
+        query = self.validate_request(
+            PricesQuery, {"symbol": symbol, "timeframe": timeframe, "limit": limit}, "GET", PRICES
+        )
+        result: PriceSeries = await self.get(
+            PRICES,
+            path_params={"symbol": query.symbol},
+            params={"timeframe": query.timeframe, "limit": query.limit},
             timeout=timeout,
             headers=headers,
             idempotency_key=idempotency_key,
             fallback=fallback,
+            response_model=PriceSeries,
+            cache=cache,
         )
-        return cast(PriceSeries, data)
+        return result
 
     @operation
     async def get_technical_indicators(
         self,
         symbol: str,
         timeframe: str = "1h",
-        indicators: Sequence[IndicatorRequest | Mapping[str, Any]] = (),
+        indicators: Sequence[IndicatorSpec | IndicatorRequest | Mapping[str, Any]] = (),
         limit: int = 200,
         *,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
         fallback: Any = NO_FALLBACK,
+        cache: bool | None = None,
     ) -> IndicatorsResponse:
-        """Indicators over the symbol's series; a pure computation, so safely retried."""
-        data = await self.post(
-            "indicators/calculate",
-            json={
-                "symbol": symbol,
-                "timeframe": timeframe,
-                "indicators": [dict(i) for i in indicators],
-                "limit": limit,
-            },
+        """Indicators over the symbol's series; a pure computation, so safely retried.
+
+        ``indicators``: at least one, as ``IndicatorSpec`` models or mappings such as
+        ``{"name": "SMA", "params": {"period": 20}}``.
+        """
+        data = {
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "indicators": _specs(indicators),
+            "limit": limit,
+        }
+        request = self.validate_request(IndicatorsRequest, data, "POST", INDICATORS)
+        result: IndicatorsResponse = await self.post(
+            INDICATORS,
+            json=request,
             idempotent=True,
             timeout=timeout,
             headers=headers,
             idempotency_key=idempotency_key,
             fallback=fallback,
+            response_model=IndicatorsResponse,
+            cache=cache,
         )
-        return cast(IndicatorsResponse, data)
+        return result
 
     @operation
     async def detect_market_regime(
@@ -161,18 +154,22 @@ class AnalysisEngineClient(BaseServiceClient):
         headers: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
         fallback: Any = NO_FALLBACK,
+        cache: bool | None = None,
     ) -> RegimeResponse:
         """The current market regime of ``symbol``."""
-        data = await self.get(
-            "market-regime/{symbol}",
-            path_params={"symbol": symbol},
-            params={"timeframe": timeframe},
+        query = self.validate_request(RegimeQuery, {"symbol": symbol, "timeframe": timeframe}, "GET", REGIME)
+        result: RegimeResponse = await self.get(
+            REGIME,
+            path_params={"symbol": query.symbol},
+            params={"timeframe": query.timeframe},
             timeout=timeout,
             headers=headers,
             idempotency_key=idempotency_key,
             fallback=fallback,
+            response_model=RegimeResponse,
+            cache=cache,
         )
-        return cast(RegimeResponse, data)
+        return result
 
     get_prices_sync = sync_twin(get_prices)
     get_technical_indicators_sync = sync_twin(get_technical_indicators)

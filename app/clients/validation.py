@@ -83,6 +83,16 @@ def _unchecked(model: Any, data: Any) -> Any:
     return data
 
 
+def _mismatch(
+    model: Any, exc: ValidationError, mode: ValidationMode, context: ErrorContext, status: int | None
+) -> str:
+    """The problem an answer that does not match ``model`` has: raised in ``strict``, returned in ``lax``."""
+    text = f"answer does not match {_name(model)}: {describe(exc)}"
+    if mode == "strict":  # the error names the service, method and endpoint itself
+        raise ResponseDecodeError(text, status=status, **context) from None
+    return f"{context['method']} {context['endpoint']}: {text}"
+
+
 def _check_json(
     model: type[M], raw: RawResponse, mode: ValidationMode, context: ErrorContext
 ) -> tuple[M, str | None]:
@@ -92,10 +102,7 @@ def _check_json(
     except ValidationError as exc:
         if any(problem["type"] == "json_invalid" for problem in exc.errors(include_input=False)):
             raise ResponseDecodeError("body is not valid JSON", status=raw.status, **context) from None
-        where = f"{context['method']} {context['endpoint']}"
-        problem = f"{where}: answer does not match {_name(model)}: {describe(exc)}"
-        if mode == "strict":
-            raise ResponseDecodeError(problem, status=raw.status, **context) from None
+        problem = _mismatch(model, exc, mode, context, raw.status)
         return cast(M, _unchecked(model, raw.value(context))), problem
 
 
@@ -106,7 +113,8 @@ def check_answer(
 
     ``strict``: a ``ResponseDecodeError`` naming the fields and the endpoint template.
     ``lax``: the problem is returned (the caller logs and counts it) with the unvalidated data.
-    ``off``: nothing is checked.
+    ``off``: nothing is checked. ``data`` may be a ``RawResponse``: a JSON body is then
+    validated from its bytes.
     """
     if isinstance(data, RawResponse):
         if mode != "off" and data.is_json:
@@ -117,8 +125,4 @@ def check_answer(
     try:
         return cast(M, adapter(model).validate_python(data)), None
     except ValidationError as exc:
-        where = f"{context['method']} {context['endpoint']}"
-        problem = f"{where}: answer does not match {_name(model)}: {describe(exc)}"
-        if mode == "strict":
-            raise ResponseDecodeError(problem, status=status, **context) from None
-        return cast(M, _unchecked(model, data)), problem
+        return cast(M, _unchecked(model, data)), _mismatch(model, exc, mode, context, status)

@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 from dependency_injector import providers
 
+from app.api.schemas import ErrorBody
 from app.clients import (
     AnalysisEngineClient,
     BulkheadFullError,
@@ -17,6 +18,7 @@ from app.clients import (
     ClientConnectionError,
     ClientTimeoutError,
     ClientValidationError,
+    InvalidRequestError,
     MLWorkbenchClient,
     ResourceNotFoundError,
     ResponseDecodeError,
@@ -27,6 +29,7 @@ from app.errors import retry_exhausted
 from app.main import create_app
 from tests.api.payloads import INDICATORS, REGIME
 from tests.support.asgi import serve
+from tests.support.manual_clock import ManualClock
 from tests.support.rawtcp import closed_port_url
 from tests.support.upstream import delayed
 from tests.support.upstream import json as json_handler
@@ -41,7 +44,7 @@ class FakeAnalysis:
         self.error = error
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
-    async def get_technical_indicators(self, *args: Any) -> dict[str, Any]:
+    async def get_technical_indicators(self, *args: Any, cache: bool | None = None) -> dict[str, Any]:
         self.calls.append(("indicators", args))
         if self.error:
             raise self.error
@@ -91,7 +94,7 @@ async def test_override_changes_what_indicators_returns(container, http) -> None
     assert kind == "indicators"
     assert args[0] == "EURUSD"
     assert args[1] == "4h"
-    assert args[2] == [
+    assert [spec.model_dump() for spec in args[2]] == [
         {"name": "SMA", "params": {"period": 20}},
         {"name": "MACD", "params": {"fast": 12, "slow": 26, "signal": 9}},
         {"name": "BBANDS", "params": {"period": 20, "stddev": 2.5}},
@@ -102,7 +105,7 @@ async def test_override_changes_what_indicators_returns(container, http) -> None
     ("path", "reason"),
     [
         ("/api/v1/indicators/EURUSD?indicators=FOO:3", "unknown indicator"),
-        ("/api/v1/indicators/EURUSD?indicators=SMA:-3", "positive"),
+        ("/api/v1/indicators/EURUSD?indicators=SMA:-3", "whole number from 1 to 500"),
         ("/api/v1/indicators/EURUSD?indicators=SMA:x", "number"),
         ("/api/v1/indicators/EURUSD?indicators=SMA:1:2", "at most 1"),
         ("/api/v1/indicators/EURUSD?timeframe=2h", "timeframe"),
@@ -254,3 +257,115 @@ async def test_signals_alone_can_close_a_half_open_breaker(container, http, upst
     assert client.breaker.state_name == "closed"  # the trial finished and closed it
     assert second == 200
     assert body["regime"] == REGIME
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "code"),
+    [
+        ("/api/v1/regime/EURUSD?timeframe=2h", None, "validation_error"),
+        ("/api/v1/indicators/EURUSD?indicators=MACD:30:20", None, "validation_error"),
+        (
+            "/api/v1/regime/EURUSD",
+            InvalidRequestError("request does not match RegimeQuery: symbol: bad", attempts=0),
+            "invalid_request",
+        ),
+        (
+            "/api/v1/regime/EURUSD",
+            ClientValidationError("HTTP 422", status=422, detail="timeframe: bad", code="validation_error"),
+            "validation_error",
+        ),
+    ],
+    ids=["fastapi-query", "gateway-parser", "client-refused", "upstream-refused"],
+)
+async def test_every_422_has_the_one_error_shape(container, http, path, error, code) -> None:
+    """FastAPI's 422, the route's own, a client's InvalidRequestError and an upstream's 422 are all an ErrorBody."""
+    container.analysis_engine.client.override(providers.Object(FakeAnalysis(error)))
+    async with serve(create_app(container)) as base:
+        status, body, _ = await get(http, base + path)
+    assert status == 422
+    answer = ErrorBody.model_validate(body)
+    assert answer.code == code
+    assert answer.detail
+    if error is None:  # the gateway's own check names the field, and never echoes the value as `input`
+        assert answer.errors is not None
+        assert answer.errors[0].loc[0] == "query"
+        assert all(set(problem) == {"loc", "msg", "type"} for problem in body["errors"])
+    else:
+        assert answer.error == type(error).__name__
+
+
+async def test_unknown_paths_and_methods_answer_in_the_error_shape(container, http) -> None:
+    """A 404 for an unknown path and a 405 (with Allow) for a wrong method are ErrorBody answers too."""
+    async with serve(create_app(container)) as base:
+        status, body, _ = await get(http, f"{base}/api/v1/nothing-here")
+        async with http.post(f"{base}/api/v1/regime/EURUSD") as resp:
+            not_allowed, allowed, wrong = resp.status, resp.headers.get("Allow"), await resp.json()
+    assert (status, ErrorBody.model_validate(body).code) == (404, "not_found")
+    assert (not_allowed, allowed, ErrorBody.model_validate(wrong).code) == (405, "GET", "method_not_allowed")
+
+
+class StaleHarness:
+    """A real AnalysisEngineClient with its response cache on, over a scripted upstream that can go down."""
+
+    def __init__(self, upstream) -> None:
+        self.down = False
+        self.clock = ManualClock()
+        cacheable = {"Cache-Control": "max-age=10, stale-if-error=300"}
+        for path, payload in (("indicators/calculate", INDICATORS), ("market-regime/EURUSD", REGIME)):
+            upstream.route(path, self._answer(payload, cacheable))
+        self.client = AnalysisEngineClient(
+            ClientConfig(base_url=upstream.base_url, service_name="analysis-engine-service", max_retries=0,
+                         cache_enabled=True),
+            clock=self.clock,
+        )  # fmt: skip
+
+    def _answer(self, payload: dict[str, Any], headers: dict[str, str]) -> Any:
+        async def handler(request: Any) -> Any:
+            if self.down:
+                return await json_handler({"detail": "down"}, status=503)(request)
+            return await json_handler(payload, headers=headers)(request)
+
+        return handler
+
+
+async def test_signals_name_the_analysis_engine_when_its_answers_are_stale(container, http, upstream) -> None:
+    """With the engine down, answers its cache may serve stale (stale-if-error) make a signal, and `degraded` says so."""
+    harness = StaleHarness(upstream)
+    container.analysis_engine.client.override(providers.Object(harness.client))
+    container.ml_workbench.client.override(providers.Object(FakeWorkbench()))
+    try:
+        async with serve(create_app(container)) as base:
+            fresh_status, fresh, _ = await get(http, f"{base}/api/v1/signals/EURUSD")
+            harness.down = True
+            await harness.clock.advance(20)  # past max-age, within stale-if-error
+            stale_status, stale, _ = await get(http, f"{base}/api/v1/signals/EURUSD")
+    finally:
+        await harness.client.close()
+    assert (fresh_status, fresh["degraded"]) == (200, [])
+    assert (stale_status, stale["degraded"]) == (200, ["analysis-engine-service"])
+    assert stale["regime"] == fresh["regime"] == REGIME
+    assert stale["prediction"] == fresh["prediction"]
+    assert upstream.hits["indicators/calculate"] == 2  # the POST was cached, then tried once more
+
+
+async def test_a_lax_client_s_wrong_answer_is_still_a_502(container, http, upstream) -> None:
+    """A client in lax mode hands over a wrong-shaped answer; the gateway checks it against its contract: 502, not 500."""
+    upstream.route("market-regime/EURUSD", json_handler({**REGIME, "confidence": "high"}))
+    client = AnalysisEngineClient(
+        ClientConfig(
+            base_url=upstream.base_url, service_name="analysis-engine-service", response_validation="lax"
+        )
+    )
+    container.analysis_engine.client.override(providers.Object(client))
+    try:
+        async with serve(create_app(container)) as base:
+            status, body, _ = await get(http, f"{base}/api/v1/regime/EURUSD")
+    finally:
+        await client.close()
+    assert status == 502
+    assert (body["error"], body["code"], body["endpoint"]) == (
+        "ResponseDecodeError",
+        "bad_gateway",
+        "market-regime/{symbol}",
+    )
+    assert "confidence" in body["detail"]

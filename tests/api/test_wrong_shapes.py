@@ -56,16 +56,16 @@ DROP = object()
 def generic(good: dict[str, Any]) -> list[tuple[str, Callable[[web.Request], Any], str]]:
     """Wrong shapes any JSON object answer can take: (id, handler, the error the gateway names)."""
     return [
-        ("list-instead-of-object", answer([good]), "BadUpstreamAnswerError"),
-        ("null", raw("null"), "BadUpstreamAnswerError"),
-        ("string", answer("ok"), "BadUpstreamAnswerError"),
-        ("number", raw("42"), "BadUpstreamAnswerError"),
-        ("boolean", raw("true"), "BadUpstreamAnswerError"),
-        ("empty-object", answer({}), "BadUpstreamAnswerError"),
-        ("empty-body", raw(""), "BadUpstreamAnswerError"),
-        ("plain-text", raw("all good", "text/plain"), "BadUpstreamAnswerError"),
+        ("list-instead-of-object", answer([good]), "ResponseDecodeError"),
+        ("null", raw("null"), "ResponseDecodeError"),
+        ("string", answer("ok"), "ResponseDecodeError"),
+        ("number", raw("42"), "ResponseDecodeError"),
+        ("boolean", raw("true"), "ResponseDecodeError"),
+        ("empty-object", answer({}), "ResponseDecodeError"),
+        ("empty-body", raw(""), "ResponseDecodeError"),
+        ("plain-text", raw("all good", "text/plain"), "ResponseDecodeError"),
         ("deep-nesting-in-a-field", raw(orjson.dumps(good).decode()[:-1] + ', "symbol": ' + nested(900) + "}"),
-         "BadUpstreamAnswerError"),
+         "ResponseDecodeError"),
         ("nesting-past-any-decoder", raw(nested(100_000)), "ResponseDecodeError"),
     ]  # fmt: skip
 
@@ -74,7 +74,7 @@ def specific(
     good: dict[str, Any], cases: dict[str, tuple[tuple[Any, ...], Any]]
 ) -> list[tuple[str, Any, str]]:
     return [
-        (name, answer(changed(good, path, value)), "BadUpstreamAnswerError")
+        (name, answer(changed(good, path, value)), "ResponseDecodeError")
         for name, (path, value) in cases.items()
     ]
 
@@ -162,6 +162,10 @@ def assert_bad_gateway(status: int, content_type: str, body: bytes, error: str, 
     parsed = orjson.loads(body)
     assert parsed["error"] == error
     assert parsed["service"] == "analysis-engine-service"
+    assert (parsed["code"], parsed["endpoint"]) in {
+        ("bad_gateway", INDICATORS_PATH),
+        ("bad_gateway", "market-regime/{symbol}"),
+    }
     assert "Traceback" not in body.decode()
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 

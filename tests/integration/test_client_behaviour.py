@@ -116,7 +116,7 @@ def test_sync_twins_from_a_plain_thread(upstream_thread) -> None:
     thread.join(10)
     assert not errors
     assert results[0]["path"] == "/api/v1/prices/EURUSD"
-    assert results[1]["query"] == {"timeframe": "4h", "limit": "10"}
+    assert (results[1].symbol, results[1].timeframe, results[1].candles) == ("GBPUSD", "4h", [])
     assert results[2]["body"] == {"n": 1}
     assert not [t for t in threading.enumerate() if t.name == "ae-sync"]
     assert hits == ["/api/v1/prices/EURUSD", "/api/v1/prices/GBPUSD", "/api/v1/echo"]
@@ -198,7 +198,14 @@ def upstream_thread():
     async def echo(request: web.Request) -> web.StreamResponse:
         hits.append(request.path)
         body = await request.json() if request.can_read_body else None
-        return web.json_response({"path": request.path, "query": dict(request.query), "body": body})
+        # The echo is also a well-formed (empty) PriceSeries, for the typed get_prices twin.
+        series = {
+            "symbol": request.path.rsplit("/", 1)[-1],
+            "timeframe": request.query.get("timeframe", "1h"),
+        }
+        return web.json_response(
+            {"path": request.path, "query": dict(request.query), "body": body, **series, "candles": []}
+        )
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", echo)

@@ -126,13 +126,13 @@ async def test_closing_a_shared_client_leaves_it_working_for_everyone(analysis) 
     """close(), close_sync(), async with and with on a shared client do not close it under its other users."""
     client = get_analysis_engine_client()
     async with client:
-        assert (await client.detect_market_regime("EURUSD"))["regime"] == "ranging"
+        assert (await client.detect_market_regime("EURUSD")).regime == "ranging"
     await client.close()
     client.close_sync()
     with client:
         pass
     assert client is get_analysis_engine_client()
-    assert (await client.detect_market_regime("EURUSD"))["regime"] == "ranging"
+    assert (await client.detect_market_regime("EURUSD")).regime == "ranging"
     assert analysis.hits["market-regime/EURUSD"] == 2
 
 
@@ -145,7 +145,7 @@ async def test_close_factory_clients_closes_them_and_the_next_get_makes_new_ones
         await old.detect_market_regime("EURUSD")
     new = get_analysis_engine_client()
     assert new is not old
-    assert (await new.detect_market_regime("EURUSD"))["regime"] == "ranging"
+    assert (await new.detect_market_regime("EURUSD")).regime == "ranging"
     await close_factory_clients()
 
 
@@ -178,7 +178,7 @@ FLOWS = {
 
         async def main():
             client = get_analysis_engine_client()
-            print((await client.detect_market_regime("EURUSD"))["regime"])
+            print((await client.detect_market_regime("EURUSD")).regime)
 
         asyncio.run(main())
     """,
@@ -189,7 +189,7 @@ FLOWS = {
         client = get_analysis_engine_client()
 
         async def main():
-            print((await client.detect_market_regime("EURUSD"))["regime"])
+            print((await client.detect_market_regime("EURUSD")).regime)
 
         asyncio.run(main())
     """,
@@ -203,7 +203,7 @@ FLOWS = {
 
         async def long_user():
             await asyncio.sleep(0.05)
-            return (await get_analysis_engine_client().detect_market_regime("EURUSD"))["regime"]
+            return (await get_analysis_engine_client().detect_market_regime("EURUSD")).regime
 
         async def main():
             _, regime = await asyncio.gather(brief_user(), long_user())
@@ -216,7 +216,7 @@ FLOWS = {
         from app.factory import get_analysis_engine_client
 
         async def main():
-            return (await get_analysis_engine_client().detect_market_regime("EURUSD"))["regime"]
+            return (await get_analysis_engine_client().detect_market_regime("EURUSD")).regime
 
         asyncio.run(main())
         print(asyncio.run(main()))
@@ -224,7 +224,7 @@ FLOWS = {
     "shared client's sync twins, never closed": """
         from app.factory import get_analysis_engine_client
 
-        print(get_analysis_engine_client().detect_market_regime_sync("EURUSD")["regime"])
+        print(get_analysis_engine_client().detect_market_regime_sync("EURUSD").regime)
     """,
     "shared client used sync, then async, on uvloop": """
         import uvloop
@@ -233,7 +233,7 @@ FLOWS = {
         get_analysis_engine_client().detect_market_regime_sync("EURUSD")
 
         async def main():
-            print((await get_analysis_engine_client().detect_market_regime("EURUSD"))["regime"])
+            print((await get_analysis_engine_client().detect_market_regime("EURUSD")).regime)
 
         uvloop.run(main())
     """,
@@ -246,7 +246,7 @@ FLOWS = {
         answer = loop.run_until_complete(get_analysis_engine_client().detect_market_regime("EURUSD"))
         loop.run_until_complete(close_factory_clients())
         loop.close()
-        print(answer["regime"])
+        print(answer.regime)
     """,
     "config_override client closed by async with and by with": """
         import asyncio
@@ -258,7 +258,7 @@ FLOWS = {
 
         asyncio.run(main())
         with get_analysis_engine_client({"max_retries": 0}) as client:
-            print(client.detect_market_regime_sync("EURUSD")["regime"])
+            print(client.detect_market_regime_sync("EURUSD").regime)
     """,
 }
 
@@ -268,7 +268,7 @@ LEAKING = """
 
     async def main():
         client = get_analysis_engine_client({"max_retries": 0})  # the caller's, and not closed
-        print((await client.detect_market_regime("EURUSD"))["regime"])
+        print((await client.detect_market_regime("EURUSD")).regime)
 
     asyncio.run(main())
     gc.collect()

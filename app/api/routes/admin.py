@@ -12,7 +12,9 @@ from fastapi import APIRouter, Path, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
 from app.api.deps import BearerDep, DependencyViewsDep, SettingsDep
+from app.api.errors import ERROR_RESPONSES, error_responses
 from app.api.responses import JsonBytesResponse
+from app.api.schemas import BreakerAction
 from app.observability.status import DependencyView
 from app.state import SharedStateUnavailable
 from settings import Settings
@@ -21,7 +23,19 @@ __all__ = ["router"]
 
 # create_app includes this router only when the settings enable it (admin_active):
 # otherwise these paths do not exist, and answer 404 like any unknown path.
-router = APIRouter(prefix="/api/v1/resilience", tags=["admin"])
+router = APIRouter(
+    prefix="/api/v1/resilience",
+    tags=["admin"],
+    responses={
+        **error_responses(
+            {
+                401: "The admin token is required (when one is configured) as a bearer token.",
+                404: "No dependency of that name.",
+            }
+        ),
+        422: ERROR_RESPONSES[422],
+    },
+)
 log = logging.getLogger(__name__)
 
 Service = Annotated[str, Path(max_length=100, examples=["analysis-engine-service"])]
@@ -83,7 +97,7 @@ async def _act(
     return JsonBytesResponse({"service": found.name, "action": action, "scope": scope, **found.readiness()})
 
 
-@router.post("/{service}/reset")
+@router.post("/{service}/reset", response_model=BreakerAction)
 @inject
 async def reset(
     service: Service, views: DependencyViewsDep, settings: SettingsDep, credentials: BearerDep
@@ -92,7 +106,7 @@ async def reset(
     return await _act("reset", service, views, settings, credentials)
 
 
-@router.post("/{service}/isolate")
+@router.post("/{service}/isolate", response_model=BreakerAction)
 @inject
 async def isolate(
     service: Service, views: DependencyViewsDep, settings: SettingsDep, credentials: BearerDep

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 
 from app.api.deps import ConfigStoreDep, SharedStateDep
 from app.api.responses import JsonBytesResponse
+from app.api.schemas import ConfigView
 from app.live_config import replica_versions
 
 __all__ = ["router"]
@@ -15,7 +16,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["observability"])
 
 
-@router.get("/api/v1/config")
+@router.get("/api/v1/config", response_model=ConfigView)
 @inject
 async def config(store: ConfigStoreDep, shared: SharedStateDep) -> Response:
     """The active settings with no secret in them: version, source file, digest, last reload, replicas."""

@@ -8,19 +8,26 @@ from fastapi import APIRouter, Response
 
 from app.api.deps import DependencyViewsDep, LifecycleDep
 from app.api.responses import JsonBytesResponse
+from app.api.schemas import Health, Readiness
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", response_model=Health)
 async def health() -> Response:
     """Liveness: the process answers."""
     return JsonBytesResponse({"status": "ok"})
 
 
-@router.get("/health/ready")
+@router.get(
+    "/health/ready",
+    response_model=Readiness,
+    responses={
+        503: {"model": Readiness, "description": "Draining, or an essential dependency is unavailable."}
+    },
+)
 @inject
 async def ready(views: DependencyViewsDep, lifecycle: LifecycleDep) -> Response:
     """Readiness: 503 while an essential dependency's breaker is open, or while draining.

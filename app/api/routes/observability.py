@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from app.api.deps import ConfigStoreDep, DependencyViewsDep, LifecycleDep
 from app.api.responses import JsonBytesResponse
+from app.api.schemas import ResilienceStatus
 from app.observability.status import DependencyView
 from settings import ConfigStore
 
@@ -39,20 +40,49 @@ def _status(views: list[DependencyView], store: ConfigStore) -> dict[str, object
     return {"generated_at": time.time(), "config": config, "dependencies": dependencies}
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text."}
+    },
+)
 async def metrics() -> Response:
     """Prometheus exposition: the clients' metrics and the gateway's own HTTP metrics."""
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/api/v1/resilience")
+@router.get("/api/v1/resilience", response_model=ResilienceStatus)
 @inject
 async def resilience(views: DependencyViewsDep, store: ConfigStoreDep) -> Response:
     """Each dependency over the last 10 s (rate, errors, latency, breaker, bulkhead); the config version."""
     return JsonBytesResponse(_status(views, store))
 
 
-@router.get("/api/v1/resilience/stream")
+@router.get(
+    "/api/v1/resilience/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {
+                            "data": {
+                                "type": "string",
+                                "contentMediaType": "application/json",
+                                "contentSchema": {"$ref": "#/components/schemas/ResilienceStatus"},
+                            }
+                        },
+                    }
+                }
+            },
+            "description": "One `data:` event a second, each the status of GET /api/v1/resilience.",
+        }
+    },
+)
 @inject
 async def resilience_stream(
     request: Request, views: DependencyViewsDep, lifecycle: LifecycleDep, store: ConfigStoreDep

@@ -12,12 +12,18 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from pydantic import TypeAdapter
 
 from app.clients import (
     AnalysisEngineClient,
     ClientError,
     ClientTimeoutError,
+    IndicatorsResponse,
     MLWorkbenchClient,
+    ModelInfo,
+    Prediction,
+    PriceSeries,
+    RegimeResponse,
     ResourceNotFoundError,
     ServerError,
 )
@@ -25,8 +31,14 @@ from app.clients.fallback import NO_FALLBACK, collect_degraded
 from app.clients.operations import operation
 from tests.support.upstream import Upstream, delayed, json, sequence
 
-OPTIONS = ["timeout", "headers", "idempotency_key", "fallback"]
-OPTION_DEFAULTS = {"timeout": None, "headers": None, "idempotency_key": None, "fallback": NO_FALLBACK}
+OPTIONS = ["timeout", "headers", "idempotency_key", "fallback", "cache"]
+OPTION_DEFAULTS = {
+    "timeout": None,
+    "headers": None,
+    "idempotency_key": None,
+    "fallback": NO_FALLBACK,
+    "cache": None,
+}
 
 # (client class, method, positional arguments, HTTP method, path under /api/v1/)
 METHODS: list[tuple[type[Any], str, tuple[Any, ...], str, str]] = [
@@ -44,6 +56,56 @@ METHODS: list[tuple[type[Any], str, tuple[Any, ...], str, str]] = [
     (MLWorkbenchClient, "predict", ("m1", "EURUSD", "1h", {"rsi": 50.0}), "POST", "models/m1/predict"),
 ]
 IDS = [m[1] for m in METHODS]
+
+MODEL = {"id": "m1", "name": "M", "version": "1", "features": ["rsi"], "classes": ["down", "up"]}
+# A well-formed answer of each method, and the model the method returns it as.
+ANSWERS: dict[str, tuple[Any, Any]] = {
+    "get_prices": (
+        {
+            "symbol": "EURUSD",
+            "timeframe": "1h",
+            "candles": [
+                {"timestamp": "t0", "open": 1.0, "high": 1.2, "low": 0.9, "close": 1.1, "volume": 10.0}
+            ],
+        },
+        PriceSeries,
+    ),
+    "get_technical_indicators": (
+        {
+            "symbol": "EURUSD",
+            "timeframe": "1h",
+            "results": [
+                {"name": "SMA", "params": {"period": 3}, "values": [None, 1.5], "timestamps": ["a", "b"]}
+            ],
+        },
+        IndicatorsResponse,
+    ),
+    "detect_market_regime": (
+        {
+            "symbol": "EURUSD",
+            "timeframe": "1h",
+            "regime": "ranging",
+            "confidence": 0.7,
+            "metrics": {"adx": 14.2},
+        },
+        RegimeResponse,
+    ),
+    "list_models": ([MODEL], list[ModelInfo]),
+    "get_model": (MODEL, ModelInfo),
+    "predict": ({"model_id": "m1", "symbol": "EURUSD", "prediction": "up", "probability": 0.8}, Prediction),
+}
+
+
+def answer(name: str) -> Any:
+    """The JSON a method's upstream answers with."""
+    return ANSWERS[name][0]
+
+
+def returned(name: str) -> Any:
+    """What the method returns for ``answer(name)``: the typed model (a list of them for list_models)."""
+    data, model = ANSWERS[name]
+    return TypeAdapter(model).validate_python(data)
+
 
 # The documented positional parameters of each method, after ``self``.
 POSITIONAL = {
@@ -71,6 +133,7 @@ class ThreadedUpstream:
 
     def __init__(self) -> None:
         self.status = 200
+        self.body: Any = {"ok": True}
         self.last_headers: dict[str, str] = {}
         self.url = ""
         self._ready = threading.Event()
@@ -85,7 +148,7 @@ class ThreadedUpstream:
         self.last_headers = dict(request.headers)
         if self.status != 200:
             return web.json_response({"detail": "down"}, status=self.status)
-        return web.json_response({"ok": True})
+        return web.json_response(self.body)
 
     async def _serve(self) -> None:
         app = web.Application()
@@ -142,7 +205,7 @@ async def test_headers_reach_the_upstream(
     make_client, upstream: Upstream, cls, name, args, verb, path
 ) -> None:
     """``headers=`` on a service method arrive with the request, next to the client's own."""
-    upstream.route("*", json({"ok": True}))
+    upstream.route("*", json(answer(name)))
     client = make_client(upstream.base_url, cls=cls)
     await _bound(client, name)(*args, headers={"X-Trace-Tag": "t-42", "X-Tenant": "desk-7"})
     request = upstream.requests[-1]
@@ -157,9 +220,9 @@ async def test_idempotency_key_is_sent_on_every_attempt(
     make_client, upstream: Upstream, cls, name, args, verb, path
 ) -> None:
     """``idempotency_key=`` goes out as Idempotency-Key, the same on the retry after a 503."""
-    upstream.route(path, sequence(json({}, status=503), json({"ok": True})))
+    upstream.route(path, sequence(json({}, status=503), json(answer(name))))
     client = make_client(upstream.base_url, cls=cls, max_retries=2)
-    assert await _bound(client, name)(*args, idempotency_key="order-77") == {"ok": True}
+    assert await _bound(client, name)(*args, idempotency_key="order-77") == returned(name)
     assert upstream.hits[path] == 2
     assert [r.headers.get("Idempotency-Key") for r in upstream.requests] == ["order-77", "order-77"]
 
@@ -195,9 +258,9 @@ async def test_a_generous_timeout_lets_the_call_finish(
     make_client, upstream: Upstream, cls, name, args, verb, path
 ) -> None:
     """A ``timeout=`` longer than the answer takes changes nothing."""
-    upstream.route(path, delayed(0.05, json({"ok": True})))
+    upstream.route(path, delayed(0.05, json(answer(name))))
     client = make_client(upstream.base_url, cls=cls)
-    assert await _bound(client, name)(*args, timeout=5.0) == {"ok": True}
+    assert await _bound(client, name)(*args, timeout=5.0) == returned(name)
 
 
 @pytest.mark.parametrize(("cls", "name", "args", "verb", "path"), METHODS, ids=IDS)
@@ -221,10 +284,11 @@ async def test_fallback_answers_an_unavailable_call(
 def test_sync_twins_pass_the_options_through(upstream_thread, cls, name, args, verb, path) -> None:
     """The ``_sync`` twin takes the same options: headers, key and timeout reach the wire, fallback answers."""
     up, base_url = upstream_thread
+    up.body = answer(name)
     client = cls({"base_url": base_url, "service_name": "sync-svc", "max_retries": 0})
     with client:
         twin = getattr(client, f"{name}_sync")
-        assert twin(*args, headers={"X-Tenant": "d"}, idempotency_key="s-1", timeout=5.0) == {"ok": True}
+        assert twin(*args, headers={"X-Tenant": "d"}, idempotency_key="s-1", timeout=5.0) == returned(name)
         assert (up.last_headers["X-Tenant"], up.last_headers["Idempotency-Key"]) == ("d", "s-1")
         up.status = 503
         assert twin(*args, fallback="cached") == "cached"

@@ -60,7 +60,7 @@ async def test_a_client_on_the_fake_clock_retries_without_waiting(upstream: Upst
     config = fast_config(upstream.base_url, retry_base_delay=1.0, retry_max_delay=30.0)
     started = time.monotonic()
     async with AnalysisEngineClient(config, clock=clock) as client:
-        assert (await client.detect_market_regime("EURUSD"))["regime"] == "ranging"
+        assert (await client.detect_market_regime("EURUSD")).regime == "ranging"
     assert clock.sleeps == [1.0, 2.0, 4.0]
     assert time.monotonic() - started < 2.0
     assert upstream.hits["market-regime/EURUSD"] == 4
