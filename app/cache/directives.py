@@ -16,6 +16,7 @@ Rules for what is odd (RFC 9111 §4.2.1, §5.2, §1.2.2):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -154,11 +155,22 @@ class _Collected:
         )
 
 
+_NONE = CacheControl()
+
+
 def parse_cache_control(values: str | Iterable[str] | None) -> CacheControl:
     """The directives of one or more Cache-Control field values (one string per field line)."""
     if values is None:
-        return CacheControl()
-    lines = [values] if isinstance(values, str) else list(values)
+        return _NONE
+    lines = (values,) if isinstance(values, str) else tuple(values)
+    return _parse(lines) if lines else _NONE
+
+
+# An upstream sends the same few values over and over, and a response's are read several
+# times (storability, storing, freshness): parsed once each. ``CacheControl`` is frozen,
+# so one may be shared; the bound keeps hostile values from growing it.
+@functools.lru_cache(maxsize=512)
+def _parse(lines: tuple[str, ...]) -> CacheControl:
     collected = _Collected()
     for line in lines:
         for member in split_list(line):

@@ -441,7 +441,7 @@ class BaseServiceClient:
             if response_model is not None:
                 return self.check_answer(response_model, result, result.status, record)
             if result.status != 304:  # Not Modified has no body
-                result.value(out.context)
+                result.check(out.context)
             return result
         return self.check_answer(response_model, result, record.status, record)
 

@@ -414,19 +414,19 @@ class ClientCache:
         raw: RawResponse,
         response_model: Any,
     ) -> Any:
-        """The caller's own copy of the answer, decoded (and validated) from the bytes."""
+        """The caller's own copy of the answer, decoded (or validated) from the bytes."""
         context: ErrorContext = {
             "service_name": self.service,
             "method": call.method,
             "endpoint": call.endpoint,
         }
         try:
-            value = raw.value(context)
             if response_model is None:
-                return value
+                return raw.value(context)
             record = CallRecord(self.service, call.method, call.endpoint, "")
             record.status = raw.status
-            return client.check_answer(response_model, value, raw.status, record)
+            # From the bytes: a typed answer is parsed by pydantic once, not decoded first.
+            return client.check_answer(response_model, raw, raw.status, record)
         except ResponseDecodeError:
             await self.cache.store.remove(key)  # served again it would fail again
             raise

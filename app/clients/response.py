@@ -114,10 +114,13 @@ def status_error(
     )
 
 
+_NOT_DECODED: Any = object()
+
+
 class RawResponse:
     """A 2xx or a 304 as read, for the response cache: status, headers (lower-case names), body."""
 
-    __slots__ = ("body", "charset", "content_type", "headers", "status")
+    __slots__ = ("_decoded", "body", "charset", "content_type", "headers", "status")
 
     def __init__(
         self,
@@ -132,6 +135,7 @@ class RawResponse:
         self.content_type = content_type
         self.charset = charset
         self.body = body
+        self._decoded: Any = _NOT_DECODED
 
     @classmethod
     def read(
@@ -146,8 +150,20 @@ class RawResponse:
         """A JSON body (``application/json`` or ``+json``), not empty, not a 204's."""
         return self.status != 204 and bool(self.body) and _is_json(self.content_type)
 
+    def check(self, context: ErrorContext) -> None:
+        """``ResponseDecodeError`` unless the body decodes; the value is kept for the next ``value``."""
+        self._decoded = self.value(context)
+
     def value(self, context: ErrorContext) -> Any:
-        """The decoded body, as ``answer`` gives it for a 2xx; ``ResponseDecodeError`` when it is not JSON."""
+        """The decoded body, as ``answer`` gives it for a 2xx; ``ResponseDecodeError`` when it is not JSON.
+
+        Each call gives a value of its own (callers may change theirs), except that the
+        one ``check`` decoded is handed to the first caller instead of decoding again.
+        """
+        decoded = self._decoded
+        if decoded is not _NOT_DECODED:
+            self._decoded = _NOT_DECODED
+            return decoded
         try:
             return decode_body(self.status, self.content_type, self.charset, self.body)
         except ValueError as exc:
