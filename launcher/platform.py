@@ -215,8 +215,9 @@ def plan(
     Two or more gateway replicas share their breakers and limits through Redis: the one
     ``APP_REDIS_URL`` names, or else a redis-server started first on a free port, with no
     persistence; each upstream's breaker is shared (``CIRCUIT_BREAKER_SHARED``), and its
-    response cache kept in that Redis (``CACHE_STORE``), unless the environment says otherwise. When the gateway's settings give an upstream OAuth2
-    client credentials (the local profile does), the reference token service runs on
+    response cache kept in that Redis (``CACHE_STORE``), unless the environment says
+    otherwise. When the gateway's settings give an upstream OAuth2 client credentials (the
+    local profile does), the reference token service runs on
     ``auth_port`` first: it knows the gateway's client, the upstream's instances take only
     its JWTs for their audience, and the gateway fetches them from it. The instances files
     go into ``run_dir``, or into a fresh temporary directory that ``Platform.stop`` removes.
@@ -371,9 +372,9 @@ def _shared_state(
     shared_env = {"APP_REDIS_URL": redis_url}
     for upstream in (ANALYSIS_ENGINE, ML_WORKBENCH):
         # The breaker, and the response cache (when the settings switch it on), shared.
-        for field in ("CIRCUIT_BREAKER_SHARED", "CACHE_STORE"):
-            name = f"{upstream.settings_prefix}{field}"
-            shared_env[name] = env.get(name, "true" if field == "CIRCUIT_BREAKER_SHARED" else "redis")
+        for setting, default in (("CIRCUIT_BREAKER_SHARED", "true"), ("CACHE_STORE", "redis")):
+            name = f"{upstream.settings_prefix}{setting}"
+            shared_env[name] = env.get(name, default)
     return redis, shared_env
 
 
