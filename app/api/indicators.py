@@ -42,28 +42,31 @@ _GRAMMAR = re.compile(INDICATORS_PATTERN)
 _VALUES = {key: re.compile(pattern) for key, pattern in (("period", _PERIOD), ("stddev", _STDDEV))}
 
 
-def _value(text: str, key: str, item: str) -> int | float:
+def _value(text: str, key: str, where: str) -> int | float:
     if not _VALUES["stddev" if key == "stddev" else "period"].fullmatch(text):
         if key == "stddev":
-            raise ValueError(f"{item!r}: stddev must be a decimal number in (0, {MAX_STDDEV:g}]")
-        raise ValueError(f"{item!r}: {key} must be a whole number from 1 to {MAX_PERIOD}")
+            raise ValueError(f"{where}: stddev must be a decimal number in (0, {MAX_STDDEV:g}]")
+        raise ValueError(f"{where}: {key} must be a whole number from 1 to {MAX_PERIOD}")
     return float(text) if key == "stddev" else int(text)
 
 
-def _spec(item: str) -> IndicatorSpec:
+def _spec(item: str, position: int) -> IndicatorSpec:
+    # The item is named by its position (and its name, once known), never echoed: the
+    # answer goes back to a caller, and a query may carry anything (a pasted token).
     name, *args = item.split(":")
     defaults = INDICATOR_PARAMS.get(name.upper())
     if defaults is None:
-        raise ValueError(f"{item!r}: unknown indicator; known: {', '.join(INDICATOR_PARAMS)}")
+        raise ValueError(f"item {position}: unknown indicator; known: {', '.join(INDICATOR_PARAMS)}")
+    where = f"item {position} ({name.upper()})"
     if len(args) > len(defaults):
-        raise ValueError(f"{item!r}: {name.upper()} takes at most {len(defaults)} parameters")
+        raise ValueError(f"{where}: {name.upper()} takes at most {len(defaults)} parameters")
     params = dict(defaults)
     for key, text in zip(defaults, args, strict=False):
-        params[key] = _value(text, key, item)
+        params[key] = _value(text, key, where)
     try:
         spec: IndicatorSpec = adapter(IndicatorSpec).validate_python({"name": name, "params": params})
     except ValidationError as exc:  # the rules no pattern can say (MACD's fast below its slow)
-        raise ValueError(f"{item!r}: {describe(exc)}") from None
+        raise ValueError(f"{where}: {describe(exc)}") from None
     return spec
 
 
@@ -71,14 +74,14 @@ def parse_indicators(query: str) -> list[IndicatorSpec]:
     """``"SMA:20,MACD:12:26:9"`` -> ``[IndicatorSpec(name="SMA", params={"period": 20}), …]``.
 
     Each parameter is positional, in the order of ``INDICATOR_PARAMS``; one left out takes
-    its default. Raises ``ValueError`` with a reason naming the bad item.
+    its default. Raises ``ValueError`` with a reason naming the bad item by its position.
     """
     if not query:
         raise ValueError("at least one indicator is required, e.g. SMA:20,RSI:14")
     items = query.split(",")
     if len(items) > MAX_INDICATORS:
         raise ValueError(f"at most {MAX_INDICATORS} indicators per request")
-    specs = [_spec(item) for item in items]
+    specs = [_spec(item, position) for position, item in enumerate(items, 1)]
     if not _GRAMMAR.fullmatch(query):  # every item is fine, so only the form is left to check
         raise ValueError("expected NAME[:param…] items separated by commas, e.g. SMA:20,RSI:14")
     return specs

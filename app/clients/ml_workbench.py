@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.clients.base import BaseServiceClient
-from app.clients.contracts.ml_workbench import ModelInfo, ModelRef, Prediction, PredictRequest
+from app.clients.contracts.ml_workbench import ModelInfo, ModelList, ModelRef, Prediction, PredictRequest
 from app.clients.fallback import NO_FALLBACK
 from app.clients.operations import operation
 from app.clients.registry import upstream_client
@@ -67,7 +67,7 @@ class MLWorkbenchClient(BaseServiceClient):
             headers=headers,
             idempotency_key=idempotency_key,
             fallback=fallback,
-            response_model=list[ModelInfo],
+            response_model=ModelList,
             cache=cache,
         )
         return result

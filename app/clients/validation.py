@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, cast
 
@@ -48,16 +49,37 @@ def adapter(model: Any) -> TypeAdapter[Any]:
     return found
 
 
+#: A location part shown as it is: an index, or a name as fields are named. Anything else is
+#: an answer's own mapping key (hostile text, maybe a token) and is shown as ``<key>``.
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,39}")
+
+
 def _where(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part)[:_MAX_LOC_PART] for part in loc) or "body"
+    parts = (str(p) if isinstance(p, int) or _PLAIN.fullmatch(p) else "<key>" for p in loc)
+    return ".".join(parts) or "body"
+
+
+#: The tag pydantic puts after a field for each member of a union it tried (``int``, ``float``,
+#: ``constrained-int``): one field, not one per member, for a reader.
+_UNION_MEMBER = re.compile(r"(?:constrained-)?(?:int|float|str|bool|none|bytes)")
 
 
 def describe(error: ValidationError) -> str:
-    """The first few problems as ``field: reason``; never the values (they may be anything)."""
-    problems = error.errors(include_input=False, include_url=False, include_context=False)
-    text = "; ".join(f"{_where(p['loc'])}: {p['msg']}" for p in problems[:_MAX_PROBLEMS])
-    if len(problems) > _MAX_PROBLEMS:
-        text += f"; and {len(problems) - _MAX_PROBLEMS} more"
+    """The first few problems as ``field: reason``; never the values (they may be anything).
+
+    A union's members' failures are one problem (``bid: Input should be a valid number``,
+    the last member's reason), not one per member tried.
+    """
+    problems: dict[str, str] = {}
+    for p in error.errors(include_input=False, include_url=False, include_context=False):
+        loc = p["loc"]
+        if len(loc) > 1 and isinstance(loc[-1], str) and _UNION_MEMBER.fullmatch(loc[-1]):
+            loc = loc[:-1]
+        problems[_where(loc)] = p["msg"]
+    listed = list(problems.items())
+    text = "; ".join(f"{where}: {msg}" for where, msg in listed[:_MAX_PROBLEMS])
+    if len(listed) > _MAX_PROBLEMS:
+        text += f"; and {len(listed) - _MAX_PROBLEMS} more"
     return text
 
 
@@ -79,7 +101,9 @@ def _unchecked(model: Any, data: Any) -> Any:
     # What was decoded, as the model's type where that costs nothing to build: a model
     # class from a dict (fields set as decoded, nested values left as they are).
     if isinstance(data, dict) and isinstance(model, type) and issubclass(model, BaseModel):
-        return model.model_construct(**data)
+        # Only the model's own fields: a key such as "cls" must not reach the call's arguments.
+        fields = model.model_fields
+        return model.model_construct(**{name: value for name, value in data.items() if name in fields})
     return data
 
 
@@ -100,7 +124,8 @@ def _check_json(
     try:
         return cast(M, adapter(model).validate_json(raw.body)), None
     except ValidationError as exc:
-        if any(problem["type"] == "json_invalid" for problem in exc.errors(include_input=False)):
+        # Invalid JSON is the one error pydantic gives for it: no need to list them all.
+        if exc.error_count() == 1 and exc.errors(include_input=False)[0]["type"] == "json_invalid":
             raise ResponseDecodeError("body is not valid JSON", status=raw.status, **context) from None
         problem = _mismatch(model, exc, mode, context, raw.status)
         return cast(M, _unchecked(model, raw.value(context))), problem

@@ -7,7 +7,17 @@ from typing import Annotated, Any, Literal, TypedDict
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from app.clients.contracts.fields import Answer, Finite, Number, Probability, Request, Symbol, Text, Timeframe
+from app.clients.contracts.fields import (
+    Answer,
+    Finite,
+    Items,
+    Number,
+    Probability,
+    Request,
+    Symbol,
+    Text,
+    Timeframe,
+)
 
 __all__ = [
     "Candle",
@@ -19,6 +29,7 @@ __all__ = [
     "IndicatorsRequest",
     "IndicatorsResponse",
     "MAX_CANDLES",
+    "MAX_ENTRIES",
     "MAX_INDICATORS",
     "MAX_PERIOD",
     "MAX_STDDEV",
@@ -35,6 +46,8 @@ MAX_CANDLES = 5000
 MAX_INDICATORS = 20
 MAX_PERIOD = 500
 MAX_STDDEV = 10.0
+#: Entries of an answer's small mappings (an indicator's params and lines, a regime's metrics).
+MAX_ENTRIES = 100
 
 IndicatorName = Literal["SMA", "EMA", "RSI", "MACD", "BBANDS", "ATR"]
 #: Each indicator's parameters and their defaults (the engine fills in what is left out),
@@ -67,7 +80,7 @@ def _params_problem(name: str, params: dict[str, Number]) -> str | None:
         if key == "stddev":
             if not 0 < value <= MAX_STDDEV:
                 return f"stddev must be in (0, {MAX_STDDEV:g}]"
-        elif not (float(value).is_integer() and 1 <= value <= MAX_PERIOD):
+        elif not (1 <= value <= MAX_PERIOD and float(value).is_integer()):  # range first: 10**400
             return f"{key} must be a whole number from 1 to {MAX_PERIOD}"
     if name == "MACD" and merged["fast"] >= merged["slow"]:
         return "fast must be below slow"
@@ -151,7 +164,7 @@ class PriceSeries(Answer):
 
     symbol: Text
     timeframe: Timeframe
-    candles: list[Candle]
+    candles: Annotated[list[Candle], Items(MAX_CANDLES)]
 
 
 class IndicatorResult(Answer):
@@ -163,10 +176,12 @@ class IndicatorResult(Answer):
     """
 
     name: Text
-    params: dict[str, Number]
-    values: list[Number | None]
-    timestamps: list[Text]
-    components: dict[str, list[Number | None]] | None = None
+    params: Annotated[dict[str, Number], Items(MAX_ENTRIES)]
+    values: Annotated[list[Number | None], Items(MAX_CANDLES)]
+    timestamps: Annotated[list[Text], Items(MAX_CANDLES)]
+    components: (
+        Annotated[dict[str, Annotated[list[Number | None], Items(MAX_CANDLES)]], Items(MAX_ENTRIES)] | None
+    ) = None
 
 
 class IndicatorsResponse(Answer):
@@ -174,7 +189,7 @@ class IndicatorsResponse(Answer):
 
     symbol: Text
     timeframe: Timeframe
-    results: list[IndicatorResult]
+    results: Annotated[list[IndicatorResult], Items(MAX_INDICATORS)]
 
 
 class RegimeResponse(Answer):
@@ -184,4 +199,4 @@ class RegimeResponse(Answer):
     timeframe: Timeframe
     regime: Regime
     confidence: Probability
-    metrics: dict[str, Number | None]
+    metrics: Annotated[dict[str, Number | None], Items(MAX_ENTRIES)]

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 __all__ = [
     "Answer",
     "Finite",
+    "Items",
     "Number",
     "Probability",
     "Request",
@@ -24,12 +25,21 @@ Timeframe = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
 #: A finite float; an int is taken as a float (NaN and infinities are refused).
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 #: A finite number that keeps its kind: a smart-mode union, so ``"period": 20`` stays an
-#: int on the way through (a float would come back as ``20.0``).
-Number = StrictInt | Finite
+#: int on the way through (a float would come back as ``20.0``). The int is bounded to 64
+#: bits: past them no JSON encoder of ours writes it (orjson refuses), so it is refused here.
+Number = Annotated[StrictInt, Field(ge=-(2**63), le=2**64 - 1)] | Finite
 #: A probability or a confidence.
 Probability = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
 #: Short text from an upstream: bounded, since an answer is hostile input.
 Text = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+#: An answer's list or mapping: at most this many entries, and validation stops at the
+#: first bad one. An answer is hostile input: a wrong 10 MB answer must cost microseconds to
+#: refuse, not minutes of the loop collecting millions of errors.
+def Items(limit: int) -> object:  # noqa: N802 - used like a type annotation's marker
+    """``Field(max_length=limit, fail_fast=True)``, for ``Annotated[list[...], Items(n)]``."""
+    return Field(max_length=limit, fail_fast=True)
 
 
 class Request(BaseModel):

@@ -6,12 +6,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from app.clients.contracts.fields import Answer, Finite, Probability, Request, Symbol, Text, Timeframe
+from app.clients.contracts.fields import Answer, Finite, Items, Probability, Request, Symbol, Text, Timeframe
 
 __all__ = [
     "MAX_FEATURES",
+    "MAX_MODELS",
     "ModelId",
     "ModelInfo",
+    "ModelList",
     "ModelRef",
     "PredictRequest",
     "Prediction",
@@ -19,6 +21,8 @@ __all__ = [
 
 #: The most features one prediction may carry.
 MAX_FEATURES = 100
+#: Models in the registry's answer.
+MAX_MODELS = 1000
 
 #: A model's id: one path segment, as long as the workbench takes (100).
 ModelId = Annotated[str, Field(min_length=1, max_length=100, examples=["direction-logreg-v1"])]
@@ -50,8 +54,12 @@ class ModelInfo(Answer):
     id: Text
     name: Text
     version: Text
-    features: list[Text]
-    classes: list[Text]
+    features: Annotated[list[Text], Items(MAX_FEATURES)]
+    classes: Annotated[list[Text], Items(MAX_FEATURES)]
+
+
+#: The registry's answer to ``GET models``: bounded, and refused at its first bad model.
+ModelList = Annotated[list[ModelInfo], Items(MAX_MODELS)]
 
 
 class Prediction(Answer):
