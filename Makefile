@@ -7,7 +7,7 @@ SUM := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 RUNTIME := $(VENV)/.runtime-$(SUM)
 DEV := $(VENV)/.dev-$(SUM)
 
-.PHONY: run install test lint typecheck pytest browser promtool discovery-servers redis screenshot bench bench-quick clean
+.PHONY: run install test lint typecheck pytest browser promtool discovery-servers redis valgrind screenshot bench bench-quick bench-ir clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,16 +72,27 @@ redis:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server) >/dev/null 2>&1; } || \
 		echo "make: redis-server could not be installed; the shared-state tests will be skipped, and make run REPLICAS=2 cannot start"
 
+# Debian's valgrind, for the bench's instruction counts (callgrind). Where it cannot be
+# installed that section skips itself and says why.
+valgrind:
+	@command -v valgrind >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind) >/dev/null 2>&1; } || \
+		echo "make: valgrind could not be installed; the bench's instructions-per-request section will be skipped"
+
 # Regenerates docs/dashboard.png, the README's screenshot, from the real page.
 screenshot: $(DEV) browser
 	$(BIN)/python scripts/dashboard_screenshot.py
 
-test: lint typecheck browser promtool discovery-servers redis pytest
+test: lint typecheck browser promtool discovery-servers redis valgrind pytest
 
-# The full benchmark (about 8 minutes on 2 cores): installs nginx from Debian when it
-# can, and rewrites BENCHMARKS.md and docs/benchmarks.png.
-bench: $(DEV)
+# The full benchmark (about 13 minutes on 2 cores): installs nginx and valgrind from Debian
+# when it can, and rewrites BENCHMARKS.md and docs/benchmarks.png.
+bench: $(DEV) valgrind
 	$(BIN)/python -m benchmarks.run
+
+# Instructions per request alone (valgrind's callgrind, a few minutes): /tmp/BENCHMARKS-instructions.md.
+bench-ir: $(DEV) valgrind
+	$(BIN)/python -m benchmarks.run --only instructions
 
 # A small run (under a minute) that checks the harness; tests/benchmarks runs it too.
 bench-quick: $(DEV)

@@ -22,8 +22,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks import ir
 from benchmarks.cache_contracts import CACHE_VARIANTS, upstream_server
-from benchmarks.report import cache_contracts_report, shared_state_report, write_report
+from benchmarks.report import cache_contracts_report, instructions_report, shared_state_report, write_report
 from benchmarks.shared_state import REDIS_DEADLINE_SECONDS, SHARED_VARIANTS
 from benchmarks.upstream import fallback_server, free_port, pin_client, pin_server, upstream
 from benchmarks.variants import VARIANTS
@@ -46,6 +47,10 @@ FULL = {
     "shared_block": 1_000,
     "cache": 10_000,
     "cache_block": 1_000,
+    # Instructions per request (callgrind): warm-up, then windows of N1 and N2 requests.
+    "ir_warmup": 640,
+    "ir_n1": 640,
+    "ir_n2": 1_920,
 }
 QUICK = {
     "n64": 2_000,
@@ -60,6 +65,9 @@ QUICK = {
     "shared_block": 250,
     "cache": 1_000,
     "cache_block": 250,
+    "ir_warmup": 128,
+    "ir_n1": 128,
+    "ir_n2": 384,
 }
 SLOW = {"httpx": 0.1}
 
@@ -326,7 +334,7 @@ def machine() -> dict[str, str]:
 
 
 #: Sections that ``--only`` runs alone (``make bench`` runs them all).
-SECTIONS = ("shared-state", "cache-and-contracts")
+SECTIONS = ("shared-state", "cache-and-contracts", "instructions")
 
 
 def only(section: str, sizes: dict[str, int], output: Path, quick: bool) -> int:
@@ -336,6 +344,12 @@ def only(section: str, sizes: dict[str, int], output: Path, quick: bool) -> int:
     if section == "cache-and-contracts":
         key, render = "cache_contracts", cache_contracts_report
         results[key] = cache_contracts(sizes)  # its own upstream, which counts what it answers
+    elif section == "instructions":
+        key, render = "instructions", instructions_report
+        with upstream(install=False) as (base, kind):
+            results["upstream"] = kind
+            print(f"upstream: {kind} at {base}", flush=True)
+            results[key] = ir.measure(base, kind, sizes)
     else:
         key, render = "shared_state", shared_state_report
         with upstream(install=False) as (base, kind):  # a single section never installs nginx
@@ -381,6 +395,12 @@ def main() -> int:
         )
         results["shared_state"] = shared_state(base, kind, sizes)
         results["gateway"] = gateway(base, sizes)
+        # Instruction counts under callgrind (deterministic); not in the quick run, which runs in make test.
+        results["instructions"] = (
+            {"skipped": "not in the quick run; `make bench-ir` measures it alone"}
+            if args.quick
+            else ir.measure(base, kind, sizes)
+        )
         results["growth"] = _python(
             "benchmarks.memory", "growth", f"{base}/small", str(sizes["growth"]), timeout=900
         )
