@@ -216,8 +216,10 @@ async def test_wrong_audience_is_refused(http, up) -> None:
 
 
 async def test_expired_token_is_refused(http) -> None:
-    """A real 1 s token is accepted, then refused once it has expired (no leeway here)."""
-    async with platform(ttl=1, jwt_leeway_seconds=0) as p:
+    """A real short-lived token is accepted, then refused once it has expired (no leeway here)."""
+    # 2 s, not 1: exp is a whole second, so a 1 s token issued late in a second lives only
+    # a fraction of one, and a loaded run's first call could come after it (seen in CI).
+    async with platform(ttl=2, jwt_leeway_seconds=0) as p:
         token = await token_for(http, p.auth, "analysis-engine")
         status, _, _ = await get(http, f"{p.ae}/prices/EURUSD?limit=1", token)
         assert status == 200
