@@ -65,6 +65,19 @@ def cacheable(
     return handler
 
 
+class Breakable:
+    """A cacheable JSON answer that becomes a 503 once ``down`` is set."""
+
+    def __init__(self, data: Any, cache_control: str) -> None:
+        self.down = False
+        self._answer = cacheable(lambda r: data, cache_control)
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        if self.down:
+            return web.json_response({"detail": "down"}, status=503)
+        return await self._answer(request)
+
+
 class Harness:
     """A client on a manual clock with its own metric registry, over the counting upstream."""
 
@@ -259,17 +272,11 @@ async def test_stale_if_error_serves_the_stale_answer_marked_degraded(
     upstream: Upstream, harness: Callable[..., Harness]
 ) -> None:
     """Upstream failing (503) past max-age but within stale-if-error: the stale answer, degraded."""
-    state = {"down": False}
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        if state["down"]:
-            return web.json_response({"detail": "down"}, status=503)
-        return await cacheable(lambda r: {"v": 1}, "max-age=10, stale-if-error=300")(request)
-
+    handler = Breakable({"v": 1}, "max-age=10, stale-if-error=300")
     upstream.route("prices/EURUSD", handler)
     h = harness()
     await h.client.get("prices/EURUSD")
-    state["down"] = True
+    handler.down = True
     await h.clock.advance(20)
     with collect_degraded() as degraded:
         assert await h.client.get("prices/EURUSD") == {"v": 1}
@@ -292,11 +299,12 @@ async def test_stale_while_revalidate_serves_at_once_and_refreshes_in_the_backgr
     version["v"] = 2
     await h.clock.advance(15)
     assert await h.client.get("models") == {"v": 1}  # stale, served at once
-    for _ in range(200):
-        if upstream.hits["models"] == 2 and h.lookups("stale") == 1:
+    cache = h.policies.cache
+    assert cache is not None
+    for _ in range(1000):  # until the background refresh has stored its answer
+        if cache.results.get("stored") == 2:
             break
         await asyncio.sleep(0.005)
-    await asyncio.sleep(0.05)  # the refresh stores its answer after it arrives
     assert await h.client.get("models") == {"v": 2}
     assert upstream.hits["models"] == 2
 
@@ -305,17 +313,11 @@ async def test_must_revalidate_never_serves_stale_on_error(
     upstream: Upstream, harness: Callable[..., Harness]
 ) -> None:
     """must-revalidate forbids the stale answer even within stale-if-error."""
-    state = {"down": False}
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        if state["down"]:
-            return web.json_response({"detail": "down"}, status=503)
-        return await cacheable(lambda r: {"v": 1}, "max-age=10, must-revalidate, stale-if-error=300")(request)
-
+    handler = Breakable({"v": 1}, "max-age=10, must-revalidate, stale-if-error=300")
     upstream.route("x", handler)
     h = harness()
     await h.client.get("x")
-    state["down"] = True
+    handler.down = True
     await h.clock.advance(20)
     with pytest.raises(ServerError):
         await h.client.get("x")
