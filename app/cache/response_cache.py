@@ -179,15 +179,3 @@ class ResponseCache:
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def aclose(self) -> None:
-        """Cancel the background revalidations still running and close the store."""
-        here = asyncio.get_running_loop()
-        tasks = list(self._background)
-        for task in tasks:
-            task.get_loop().call_soon_threadsafe(task.cancel)
-        # Those of this loop are awaited; a sync twin's loop ends its own when it closes.
-        mine = [task for task in tasks if task.get_loop() is here]
-        if mine:
-            await asyncio.gather(*mine, return_exceptions=True)
-        await self.store.aclose()

@@ -382,8 +382,6 @@ class BaseServiceClient:
             )
         except UnsendableError as exc:
             raise self._unsendable(record, str(exc)) from exc.__cause__
-        if _conditional:
-            hdrs.update(_conditional)
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS or idempotency_key is not None
         clock = self.clock
@@ -398,6 +396,7 @@ class BaseServiceClient:
             traced=self.observer.call_started(record, url),
         )
         if _conditional is not None:
+            hdrs.update(_conditional)  # out.headers: the same dict
             out.raw = RAW_CONDITIONAL
         elif response_model is not None and self.config.response_validation != "off":
             out.raw = RAW_BODY  # validated from the bytes: no decode to Python objects first

@@ -78,27 +78,8 @@ class CachedCall(NamedTuple):
     idempotent: bool | None
     idempotency_key: str | None
 
-    async def send(self, client: BaseServiceClient, conditional: Mapping[str, str]) -> RawResponse:
-        """The call through the client's pipeline, uncached, its response whole (``conditional`` sent too).
-
-        The deadline is the client's own (``total_timeout_seconds``), not the first caller's:
-        the fetch answers every caller that joins it, and each waits at most its own.
-        """
-        raw: RawResponse = await client.request(
-            self.method,
-            self.endpoint,
-            params=self.params,
-            json=self.json,
-            headers=self.headers,
-            path_params=self.path_params,
-            idempotent=self.idempotent,
-            idempotency_key=self.idempotency_key,
-            _conditional=conditional,
-        )
-        return raw
-
-    async def uncached(self, client: BaseServiceClient, fallback: Any, response_model: Any) -> Any:
-        """The call as if there were no cache."""
+    async def _request(self, client: BaseServiceClient, **options: Any) -> Any:
+        """The call through ``client.request`` with its own arguments and ``options``."""
         return await client.request(
             self.method,
             self.endpoint,
@@ -106,12 +87,24 @@ class CachedCall(NamedTuple):
             json=self.json,
             headers=self.headers,
             path_params=self.path_params,
-            timeout=self.timeout,
             idempotent=self.idempotent,
             idempotency_key=self.idempotency_key,
-            fallback=fallback,
-            response_model=response_model,
-            cache=False,
+            **options,
+        )
+
+    async def send(self, client: BaseServiceClient, conditional: Mapping[str, str]) -> RawResponse:
+        """The call through the client's pipeline, uncached, its response whole (``conditional`` sent too).
+
+        The deadline is the client's own (``total_timeout_seconds``), not the first caller's:
+        the fetch answers every caller that joins it, and each waits at most its own.
+        """
+        raw: RawResponse = await self._request(client, _conditional=conditional)
+        return raw
+
+    async def uncached(self, client: BaseServiceClient, fallback: Any, response_model: Any) -> Any:
+        """The call as if there were no cache."""
+        return await self._request(
+            client, timeout=self.timeout, fallback=fallback, response_model=response_model, cache=False
         )
 
 

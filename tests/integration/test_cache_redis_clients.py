@@ -7,7 +7,7 @@ import hashlib
 import itertools
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +60,6 @@ class Answers:
         etag = _etag(bytes(response.body))  # type: ignore[arg-type]
         response.headers.update({"Cache-Control": self.cache_control, "ETag": etag})
         return response
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.kill()
 
 
 async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -7,7 +7,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -16,7 +15,6 @@ from app.cache import CacheEntry, CacheStore, RedisStore, cache_key
 from app.cache.redis_store import encode_entry
 from app.state import SharedState, SharedStateSettings
 from tests.support.manual_clock import ManualClock
-from tests.support.redis import RedisServer
 from tests.unit.cache.helpers import T0, entry
 
 #: The shared state's deadline in these tests, and what a call may take beyond it (the
@@ -35,14 +33,6 @@ class Wall:
 
     def time(self) -> float:
         return self.t
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> RedisServer:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server  # type: ignore[misc]
-    server.kill()
 
 
 @pytest.fixture

@@ -32,14 +32,6 @@ class Replica:
         self.shared = SharedBreaker(self.state, self.breaker, "svc", quorum=quorum)
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> RedisServer:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server  # type: ignore[misc]
-    server.kill()
-
-
 async def fleet(url: str, *, quorum: int | None = None, reset: float = 60.0) -> list[Replica]:
     replicas = [Replica(url, f"r{i}", quorum=quorum, reset=reset) for i in range(3)]
     for replica in replicas:

@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,14 +151,6 @@ class Fleet:
         wave = [asyncio.create_task(self.call(i)) for i in range(REPLICAS) for _ in range(WAVE)]
         self.tasks += wave
         return wave
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.kill()
 
 
 def start_gateway(index: int, upstream: Upstream, redis_url: str, logs: Path) -> Gateway:

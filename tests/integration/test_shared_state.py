@@ -24,14 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> RedisServer:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server  # type: ignore[misc]
-    server.kill()
-
-
-@pytest.fixture
 async def shared() -> AsyncIterator[Callable[..., SharedState]]:
     made: list[SharedState] = []
 
