@@ -1,0 +1,98 @@
+"""AsyncProvide: a route's injected client comes from the app's container, resolved without a task per request."""
+
+# No `from __future__ import annotations`: @inject reads the Annotated markers.
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from dependency_injector.wiring import inject
+from fastapi import APIRouter, FastAPI
+
+from app.api.deps import AnalysisEngineDep, UpstreamClient
+from app.clients import AnalysisEngineClient
+from app.clients.testing import override_client
+from app.containers import Container
+from app.main import create_app
+from tests.support.asgi import serve
+
+router = APIRouter()
+
+
+@router.get("/which")
+@inject
+async def which(client: AnalysisEngineDep) -> dict[str, Any]:
+    """The injected client's identity."""
+    return {"id": id(client), "type": type(client).__name__}
+
+
+@router.get("/which-by-name")
+@inject
+async def which_by_name(client: AnalysisEngineClient = UpstreamClient("analysis_engine")) -> dict[str, Any]:  # noqa: B008
+    """The same client through the by-name marker."""
+    return {"id": id(client)}
+
+
+class Fake:
+    """A stand-in client (DI override tests are where fakes belong)."""
+
+    service_name = "analysis-engine-service"
+
+
+def _counting_tasks(loop: asyncio.AbstractEventLoop) -> list[str]:
+    """Record the coroutine name of every task created on ``loop`` from now on."""
+    names: list[str] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        names.append(getattr(coro, "__qualname__", type(coro).__name__))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+    return names
+
+
+async def _get(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with http.get(url) as resp:
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def test_routes_get_the_lifespan_client_and_overrides(container: Container, http: Any) -> None:
+    app: FastAPI = create_app(container, routers=[router])
+    async with serve(app) as base:
+        opened = await container.analysis_engine.client()
+        first = await _get(http, f"{base}/which")
+        assert first == {"id": id(opened), "type": "AnalysisEngineClient"}
+        assert (await _get(http, f"{base}/which-by-name"))["id"] == id(opened)
+        fake = Fake()
+        with override_client(container, "analysis_engine", fake):
+            assert (await _get(http, f"{base}/which"))["id"] == id(fake)
+            assert (await _get(http, f"{base}/which-by-name"))["id"] == id(fake)
+        assert (await _get(http, f"{base}/which"))["id"] == id(opened)
+
+
+async def test_no_task_per_request_for_injection(container: Container, http: Any) -> None:
+    """dependency-injector's own resolution of an async Resource wraps it in a task and a gather."""
+    app = create_app(container, routers=[router])
+    loop = asyncio.get_running_loop()
+    async with serve(app) as base:
+        await _get(http, f"{base}/which")  # the first request binds the marker to the container
+        names = _counting_tasks(loop)
+        try:
+            for _ in range(3):
+                await _get(http, f"{base}/which")
+        finally:
+            loop.set_task_factory(None)
+    assert names, "the counting factory saw no task at all: it was not in place"
+    assert not [n for n in names if "_await_injection" in n], names
+
+
+async def test_an_app_without_a_container_falls_back_to_inject(container: Container, http: Any) -> None:
+    """A wired route mounted on an app of one's own (no ``app.state.container``) still gets its client."""
+    create_app(container, routers=[router])  # wires this module to ``container``
+    app = FastAPI(lifespan=container.lifespan())
+    app.include_router(router)
+    async with serve(app) as base:
+        opened = await container.analysis_engine.client()
+        assert (await _get(http, f"{base}/which"))["id"] == id(opened)
