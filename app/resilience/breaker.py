@@ -20,6 +20,7 @@ from typing import Any, Final, TypedDict, TypeVar, Unpack, cast
 
 from app.resilience.breaker_engine import (
     BreakerEngine,
+    BreakerOutcomes,
     BreakerRejectedError,
     BreakerState,
     StateName,
@@ -195,6 +196,17 @@ class CircuitBreakerPolicy:
         return self._engine.fail_counter
 
     # -- calls ---------------------------------------------------------------
+
+    def fast_state(self) -> BreakerOutcomes | None:
+        """The closed state, when an attempt may skip the engine's wrapper and report to it; else None.
+
+        Closed and counting failures in a row (the default mode): the pipeline awaits the
+        attempt itself and hands its outcome to the returned state (``failed(exc)`` or
+        ``succeeded()``), exactly what aiobreaker's wrapper does with it. Open, half-open
+        (its trials are counted) or timed by a failure-rate window: None, and the call
+        goes through :meth:`call_through`.
+        """
+        return None if self._timed else self._engine.closed_state()
 
     def call_through(self, func: Callable[..., Awaitable[T]], *args: Any) -> Awaitable[T]:
         """Run ``func(*args)`` under the breaker; raises ``BreakerRejectedError`` if refused."""

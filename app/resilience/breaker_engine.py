@@ -35,7 +35,14 @@ from aiobreaker.state import (
     CircuitOpenState,
 )
 
-__all__ = ["BreakerEngine", "BreakerOwner", "BreakerRejectedError", "BreakerState", "StateName"]
+__all__ = [
+    "BreakerEngine",
+    "BreakerOutcomes",
+    "BreakerOwner",
+    "BreakerRejectedError",
+    "BreakerState",
+    "StateName",
+]
 
 T = TypeVar("T")
 
@@ -75,6 +82,18 @@ class BreakerOwner(Protocol):
         ...
 
 
+class BreakerOutcomes(Protocol):
+    """A state's outcome handling, for an attempt awaited outside aiobreaker's wrapper."""
+
+    def failed(self, exception: Exception) -> None:
+        """The attempt raised ``exception``: counted as a failure, a success, or neither."""
+        ...
+
+    def succeeded(self) -> None:
+        """The attempt was answered."""
+        ...
+
+
 _NAMES: dict[CircuitBreakerState, StateName] = {
     CircuitBreakerState.CLOSED: "closed",
     CircuitBreakerState.OPEN: "open",
@@ -86,20 +105,30 @@ class _Outcomes(CircuitBreakerBaseState):  # type: ignore[misc]
     """Every state's outcome handling: failure, success, or neutral; no aiobreaker listeners."""
 
     def _handle_error(self, func: Any, exception: Exception) -> None:
+        self.failed(exception)
+        raise exception
+
+    def _handle_success(self) -> None:
+        self.succeeded()
+
+    # The outcome handling itself, shared by aiobreaker's call path (above) and the
+    # policy's closed fast path, which awaits the attempt without aiobreaker's wrapper.
+    def failed(self, exception: Exception) -> None:
+        """An attempt through this state raised ``exception``: a failure, a success or neutral."""
         breaker: BreakerEngine = self._breaker
         neutral = breaker.is_neutral
         if neutral is not None and neutral(exception):
             # Says nothing about the upstream: the count, the state and the window stay
             # as they were; a half-open trial slot is freed by the caller's ``finally``.
-            raise exception
+            return
         if breaker.is_failure(exception):
             breaker._state_storage.increment_counter()
             self.on_failure(exception)
         else:
-            self._handle_success()
-        raise exception
+            self.succeeded()
 
-    def _handle_success(self) -> None:
+    def succeeded(self) -> None:
+        """An attempt through this state was answered."""
         self._breaker._state_storage.reset_counter()
         self.on_success()
 
@@ -196,6 +225,11 @@ class BreakerEngine(CircuitBreaker):  # type: ignore[misc]
             self.owner.state_changed(_NAMES[prev_state.state] if prev_state is not None else "closed", name)
         self.phase = name
         return state
+
+    def closed_state(self) -> BreakerOutcomes | None:
+        """The live closed state, whose outcome handling the fast path calls; None when not closed."""
+        state = self._state  # the state object itself: ``phase`` moves a moment before it
+        return state if state.__class__ is _Closed else None
 
     def call(self, func: Callable[..., Awaitable[T]], *args: Any) -> Awaitable[T]:
         """``func(*args)`` through the current state, which is read now, not when awaited."""

@@ -257,7 +257,7 @@ class Pipeline:
         elif self.shared_limiter is not None:
             self.shared_limiter.give_back(slot)
 
-    async def _attempts(
+    async def _attempts(  # noqa: PLR0912 - the fused fast path inline: no frame of its own
         self,
         attempt: Callable[[float], Awaitable[T]],
         record: CallRecord,
@@ -282,7 +282,22 @@ class Pipeline:
                         lambda: self._one(attempt, record, deadline, timeout),
                         lambda: self._may_hedge(record),
                     )
-                return await self._one(attempt, record, deadline, timeout)
+                state = None if self.adaptive is not None else self.breaker.fast_state()
+                if state is None:
+                    return await self._one(attempt, record, deadline, timeout)
+                # The fused fast path (a closed breaker counting failures in a row, nothing
+                # timing round trips): the attempt is awaited here, and its outcome goes to
+                # the breaker's state as aiobreaker's own wrapper would hand it, without
+                # that wrapper's coroutine and hooks, or _one's frame.
+                record.attempts += 1
+                try:
+                    result = await attempt(min(timeout, deadline.remaining()))
+                except Exception as exc:
+                    state.failed(exc)
+                    raise
+                else:
+                    state.succeeded()
+                    return result
             except BreakerRejectedError as exc:
                 if last is not None:
                     # Opened by other calls while this one waited to retry: its own failure
