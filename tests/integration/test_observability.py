@@ -81,7 +81,7 @@ async def test_metrics_endpoint_shows_client_and_server_metrics(container, upstr
 
 
 async def test_metric_children_are_cached(upstream: Upstream, monkeypatch) -> None:
-    """After the first call, no call asks prometheus_client for a label child again."""
+    """After the first call, no call asks a family for its series again."""
     upstream.route("r", json({}))
     registry = CollectorRegistry()
     families = MetricFamilies(registry)
@@ -91,11 +91,11 @@ async def test_metric_children_are_cached(upstream: Upstream, monkeypatch) -> No
     async with BaseServiceClient(config, policies=policies) as client:
         await client.get("r")
 
-        def no_labels(*args, **kwargs):
-            raise AssertionError("labels() called on the hot path")
+        def no_series(*args, **kwargs):
+            raise AssertionError("a series looked up on the hot path")
 
         for family in (families.requests, families.duration, families.attempts):
-            monkeypatch.setattr(family, "labels", no_labels)
+            monkeypatch.setattr(family, "series", no_series)
         for _ in range(50):
             await client.get("r")
     text = generate_latest(registry).decode()
