@@ -229,6 +229,7 @@ class ClientMetrics:
         "_hedges",
         "_lock",
         "_refusals",
+        "_refused",
         "_rejections",
         "_retries",
         "families",
@@ -258,6 +259,8 @@ class ClientMetrics:
         self._refusals: dict[tuple[str, str, str, int | None], Cell] = {}
         self._retries: dict[str, Cell] = {}
         self._rejections: dict[str, tuple[Cell, ...]] = {}
+        # (method, endpoint, reason, outcome) -> every cell a refusal adds one to.
+        self._refused: dict[tuple[str, str, str, str], tuple[Cell, ...]] = {}
         self._hedges: Cell | None = None
         self._fallbacks: Cell | None = None
 
@@ -338,6 +341,30 @@ class ClientMetrics:
             if reason == "bulkhead_full":
                 cells += (self.families.bulkhead_rejections.series((self.service,), self._lock),)
             self._rejections[reason] = cells
+        lock = self._lock
+        lock.acquire()
+        try:
+            for cell in cells:
+                cell[0] += 1
+        finally:
+            lock.release()
+
+    def refused(self, method: str, endpoint: str, reason: Rejection, outcome: Outcome) -> None:
+        """A call refused before it started: ``rejection(reason)`` and a call without attempts, in one go.
+
+        This runs for every call while a dependency is down: one lookup and one lock for
+        both families' cells, in the order the two methods would have made them.
+        """
+        key = (method, endpoint, reason, outcome)
+        cells = self._refused.get(key)
+        if cells is None:
+            self.rejection(reason)  # makes (and counts) the rejection cells first, as before
+            self.call(method, endpoint, outcome=outcome, status=None, seconds=0.0, attempts=0)
+            self._refused[key] = (
+                *self._rejections[reason],
+                self._refusals[(method, endpoint, outcome, None)],
+            )
+            return
         lock = self._lock
         lock.acquire()
         try:

@@ -38,28 +38,48 @@ class RollingStats:
     def _bucket(self) -> _Bucket:
         second = int(self._clock.now())
         buckets = self._buckets
-        if buckets and buckets[-1].second == second:
-            return buckets[-1]
+        if buckets:
+            last = buckets[-1]
+            if last.second == second:
+                return last
+        return self._new_bucket(second)
+
+    def _new_bucket(self, second: int) -> _Bucket:
+        buckets = self._buckets
         bucket = _Bucket(second)
         buckets.append(bucket)
         while buckets[0].second <= second - self.window:
             buckets.pop(0)
         return bucket
 
+    # The two per-call methods find the current bucket inline (a method call fewer each),
+    # and take the lock with acquire/release: ``with`` costs about twice as much.
     def record(self, outcome: Outcome, seconds: float | None) -> None:
         """One finished logical call; ``seconds`` is None when nothing was sent."""
-        with self._lock:
-            bucket = self._bucket()
+        lock = self._lock
+        lock.acquire()
+        try:
+            second = int(self._clock.now())  # inside the lock: buckets are made in time order
+            buckets = self._buckets
+            bucket = buckets[-1] if buckets and buckets[-1].second == second else self._new_bucket(second)
             bucket.outcomes[outcome] += 1
             if seconds is not None and len(bucket.latencies) < _MAX_SAMPLES:
                 bucket.latencies.append(seconds)
+        finally:
+            lock.release()
 
     def refused(self, outcome: Outcome) -> None:
         """One call refused by a policy before anything was sent: counted once, no latency."""
-        with self._lock:
-            bucket = self._bucket()
+        lock = self._lock
+        lock.acquire()
+        try:
+            second = int(self._clock.now())  # inside the lock: buckets are made in time order
+            buckets = self._buckets
+            bucket = buckets[-1] if buckets and buckets[-1].second == second else self._new_bucket(second)
             bucket.outcomes[outcome] += 1
             bucket.rejections += 1
+        finally:
+            lock.release()
 
     def retry(self) -> None:
         """One retry."""

@@ -342,3 +342,23 @@ def test_families_are_registered_once_per_registry() -> None:
     assert default_families() is default_families()
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         MetricFamilies(REGISTRY)
+
+
+def test_refused_counts_as_rejection_plus_a_call_without_attempts() -> None:
+    """``refused()`` (the lean path's one lock) gives the /metrics text of the two calls it replaces."""
+
+    def text(one_go: bool) -> dict[str, str]:
+        registry = CollectorRegistry()
+        metrics = ClientMetrics("a", MetricFamilies(registry))
+        for reason, outcome in [("breaker_open", "short_circuited"), ("bulkhead_full", "bulkhead_full")] * 3:
+            if one_go:
+                metrics.refused("GET", "e", reason, outcome)
+            else:
+                metrics.rejection(reason)
+                metrics.call("GET", "e", outcome=outcome, status=None, seconds=0.0, attempts=0)
+        return blocks(generate_latest(registry).decode())
+
+    two_calls, one_go = text(one_go=False), text(one_go=True)
+    assert one_go == two_calls
+    assert 'reason="bulkhead_full"} 3.0' in one_go["service_client_rejections_total"]
+    assert "service_client_bulkhead_rejections_total" in one_go["service_client_bulkhead_rejections_total"]
