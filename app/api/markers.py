@@ -1,14 +1,14 @@
 """AsyncProvide: dependency-injector's ``Provide`` marker, resolved by FastAPI on the event loop."""
 
-# No `from __future__ import annotations`: FastAPI reads ``__call__``'s ``Request`` from
+# No `from __future__ import annotations`: FastAPI reads ``__call__``'s ``HTTPConnection`` from
 # its signature, and a string annotation would not resolve in this module's namespace.
 
-import weakref
+import inspect
 from typing import Any
 
 from dependency_injector import providers
 from dependency_injector.wiring import Provide, ProvidersMap
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 __all__ = ["AsyncProvide"]
 
@@ -27,28 +27,31 @@ class AsyncProvide(Provide):  # type: ignore[misc,valid-type]
     a container in its state gets the marker back, for ``@inject`` to resolve as before.
     """
 
-    def __init__(self, provider: Any, modifier: Any = None) -> None:
-        super().__init__(provider, modifier)
-        # Per container: the provider this marker names in it (containers are few, and
-        # a test's container is dropped with its app).
-        self._bound: weakref.WeakKeyDictionary[Any, providers.Provider[Any] | None] = (
-            weakref.WeakKeyDictionary()
-        )
+    async def __call__(self, connection: HTTPConnection) -> Any:
+        """The provider's value in the app's container (the marker itself without one).
 
-    async def __call__(self, request: Request) -> Any:
-        """The provider's value in the app's container (the marker itself without one)."""
-        container = getattr(request.app.state, "container", None)
+        ``HTTPConnection``: FastAPI passes it to HTTP and WebSocket routes alike.
+        """
+        container = getattr(connection.app.state, "container", None)
         if container is None:
             return self
+        # The bindings live on the container, and go with it: a map of containers held
+        # by the (module-level) marker would keep every container it served alive.
+        bound: dict[AsyncProvide, providers.Provider[Any] | None] | None = getattr(container, _BOUND, None)
+        if bound is None:
+            bound = {}
+            setattr(container, _BOUND, bound)
         try:
-            provider = self._bound[container]
+            provider = bound[self]
         except KeyError:
-            provider = self._bound[container] = ProvidersMap(container).resolve_provider(
-                self.provider, self.modifier
-            )
+            provider = bound[self] = ProvidersMap(container).resolve_provider(self.provider, self.modifier)
         if provider is None:
             return self
         value = provider()
-        if provider.is_async_mode_enabled() or hasattr(value, "__await__"):
+        if inspect.isawaitable(value):  # dependency-injector's own test of what to await
             value = await value
         return value
+
+
+#: The container attribute holding each marker's provider in that container.
+_BOUND = "_async_provide_bound"

@@ -282,7 +282,10 @@ class Pipeline:
                         lambda: self._one(attempt, record, deadline, timeout),
                         lambda: self._may_hedge(record),
                     )
-                state = None if self.adaptive is not None else self.breaker.fast_state()
+                # Not with adaptive limits or hedging configured: _one times every round
+                # trip for them (a POST's too: the hedge delay learns from every call).
+                timed = self.adaptive is not None or self.hedging is not None
+                state = None if timed else self.breaker.fast_state()
                 if state is None:
                     return await self._one(attempt, record, deadline, timeout)
                 # The fused fast path (a closed breaker counting failures in a row, nothing

@@ -6,10 +6,11 @@ import asyncio
 from typing import Any
 
 import aiohttp
+from dependency_injector import providers
 from dependency_injector.wiring import inject
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, WebSocket
 
-from app.api.deps import AnalysisEngineDep, UpstreamClient
+from app.api.deps import AnalysisEngineDep, LifecycleDep, UpstreamClient
 from app.clients import AnalysisEngineClient
 from app.clients.testing import override_client
 from app.containers import Container
@@ -33,10 +34,33 @@ async def which_by_name(client: AnalysisEngineClient = UpstreamClient("analysis_
     return {"id": id(client)}
 
 
+@router.websocket("/ws")
+@inject
+async def ws(websocket: WebSocket, lifecycle: LifecycleDep) -> None:
+    """A WebSocket route: FastAPI hands markers a WebSocket, not a Request."""
+    await websocket.accept()
+    await websocket.send_text(type(lifecycle).__name__)
+    await websocket.close()
+
+
+@router.get("/lifecycle")
+@inject
+async def lifecycle_route(lifecycle: LifecycleDep) -> dict[str, Any]:
+    """What the container's ``lifecycle`` provides, by class name."""
+    return {"type": type(lifecycle).__name__}
+
+
 class Fake:
     """A stand-in client (DI override tests are where fakes belong)."""
 
     service_name = "analysis-engine-service"
+
+
+class Recording:
+    """A fake that answers every attribute (as recording fakes do): it is not awaitable."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *a, **k: None
 
 
 def _counting_tasks(loop: asyncio.AbstractEventLoop) -> list[str]:
@@ -96,3 +120,36 @@ async def test_an_app_without_a_container_falls_back_to_inject(container: Contai
     async with serve(app) as base:
         opened = await container.analysis_engine.client()
         assert (await _get(http, f"{base}/which"))["id"] == id(opened)
+
+
+async def test_websocket_routes_get_their_dependencies(container: Container) -> None:
+    """Driven over ASGI directly: the test server (uvicorn) has no WebSocket library here."""
+    app = create_app(container, routers=[router])
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await incoming.put({"type": "websocket.connect"})
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return await incoming.get()
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket", "asgi": {"version": "3.0"}, "scheme": "ws", "path": "/ws", "raw_path": b"/ws",
+        "query_string": b"", "root_path": "", "headers": [(b"host", b"gateway")], "subprotocols": [],
+        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+    await asyncio.wait_for(app(scope, receive, send), 10)
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"], sent
+    assert sent[1]["text"] == "Lifecycle"
+
+
+async def test_an_override_that_answers_every_attribute_is_not_awaited(
+    container: Container, http: Any
+) -> None:
+    app = create_app(container, routers=[router])
+    async with serve(app) as base:
+        with container.lifecycle.override(providers.Object(Recording())):
+            assert (await _get(http, f"{base}/lifecycle"))["type"] == "Recording"
+        assert (await _get(http, f"{base}/lifecycle"))["type"] == "Lifecycle"

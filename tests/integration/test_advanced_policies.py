@@ -205,6 +205,16 @@ async def test_hedging_is_for_idempotent_calls_only(make_client, upstream: Upstr
     assert upstream.hits["r"] == 1
 
 
+async def test_a_hedging_clients_posts_teach_the_hedge_delay(make_client, upstream: Upstream) -> None:
+    """Not hedged, but timed: the hedge delay (a percentile of round trips) learns from every call."""
+    upstream.route("r", json({}))
+    client = make_client(upstream.base_url, hedging_enabled=True, hedging_percentile=90)
+    tracker = client._pipeline.hedging.tracker
+    for _ in range(tracker.min_samples):
+        await client.post("r", json={})
+    assert tracker.percentile(90) is not None
+
+
 async def test_server_errors_still_open_a_failure_rate_breaker(make_client, upstream: Upstream) -> None:
     """Failure-rate mode through the client: 20 calls at 50% errors open it."""
     upstream.route("r", json({}, status=500))
