@@ -27,6 +27,7 @@ from app.clients.base import (
 from app.clients.config import (
     ClientConfig,
 )
+from app.clients.lean_transport import LeanTransport, default_transport
 from app.clients.ml_workbench import (
     MLWorkbenchClient,
     ModelInfo,
@@ -92,6 +93,7 @@ __all__ = [
     "IndicatorsRequest",
     "IndicatorsResponse",
     "InvalidRequestError",
+    "LeanTransport",
     "MLWorkbenchClient",
     "ModelInfo",
     "ModelRef",
@@ -112,6 +114,7 @@ __all__ = [
     "ServiceUnavailableError",
     "TokenEndpointError",
     "client_class_for",
+    "default_transport",
     "operation",
     "reconfigure_problems",
     "register_client_class",

@@ -15,7 +15,7 @@ from app.clients.decoding import BodyDecoder, BodyDecodingError, BodyTooLargeErr
 from app.clients.response import RawResponse, answer, unreadable
 from app.clients.session import follow_bulkhead, new_session
 from app.clients.transport import RAW_CONDITIONAL, Request
-from app.clients.urls import RedirectGuard
+from app.clients.urls import MAX_REDIRECTS, REDIRECT_STATUSES, RedirectGuard
 from app.errors import (
     ClientClosedError,
     ClientConnectionError,
@@ -27,8 +27,7 @@ from app.errors import (
 
 __all__ = ["AiohttpTransport", "read_body"]
 
-_MAX_REDIRECTS = 10
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_NO_BODY = frozenset({204, 304})
 _CHUNK = 64 * 1024
 
 
@@ -43,6 +42,10 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     The limit is on the body after its Content-Encoding is undone (the sessions leave
     decoding to us); ``BodyDecodingError`` when that coding is unknown or the stream corrupt.
     """
+    if resp.status in _NO_BODY or resp.method == hdrs.METH_HEAD:
+        # No body, whatever Content-Length says: a 304's is the full representation's
+        # (RFC 9110 §8.6), which may well be past ``limit``.
+        return b""
     coding = resp.headers.get(hdrs.CONTENT_ENCODING)
     if coding is not None and not is_identity(coding):
         return await _read_encoded(resp, coding, limit)
@@ -137,7 +140,7 @@ class AiohttpTransport:
         attempt_timeout = default if timeout == default.total else _timeout(timeout)
         ends = time.monotonic() + timeout if self._follow else 0.0
         try:
-            for _ in range(_MAX_REDIRECTS + 1):
+            for _ in range(MAX_REDIRECTS + 1):
                 async with session.request(
                     method,
                     url,  # the query is already in it: encoded once per call, not per attempt
@@ -151,7 +154,7 @@ class AiohttpTransport:
                 ) as resp:
                     status = resp.status
                     record.status = status
-                    if status in _REDIRECTS and self._follow:
+                    if status in REDIRECT_STATUSES and self._follow:
                         location = resp.headers.get(hdrs.LOCATION)
                         method, url, body = self._redirects.next_hop(
                             status, location, method=method, url=url, body=body, context=ctx

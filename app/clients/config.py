@@ -66,6 +66,9 @@ class ClientConfig(BaseModel):
     #: None sends ``api_key`` alone, as the seed does.
     auth: AuthConfig | None = None
     follow_redirects: bool = False
+    #: ``aiohttp`` (the default), or ``lean``: the lean HTTP/1.1 transport for a plain
+    #: ``http://`` upstream (an https one, or an injected session, still goes through aiohttp).
+    transport: Literal["aiohttp", "lean"] = "aiohttp"
     max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
 
     # retry

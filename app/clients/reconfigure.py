@@ -32,6 +32,7 @@ NOT_LIVE: Mapping[str, str] = MappingProxyType(
 _ON_OFF = "the rate limit is switched on or off at start (its rate, burst and mode change live)"
 _ONE_OR_MANY = "going between one instance and several changes the client's transport"
 _BASE_URL = "a client of one instance keeps its connections to it (give instances to move live)"
+_TRANSPORT = "a client's transports (aiohttp or lean) are built at start"
 _TOKENS = (
     "OAuth2 client credentials hold a token cache made at start (an API key or bearer token changes live)"
 )
@@ -63,6 +64,8 @@ def reconfigure_problems(
         changed |= {f: _ONE_OR_MANY for f in ("instances", "discovery") if getattr(old, f) != getattr(new, f)}
     elif not new.fleet and old.base_url != new.base_url:
         changed["base_url"] = _BASE_URL
+    if old.transport != new.transport:
+        changed["transport"] = _TRANSPORT
     if old.auth != new.auth and "oauth2_client_credentials" in (_kind(old), _kind(new)):
         changed["auth"] = _TOKENS
     return [

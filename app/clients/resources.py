@@ -37,9 +37,11 @@ async def client_resource(
     """The upstream's client on the shared session and the container's policies; closed at shutdown.
 
     An upstream with several instances gets a session per instance instead (the client
-    opens them), so an instance that leaves the set takes its connections with it.
+    opens them), so an instance that leaves the set takes its connections with it. One on
+    the lean transport gets none: an injected session would send it back to aiohttp.
     """
-    client = client_class(config, session=None if config.fleet else session, policies=policies)
+    own = config.fleet or config.transport == "lean"
+    client = client_class(config, session=None if own else session, policies=policies)
     try:
         yield client
     finally:

@@ -11,7 +11,11 @@ from yarl import URL
 from app.clients.response import header_text
 from app.errors import ClientResponseError, ErrorContext
 
-__all__ = ["EndpointResolver", "RedirectGuard"]
+__all__ = ["EndpointResolver", "MAX_REDIRECTS", "REDIRECT_STATUSES", "RedirectGuard"]
+
+#: Redirects one attempt follows at most (with ``follow_redirects``), and the statuses that are ones.
+MAX_REDIRECTS = 10
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")

@@ -1,4 +1,8 @@
-"""The fault-matrix harness: isolated metrics, captured logs, and leak checks after every row."""
+"""The fault-matrix harness: isolated metrics, captured logs, and leak checks after every row.
+
+Every row runs on both transports (the ``transport`` fixture: ``aiohttp``, the default,
+and ``lean``), with the same expected outcome: the lean one must be indistinguishable.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -14,6 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from app.clients import BaseServiceClient, ClientConfig
+from app.clients.lean_transport import LeanTransport
 from app.clients.policies import ClientPolicies
 from app.observability.logging import JsonFormatter
 from app.observability.metrics import MetricFamilies
@@ -26,7 +31,8 @@ def open_fds() -> int:
 class Harness:
     """Builds clients whose metrics go to a private registry, and reads back what they recorded."""
 
-    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+    def __init__(self, caplog: pytest.LogCaptureFixture, transport: str = "aiohttp") -> None:
+        self.transport = transport
         self.registry = CollectorRegistry()
         self.families = MetricFamilies(self.registry)
         self.caplog = caplog
@@ -47,6 +53,7 @@ class Harness:
             # (10 + 20 waiting) would turn them away first. Bulkhead rows set their own.
             "bulkhead_max_concurrent": 1000,
             "bulkhead_max_waiting": 1000,
+            "transport": self.transport,
         }
         fields.update(overrides)
         config = ClientConfig(**fields)
@@ -93,17 +100,38 @@ class Harness:
         assert {r["outcome"] for r in logs} == {outcome}
 
 
+@pytest.fixture(params=["aiohttp", "lean"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """The transport every client of the row uses (``ClientConfig.transport``)."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def harness(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Harness]:
+def make_client(
+    make_client: Callable[..., BaseServiceClient], transport: str
+) -> Callable[..., BaseServiceClient]:
+    """The shared ``make_client``, on this row's transport."""
+
+    def build(base_url: str, cls: type[BaseServiceClient] = BaseServiceClient, **overrides: Any) -> Any:
+        overrides.setdefault("transport", transport)
+        return make_client(base_url, cls, **overrides)
+
+    return build
+
+
+@pytest.fixture
+async def harness(caplog: pytest.LogCaptureFixture, transport: str) -> AsyncIterator[Harness]:
     caplog.set_level(logging.INFO, logger="app.clients")
     tasks_before = asyncio.all_tasks()
     fds_before = open_fds()
-    h = Harness(caplog)
+    h = Harness(caplog, transport)
     yield h
     for client in h.clients:
         session = client._session
         if session is not None and session.connector is not None:
             assert len(session.connector._acquired) == 0, "a connection was not released"
+        if isinstance(client._transport, LeanTransport):
+            assert client._transport.pool.busy == 0, "a connection was not released"
         await client.close()
     # Let the peers see the closes, then nothing may be left: no task, no descriptor.
     for _ in range(50):

@@ -235,9 +235,9 @@ from app.clients import BaseServiceClient, ClientConfig, ResponseDecodeError
 def peak_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
-async def main(normal, stacked, single, n):
+async def main(normal, stacked, single, n, transport):
     config = ClientConfig(
-        base_url=normal, service_name="bombs", max_retries=0, timeout_seconds=20,
+        base_url=normal, service_name="bombs", max_retries=0, timeout_seconds=20, transport=transport,
         bulkhead_max_concurrent=2 * n, bulkhead_max_waiting=2 * n,
         circuit_breaker_failure_threshold=10_000,
     )
@@ -254,11 +254,11 @@ async def main(normal, stacked, single, n):
         out[name + "_peak_mib"] = peak_mib()
     print(json.dumps(out))
 
-asyncio.run(main(*sys.argv[1:4], int(sys.argv[4])))
+asyncio.run(main(*sys.argv[1:4], int(sys.argv[4]), sys.argv[5]))
 """
 
 
-async def test_fifty_concurrent_bombs_keep_memory_near_the_baseline(tmp_path: Path) -> None:
+async def test_fifty_concurrent_bombs_keep_memory_near_the_baseline(tmp_path: Path, transport) -> None:
     """50 concurrent gzip bombs (stacked, then chunked; 1 GiB each): peak RSS within 100 MiB of baseline."""
     # The client runs in a fresh interpreter that reads its own ru_maxrss: the baseline
     # is its peak after 100 concurrent honest calls; inflating even one bomb would take
@@ -274,7 +274,7 @@ async def test_fifty_concurrent_bombs_keep_memory_near_the_baseline(tmp_path: Pa
     try:
         env = {**os.environ, "PYTHONPATH": REPO}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-W", "error", "-c", _RSS_SCRIPT, *urls, str(n),
+            sys.executable, "-W", "error", "-c", _RSS_SCRIPT, *urls, str(n), transport,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
         )  # fmt: skip
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)

@@ -262,11 +262,12 @@ async def test_hedging_under_one_slow_replica(harness, upstream: Upstream) -> No
     )
 
 
-async def test_inbound_deadline_reaches_the_upstream(upstream: Upstream, monkeypatch) -> None:
+async def test_inbound_deadline_reaches_the_upstream(upstream: Upstream, monkeypatch, transport) -> None:
     """Inbound 300 ms, upstream takes 1 s: 504 within 350 ms, and the upstream was told <= 300 ms."""
     upstream.route("market-regime/EURUSD", delayed(1.0, json({})))
     monkeypatch.setenv("APP_ENV", "test")
     monkeypatch.setenv("APP_ANALYSIS_ENGINE__BASE_URL", upstream.base_url)
+    monkeypatch.setenv("APP_ANALYSIS_ENGINE__TRANSPORT", transport)
     container = Container()
     container.settings.override(load_settings())
     timeouts_before = (
