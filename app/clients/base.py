@@ -13,12 +13,12 @@ from typing import Any, ClassVar, ParamSpec, Self, TypedDict, TypeVar, Unpack, c
 import aiohttp
 
 from app.auth import Credentials
-from app.clients.aiohttp_transport import AiohttpTransport
 from app.clients.balanced import BalancedTransport
 from app.clients.caching import CACHED_METHODS, CachedCall, credential_scope
 from app.clients.config import ClientConfig
 from app.clients.fallback import NO_FALLBACK, falls_back, mark_degraded, resolve
 from app.clients.inflight import InFlight
+from app.clients.lean_transport import default_transport
 from app.clients.outbound import UnsendableError, call_credentials, client_headers, encode_request
 from app.clients.policies import ClientPolicies
 from app.clients.reconfigure import check_live
@@ -97,7 +97,7 @@ class BaseServiceClient:
 
     #: Builds the client's transports: one for its async calls (on ``session`` when one
     #: is injected), one for its sync twins. A subclass may name another transport.
-    transport_factory: ClassVar[TransportFactory] = AiohttpTransport
+    transport_factory: ClassVar[TransportFactory] = default_transport
 
     def __init__(
         self,
@@ -293,21 +293,24 @@ class BaseServiceClient:
 
     # -- the four verbs and their sync twins -----------------------------------------
 
-    async def get(self, endpoint: str, **options: Unpack[CallOptions]) -> Any:
+    # Plain functions returning request()'s coroutine, awaited by the caller: a coroutine
+    # of their own would add a frame to every call, resumed at every suspension and
+    # unwound by every error (a refusal's cost is mostly such frames).
+    def get(self, endpoint: str, **options: Unpack[CallOptions]) -> Coroutine[Any, Any, Any]:
         """GET ``endpoint``; retried by default. Options as for :meth:`request`."""
-        return await self.request("GET", endpoint, **options)
+        return self.request("GET", endpoint, **options)
 
-    async def post(self, endpoint: str, **options: Unpack[CallOptions]) -> Any:
+    def post(self, endpoint: str, **options: Unpack[CallOptions]) -> Coroutine[Any, Any, Any]:
         """POST ``endpoint``; retried only with ``idempotent=True`` or an ``idempotency_key``."""
-        return await self.request("POST", endpoint, **options)
+        return self.request("POST", endpoint, **options)
 
-    async def put(self, endpoint: str, **options: Unpack[CallOptions]) -> Any:
+    def put(self, endpoint: str, **options: Unpack[CallOptions]) -> Coroutine[Any, Any, Any]:
         """PUT ``endpoint``; retried by default."""
-        return await self.request("PUT", endpoint, **options)
+        return self.request("PUT", endpoint, **options)
 
-    async def delete(self, endpoint: str, **options: Unpack[CallOptions]) -> Any:
+    def delete(self, endpoint: str, **options: Unpack[CallOptions]) -> Coroutine[Any, Any, Any]:
         """DELETE ``endpoint``; retried by default."""
-        return await self.request("DELETE", endpoint, **options)
+        return self.request("DELETE", endpoint, **options)
 
     get_sync = sync_twin(get)
     post_sync = sync_twin(post)
