@@ -72,6 +72,10 @@ IR_VARIANTS: dict[str, IrVariant] = {
     "framework-runtime": IrVariant(
         VARIANTS["framework-runtime"][0], "client", "framework-runtime", uvloop=True
     ),
+    "framework-lean-asyncio": IrVariant(
+        VARIANTS["framework-lean-asyncio"][0], "client", "framework-lean-asyncio"
+    ),
+    "framework-lean": IrVariant(VARIANTS["framework-lean"][0], "client", "framework-lean", uvloop=True),
     "aiohttp-retry": IrVariant(VARIANTS["aiohttp-retry"][0], "client", "aiohttp-retry"),
     "tenacity": IrVariant(VARIANTS["tenacity"][0], "client", "tenacity"),
     "floor": IrVariant(VARIANTS["floor"][0], "client", "floor", uvloop=True),

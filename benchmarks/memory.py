@@ -29,7 +29,7 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def inflight(url: str, n: int) -> dict[str, float]:
+async def inflight(url: str, n: int, transport: str = "aiohttp") -> dict[str, float]:
     """``n`` calls at once against an endpoint that holds each answer for seconds."""
     base, _, endpoint = url.rpartition("/")
     before = rss_mb()
@@ -39,11 +39,17 @@ async def inflight(url: str, n: int) -> dict[str, float]:
         timeout_seconds=60,
         bulkhead_max_concurrent=n,
         bulkhead_max_waiting=0,
+        transport=transport,  # type: ignore[arg-type] - "aiohttp" or "lean", from the modes below
     )
     async with BaseServiceClient(config) as client:
         results = await asyncio.gather(*(client.get(endpoint) for _ in range(n)), return_exceptions=True)
     failures = sum(isinstance(r, BaseException) for r in results)
     return {"calls": n, "failures": failures, "rss_before_mb": before, "peak_rss_mb": peak_mb()}
+
+
+async def inflight_lean(url: str, n: int) -> dict[str, float]:
+    """The same ``n`` calls through the client on the lean transport."""
+    return await inflight(url, n, "lean")
 
 
 async def inflight_raw(url: str, n: int) -> dict[str, float]:
@@ -100,5 +106,10 @@ if __name__ == "__main__":
     logging.getLogger("app.clients").setLevel(logging.WARNING)
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
     mode, url, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    modes = {"inflight": inflight, "inflight-raw": inflight_raw, "growth": growth}
+    modes = {
+        "inflight": inflight,
+        "inflight-lean": inflight_lean,
+        "inflight-raw": inflight_raw,
+        "growth": growth,
+    }
     print(json.dumps(run(modes[mode](url, count))))

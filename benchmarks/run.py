@@ -415,7 +415,14 @@ def main() -> int:
         results["inflight_raw"] = _python(
             "benchmarks.memory", "inflight-raw", f"{slow_base}/slow", str(sizes["inflight"])
         )
-        print(f"  in flight: {results['inflight']}; raw aiohttp: {results['inflight_raw']}", flush=True)
+        results["inflight_lean"] = _python(
+            "benchmarks.memory", "inflight-lean", f"{slow_base}/slow", str(sizes["inflight"])
+        )
+        print(
+            f"  in flight: {results['inflight']}; lean: {results['inflight_lean']}; "
+            f"raw aiohttp: {results['inflight_raw']}",
+            flush=True,
+        )
     results["micro"] = _python("benchmarks.micro", str(sizes["micro"]))
     results["seconds"] = time.monotonic() - started
     write_report(results, output)

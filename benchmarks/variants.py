@@ -25,7 +25,7 @@ async def raw_aiohttp(url: str) -> tuple[Call, Close]:
     return call, session.close
 
 
-def _framework(log: bool) -> Callable[[str], Awaitable[tuple[Call, Close]]]:
+def _framework(log: bool, transport: str = "aiohttp") -> Callable[[str], Awaitable[tuple[Call, Close]]]:
     async def make(url: str) -> tuple[Call, Close]:
         from app.clients import BaseServiceClient, ClientConfig  # noqa: PLC0415
         from app.observability.logging import configure_logging, stop_logging  # noqa: PLC0415
@@ -42,6 +42,7 @@ def _framework(log: bool) -> Callable[[str], Awaitable[tuple[Call, Close]]]:
                 enable_metrics=True,
                 enable_request_logging=log,
                 bulkhead_max_concurrent=256,
+                transport=transport,
             )
         )
 
@@ -160,6 +161,16 @@ VARIANTS: dict[str, tuple[str, Callable[[str], Awaitable[tuple[Call, Close]]], b
     "framework": ("3. BaseServiceClient, metrics + call log", _framework(log=True), False),
     "framework-nolog": ("3a. BaseServiceClient, metrics, no call log", _framework(log=False), False),
     "framework-runtime": ("4. BaseServiceClient on its default runtime", _framework(log=True), True),
+    "framework-lean": (
+        "4b. variant 4 on the lean transport (uvloop)",
+        _framework(log=True, transport="lean"),
+        True,
+    ),
+    "framework-lean-asyncio": (
+        "3b. variant 3 on the lean transport (asyncio)",
+        _framework(log=True, transport="lean"),
+        False,
+    ),
     "aiohttp-retry": ("5. aiohttp-retry RetryClient", aiohttp_retry, False),
     "tenacity": ("6. aiohttp + tenacity per call", aiohttp_tenacity, False),
     "httpx": ("7. httpx AsyncClient", httpx_client, False),
