@@ -220,14 +220,19 @@ async def test_retry_storm_is_capped_by_the_budget(harness, upstream: Upstream) 
 
 
 async def test_hedging_under_one_slow_replica(harness, upstream: Upstream) -> None:
-    """One request in five is slow: hedged, p99 drops by half or more, and hedges stay in budget."""
-    counter = 0
+    """One call in five is slow at first: hedged, p99 drops by half or more, and hedges stay in budget."""
+    seen: set[str] = set()
 
     async def replica(request: web.Request) -> web.StreamResponse:
-        nonlocal counter
-        counter += 1
-        await asyncio.sleep(0.4 if counter % 5 == 0 else 0.005)
-        return web.json_response({"n": counter})
+        # The first attempt of every fifth call is slow and any later one (a hedge or a
+        # retry, the same request id) is not: the slow replica, then another. Keyed on the
+        # call rather than on a count of requests, so how the hedges interleave on a loaded
+        # machine cannot make a hedge slow too.
+        request_id = request.headers.get("X-Request-ID", "")
+        first = request_id not in seen
+        seen.add(request_id)
+        await asyncio.sleep(0.4 if first and len(seen) % 5 == 0 else 0.005)
+        return web.json_response({"n": len(seen)})
 
     upstream.route("r", replica)
 
@@ -240,11 +245,14 @@ async def test_hedging_under_one_slow_replica(harness, upstream: Upstream) -> No
         latencies = sorted(await asyncio.gather(*(one() for _ in range(50))))
         return latencies[int(0.99 * len(latencies)) - 1]
 
-    plain = harness.client(upstream.base_url, service_name="faulty")
+    # A whole second per attempt, for both: the hedges, not the attempt timeout, are what
+    # cut the slow calls short (the harness's 0.2 s would retry them instead).
+    plain = harness.client(upstream.base_url, service_name="faulty", timeout_seconds=1.0)
     plain_p99 = await p99(plain)
     hedged = harness.client(
         upstream.base_url, service_name="hedged", hedging_enabled=True, hedging_delay_seconds=0.05, hedging_max_attempts=3,
         retry_budget_enabled=True, retry_budget_ratio=0.2, retry_budget_min_retries_per_second=0.5,
+        timeout_seconds=1.0,
     )  # fmt: skip
     hedged_p99 = await p99(hedged)
     hedges = harness.metric("service_client_hedges_total", peer_service="hedged")
