@@ -113,10 +113,7 @@ class CallObserver:
         self.stats.refused(outcome)
         metrics = self.metrics
         if metrics is not None:
-            metrics.rejection(reason)
-            metrics.call(
-                record.method, record.endpoint, outcome=outcome, status=None, seconds=0.0, attempts=0
-            )
+            metrics.refused(record.method, record.endpoint, reason, outcome)
             if fallback:
                 metrics.fallback()
         if self.log_calls and logger.isEnabledFor(_INFO):
