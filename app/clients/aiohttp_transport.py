@@ -16,12 +16,12 @@ from app.clients.response import RawResponse, answer, unreadable
 from app.clients.session import follow_bulkhead, new_session
 from app.clients.transport import RAW_CONDITIONAL, Request
 from app.clients.urls import MAX_REDIRECTS, REDIRECT_STATUSES, RedirectGuard
+from app.clients.wire_errors import closed_in_flight, connect_failed, timed_out
 from app.errors import (
     ClientClosedError,
     ClientConnectionError,
     ClientError,
     ClientResponseError,
-    ClientTimeoutError,
     ErrorContext,
 )
 
@@ -179,7 +179,9 @@ class AiohttpTransport:
                     return answer(status, resp.headers, resp.content_type, resp.charset, raw, self._cap, ctx)
             raise ClientResponseError("too many redirects", status=record.status, **ctx)
         except (TimeoutError, aiohttp.ClientError, RuntimeError) as exc:
-            raise _below_http(exc, timeout, ctx, session) from exc
+            # Closed under the send: by our aclose(), or by the owner of an injected session.
+            closed = self._closed or session.closed
+            raise _below_http(exc, timeout, ctx, closed=closed) from exc
 
     def _open(self, ctx: ErrorContext) -> aiohttp.ClientSession:
         if self._closed:
@@ -196,19 +198,24 @@ class AiohttpTransport:
             await session.close()
 
 
-def _below_http(
-    exc: BaseException, timeout: float, ctx: ErrorContext, session: aiohttp.ClientSession
-) -> ClientError:
-    """The typed error for what went wrong below HTTP (DESIGN §4)."""
+def _below_http(exc: BaseException, timeout: float, ctx: ErrorContext, *, closed: bool) -> ClientError:
+    """The typed error for what went wrong below HTTP (DESIGN §4).
+
+    ``closed``: the session was closed under this attempt (our ``aclose()``, or the owner
+    of an injected session). Then a broken connection is our side's doing, not the
+    upstream's: aiohttp reports it as ``ServerDisconnectedError`` (the connector closed the
+    socket under the read) or as "Session is closed" (a ``RuntimeError``), and the seam
+    promises ``ClientClosedError`` for both, as LeanTransport raises.
+    """
     if isinstance(exc, RuntimeError):
-        if not session.closed:
+        if not closed:
             raise exc  # a defect of ours, not something the upstream did
-        # aclose() shut the session under this attempt, or the owner of an injected one
-        # closed it ("Session is closed"): our side's doing, not the upstream's.
-        return ClientClosedError("client closed while the call was in flight", **ctx)
+        return closed_in_flight(ctx)
     if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
-        return ClientTimeoutError(f"no response within {timeout:.3f}s", **ctx)
+        return timed_out(timeout, ctx)
+    if closed:
+        return closed_in_flight(ctx)
     if isinstance(exc, aiohttp.ClientConnectorError):
         # The connection was never made, so the request was never sent.
-        return ClientConnectionError("connect failed", request_sent=False, **ctx)
+        return connect_failed(ctx)
     return ClientConnectionError(f"connection broke: {type(exc).__name__}", **ctx)

@@ -35,6 +35,7 @@ from app.clients.transport import (
 )
 from app.clients.urls import EndpointResolver
 from app.clients.validation import check_answer, check_request
+from app.clients.wire_errors import closed_in_flight
 from app.errors import (
     BulkheadFullError,
     CircuitBreakerOpenError,
@@ -580,7 +581,7 @@ class BaseServiceClient:
         if not self._closed:
             return error
         self._inflight.take_abort()
-        return ClientClosedError("client closed while the call was in flight", **out.context)
+        return closed_in_flight(out.context)
 
     def _unsendable(self, record: CallRecord, problem: str) -> RequestEncodeError:
         """A call refused before anything was sent because the request cannot be encoded.

@@ -29,14 +29,15 @@ from app.clients.lean import Broken, Connection, Pool, request_head
 from app.clients.lean.connection import TIMEOUT
 from app.clients.lean.pool import PoolClosedError
 from app.clients.response import RawResponse, answer, unreadable
+from app.clients.session import user_agent
 from app.clients.transport import RAW_CONDITIONAL, Request, Transport
 from app.clients.urls import MAX_REDIRECTS, REDIRECT_STATUSES, RedirectGuard
+from app.clients.wire_errors import closed_in_flight, connect_failed, timed_out
 from app.errors import (
     ClientClosedError,
     ClientConnectionError,
     ClientError,
     ClientResponseError,
-    ClientTimeoutError,
     ErrorContext,
 )
 
@@ -96,7 +97,7 @@ class LeanTransport:
         self._pool = Pool(base.host, base.port, config.bulkhead_max_concurrent)
         self._closed = False
         self._redirects = RedirectGuard(config.base_url)
-        self._user_agent = f"resilient-clients/0.1 ({config.service_name})"  # as new_session's
+        self._user_agent = user_agent(config.service_name)
         self._limit = config.max_response_bytes
         self._cap = config.retry_max_delay
         self._follow = config.follow_redirects
@@ -171,9 +172,9 @@ class LeanTransport:
         try:
             return await self._pool.acquire(loop, ends)
         except PoolClosedError:
-            raise ClientClosedError("client closed while the call was in flight", **ctx) from None
+            raise closed_in_flight(ctx) from None
         except TimeoutError as exc:
-            raise ClientTimeoutError(f"no response within {timeout:.3f}s", **ctx) from exc
+            raise timed_out(timeout, ctx) from exc
         except OSError as exc:
             # The connection was never made, so the request was never sent. The cause is
             # the one aiohttp gives (callers and tests look at it), naming host and port.
@@ -185,7 +186,7 @@ class LeanTransport:
                 else aiohttp.ClientConnectorError
             )
             cause = cls(key, exc)
-            raise ClientConnectionError("connect failed", request_sent=False, **ctx) from cause
+            raise connect_failed(ctx) from cause
 
     def _failed(  # noqa: PLR0917 - the error path of one exchange: all it knows, positionally
         self,
@@ -204,10 +205,10 @@ class LeanTransport:
             unreadable(cause, status, headers, limit=self._limit, max_retry_after=self._cap, context=ctx)  # type: ignore[arg-type]
         error: ClientError
         if kind == "timeout":
-            error = ClientTimeoutError(f"no response within {timeout:.3f}s", **ctx)
+            error = timed_out(timeout, ctx)
             raise error from TimeoutError()
         if kind == "closed":
-            error = ClientClosedError("client closed while the call was in flight", **ctx)
+            error = closed_in_flight(ctx)
             raise error
         if kind == "invalid":
             # What aiohttp raises when its parser refuses the answer, naming the request.

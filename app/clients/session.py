@@ -6,7 +6,12 @@ import aiohttp
 
 from app.clients.config import ClientConfig
 
-__all__ = ["follow_bulkhead", "new_session"]
+__all__ = ["follow_bulkhead", "new_session", "user_agent"]
+
+
+def user_agent(service_name: str) -> str:
+    """The User-Agent every transport sends: one string, so upstream logs see one client."""
+    return f"resilient-clients/0.1 ({service_name})"
 
 
 def new_session(config: ClientConfig) -> aiohttp.ClientSession:
@@ -24,7 +29,7 @@ def new_session(config: ClientConfig) -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=None),
         raise_for_status=False,
         cookie_jar=aiohttp.DummyCookieJar(),  # service calls are stateless; no cookie leaks
-        headers={"User-Agent": f"resilient-clients/0.1 ({config.service_name})"},
+        headers={"User-Agent": user_agent(config.service_name)},
     )
     # aiohttp quietly resends an idempotent request once when the server disconnects.
     # Retries are the pipeline's alone: a hidden one would double the load on a sick

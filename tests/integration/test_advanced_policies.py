@@ -19,7 +19,10 @@ from app.clients import (
 from app.clients.fallback import collect_degraded
 from app.observability.context import inbound_deadline_var
 from tests.support import rawtcp
+from tests.support.transports import connections_in_use
 from tests.support.upstream import Upstream, delayed, json
+
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
 
 
 async def test_fallback_value_and_callable(make_client, upstream: Upstream) -> None:
@@ -194,7 +197,7 @@ async def test_hedged_loser_is_cancelled_and_its_connection_released(make_client
     started = time.monotonic()
     assert await client.get("r") == {"call": 2}
     assert time.monotonic() - started < 0.5
-    assert len(client._session.connector._acquired) == 0
+    assert connections_in_use(client._transport) == 0
 
 
 async def test_hedging_is_for_idempotent_calls_only(make_client, upstream: Upstream) -> None:

@@ -10,6 +10,8 @@ import pytest
 from app.clients import BulkheadFullError, CircuitBreakerOpenError, ServerError
 from tests.support.upstream import Upstream, delayed, json
 
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
+
 
 @pytest.mark.parametrize("max_calls", [1, 4])
 async def test_half_open_sends_exactly_n_of_100(make_client, upstream: Upstream, clock, max_calls) -> None:

@@ -14,6 +14,8 @@ from app.resilience.ratelimit import RateLimiter
 from tests.support.manual_clock import ManualClock, settle
 from tests.support.upstream import Handler, Upstream, json
 
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
+
 
 async def _cancel(task: asyncio.Task[object]) -> None:
     task.cancel()

@@ -18,7 +18,10 @@ from app.clients import (
     ServerError,
 )
 from app.observability.context import request_id_var
+from tests.support.transports import connections_in_use, transport_closed
 from tests.support.upstream import Upstream, json
+
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
 
 
 async def test_escaping_endpoint_sends_nothing(make_client, upstream: Upstream) -> None:
@@ -96,7 +99,7 @@ async def test_inbound_request_id_is_forwarded(make_client, upstream: Upstream) 
     assert upstream.requests[0].headers["X-Request-ID"] == "inbound-abc"
 
 
-def test_sync_twins_from_a_plain_thread(upstream_thread) -> None:
+def test_sync_twins_from_a_plain_thread(upstream_thread, transport) -> None:
     """get_sync and a service method's twin work from a thread with no event loop."""
     base_url, hits = upstream_thread
     results: list[object] = []
@@ -104,7 +107,9 @@ def test_sync_twins_from_a_plain_thread(upstream_thread) -> None:
 
     def worker() -> None:
         try:
-            with AnalysisEngineClient({"base_url": base_url, "service_name": "ae"}) as client:
+            with AnalysisEngineClient(
+                {"base_url": base_url, "service_name": "ae", "transport": transport}
+            ) as client:
                 results.append(client.get_sync("prices/{symbol}", path_params={"symbol": "EURUSD"}))
                 results.append(client.get_prices_sync("GBPUSD", "4h", 10))
                 results.append(client.post_sync("echo", json={"n": 1}))
@@ -177,13 +182,10 @@ async def test_200_concurrent_calls_against_a_30_percent_failing_server(make_cli
     assert all(isinstance(r, ClientError) for r in failed)
     assert len(ok) > 150  # retries hide most of the 30%
     assert (client.bulkhead.in_flight, client.bulkhead.queued) == (0, 0)
-    session = client._session
-    assert session is not None
-    connector = session.connector
-    assert connector is not None
-    assert len(connector._acquired) == 0  # every connection back in the pool
+    transport = client._transport
+    assert connections_in_use(transport) == 0  # every connection back in the pool
     await client.close()
-    assert session.closed
+    assert transport_closed(transport)
     await asyncio.sleep(0.05)  # the server's keep-alive handlers see the close and end
     gc.collect()
     assert asyncio.all_tasks() - tasks_before == set()

@@ -30,6 +30,8 @@ from app.clients import (
 from app.clients.sync import LoopThread
 from tests.support import rawtcp
 
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
+
 N_ASYNC = 20
 N_SYNC = 5
 
@@ -80,9 +82,10 @@ async def leak_check() -> AsyncIterator[None]:
     assert not [t for t in threading.enumerate() if t.name.endswith("-sync")], "a loop thread leaked"
 
 
-def _client(url: str, **overrides: Any) -> BaseServiceClient:
+def _client(url: str, transport: str, **overrides: Any) -> BaseServiceClient:
     fields: dict[str, Any] = {
         "base_url": url,
+        "transport": transport,
         "service_name": "closing",
         "timeout_seconds": 30.0,  # far past the test: only the close can end these calls
         "max_retries": 3,
@@ -138,11 +141,11 @@ CLOSERS: dict[str, Callable[[BaseServiceClient], Any]] = {
     [rawtcp.hang, rawtcp.headers_then_hang, rawtcp.drip],
     ids=["never-answers", "headers-then-hang", "drip"],
 )
-async def test_close_ends_every_call_in_flight(closer, behaviour) -> None:
+async def test_close_ends_every_call_in_flight(closer, behaviour, transport) -> None:
     """20 async calls and 5 sync twins on threads, stuck on a peer: close ends all within 1 s, typed."""
     peer = Peer(behaviour)
     async with rawtcp.raw_server(peer) as url:
-        client = _client(url)
+        client = _client(url, transport)
         tasks = [asyncio.create_task(client.get("slow")) for _ in range(N_ASYNC)]
         threads, sync_outcomes = _start_sync_calls(client, N_SYNC)
         await peer.wait_for(N_ASYNC + N_SYNC)
@@ -166,11 +169,11 @@ async def test_close_ends_every_call_in_flight(closer, behaviour) -> None:
 
 
 @pytest.mark.usefixtures("leak_check")
-async def test_close_ends_calls_queued_in_the_bulkhead() -> None:
+async def test_close_ends_calls_queued_in_the_bulkhead(transport) -> None:
     """Two calls in flight and eight queued for a slot: close ends all ten, the bulkhead empties."""
     peer = Peer(rawtcp.hang)
     async with rawtcp.raw_server(peer) as url:
-        client = _client(url, bulkhead_max_concurrent=2, bulkhead_max_waiting=50)
+        client = _client(url, transport, bulkhead_max_concurrent=2, bulkhead_max_waiting=50)
         tasks = [asyncio.create_task(client.get("slow")) for _ in range(10)]
         await peer.wait_for(2)
         await asyncio.sleep(0.05)
@@ -186,12 +189,12 @@ async def test_close_ends_calls_queued_in_the_bulkhead() -> None:
 
 
 @pytest.mark.usefixtures("leak_check")
-async def test_close_ends_calls_sleeping_before_a_retry() -> None:
+async def test_close_ends_calls_sleeping_before_a_retry(transport) -> None:
     """Calls waiting out a 503's Retry-After of 30 s: close ends them at once; only the 503s counted."""
     head = b"HTTP/1.1 503 X\r\nRetry-After: 30\r\nContent-Length: 0"
     peer = Peer(rawtcp.respond(head))
     async with rawtcp.raw_server(peer) as url:
-        client = _client(url, retry_max_delay=60.0, circuit_breaker_failure_threshold=100)
+        client = _client(url, transport, retry_max_delay=60.0, circuit_breaker_failure_threshold=100)
         tasks = [asyncio.create_task(client.get("flaky")) for _ in range(5)]
         await peer.wait_for(5)
         await asyncio.sleep(0.05)  # the 503s are read; every call now sleeps before its retry
@@ -206,11 +209,13 @@ async def test_close_ends_calls_sleeping_before_a_retry() -> None:
 
 
 @pytest.mark.usefixtures("leak_check")
-async def test_close_ends_hedged_calls() -> None:
+async def test_close_ends_hedged_calls(transport) -> None:
     """Hedged calls (two attempts each, both stuck): close ends each call once, typed."""
     peer = Peer(rawtcp.hang)
     async with rawtcp.raw_server(peer) as url:
-        client = _client(url, hedging_enabled=True, hedging_delay_seconds=0.01, hedging_max_attempts=2)
+        client = _client(
+            url, transport, hedging_enabled=True, hedging_delay_seconds=0.01, hedging_max_attempts=2
+        )
         tasks = [asyncio.create_task(client.get("slow")) for _ in range(5)]
         await peer.wait_for(10)
         await client.close()
@@ -221,15 +226,18 @@ async def test_close_ends_hedged_calls() -> None:
 
 
 @pytest.mark.usefixtures("leak_check")
-async def test_close_with_an_injected_session_ends_calls_and_leaves_the_session_open() -> None:
+async def test_close_with_an_injected_session_ends_calls_and_leaves_the_session_open(transport) -> None:
     """An injected session belongs to its owner: close ends the calls on it but does not close it."""
+    if transport == "lean":
+        pytest.skip("about an injected aiohttp session, which always goes through AiohttpTransport")
     peer = Peer(rawtcp.hang)
     session = aiohttp.ClientSession()
     try:
         async with rawtcp.raw_server(peer) as url:
-            client = BaseServiceClient(
-                ClientConfig(base_url=url, service_name="closing", timeout_seconds=30.0), session=session
+            config = ClientConfig(
+                base_url=url, service_name="closing", timeout_seconds=30.0, transport=transport
             )
+            client = BaseServiceClient(config, session=session)
             tasks = [asyncio.create_task(client.get("slow")) for _ in range(5)]
             await peer.wait_for(5)
             await client.close()
@@ -243,11 +251,13 @@ async def test_close_with_an_injected_session_ends_calls_and_leaves_the_session_
 
 @pytest.mark.usefixtures("leak_check")
 @pytest.mark.parametrize("closer", list(CLOSERS))
-async def test_calls_after_close_raise_client_closed(closer) -> None:
+async def test_calls_after_close_raise_client_closed(closer, transport) -> None:
     """After close or close_sync, every verb, twin and service method raises ClientClosedError; no thread starts."""
     peer = Peer(rawtcp.hang)
     async with rawtcp.raw_server(peer) as url:
-        client = AnalysisEngineClient(ClientConfig(base_url=url, service_name="ae-closed"))
+        client = AnalysisEngineClient(
+            ClientConfig(base_url=url, service_name="ae-closed", transport=transport)
+        )
         await CLOSERS[closer](client)
         await client.close()  # twice (or after close_sync): harmless
         for call in (client.get("x"), client.post("x", json={}), client.get_prices("EURUSD")):
@@ -274,11 +284,11 @@ async def test_calls_after_close_raise_client_closed(closer) -> None:
 
 
 @pytest.mark.usefixtures("leak_check")
-async def test_a_callers_own_cancellation_is_not_turned_into_client_closed() -> None:
+async def test_a_callers_own_cancellation_is_not_turned_into_client_closed(transport) -> None:
     """A caller that cancels its call still gets CancelledError; only close() gives ClientClosedError."""
     peer = Peer(rawtcp.hang)
     async with rawtcp.raw_server(peer) as url:
-        client = _client(url)
+        client = _client(url, transport)
         task = asyncio.create_task(client.get("slow"))
         await peer.wait_for(1)
         task.cancel()
@@ -289,7 +299,7 @@ async def test_a_callers_own_cancellation_is_not_turned_into_client_closed() -> 
 
 
 @pytest.mark.usefixtures("leak_check")
-async def test_a_retried_call_cut_short_is_still_client_closed() -> None:
+async def test_a_retried_call_cut_short_is_still_client_closed(transport) -> None:
     """A call on its second attempt when the close comes: ClientClosedError; the 503's count stands."""
     answers = [b"HTTP/1.1 503 X\r\nContent-Length: 0"]
 
@@ -301,7 +311,7 @@ async def test_a_retried_call_cut_short_is_still_client_closed() -> None:
 
     peer = Peer(first_503_then_hang)
     async with rawtcp.raw_server(peer) as url:
-        client = _client(url, retry_base_delay=0.001, circuit_breaker_failure_threshold=100)
+        client = _client(url, transport, retry_base_delay=0.001, circuit_breaker_failure_threshold=100)
         task = asyncio.create_task(client.get("slow"))
         await peer.wait_for(2)
         await client.close()
@@ -315,12 +325,14 @@ async def test_a_retried_call_cut_short_is_still_client_closed() -> None:
 
 
 @pytest.mark.usefixtures("leak_check")
-async def test_an_injected_session_closed_by_its_owner_gives_client_closed() -> None:
+async def test_an_injected_session_closed_by_its_owner_gives_client_closed(transport) -> None:
     """The owner closed the injected session first: ClientClosedError, not aiohttp's RuntimeError."""
+    if transport == "lean":
+        pytest.skip("about an injected aiohttp session, which always goes through AiohttpTransport")
     peer = Peer(rawtcp.hang)
     session = aiohttp.ClientSession()
     async with rawtcp.raw_server(peer) as url:
-        client = _client(url, max_retries=3)
+        client = _client(url, transport, max_retries=3)
         client = BaseServiceClient(client.config, session=session)
         await session.close()
         with pytest.raises(ClientClosedError) as info:

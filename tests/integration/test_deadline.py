@@ -11,6 +11,8 @@ from app.clients import BulkheadFullError, ClientTimeoutError
 from tests.support import rawtcp
 from tests.support.upstream import Upstream, delayed, json
 
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
+
 
 @pytest.mark.parametrize("behaviour", [rawtcp.hang, rawtcp.drip], ids=lambda b: b.__name__)
 async def test_deadline_bounds_the_whole_call(make_client, behaviour) -> None:

@@ -21,6 +21,8 @@ from tests.support.etcd import Etcd
 from tests.support.upstream import Upstream
 from tests.support.upstream import json as answer
 
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
+
 UNAVAILABLE = answer({"detail": "down"}, status=503)
 
 
@@ -38,7 +40,7 @@ async def pair() -> AsyncIterator[tuple[Upstream, Upstream]]:
 
 
 @pytest.fixture
-async def discovering() -> AsyncIterator[Callable[..., BaseServiceClient]]:
+async def discovering(transport: str) -> AsyncIterator[Callable[..., BaseServiceClient]]:
     made: list[BaseServiceClient] = []
 
     def build(
@@ -52,6 +54,7 @@ async def discovering() -> AsyncIterator[Callable[..., BaseServiceClient]]:
             retry_base_delay=0.001,
             retry_max_delay=0.01,
             enable_request_logging=False,
+            transport=transport,
             **fields,
         )
         policies = ClientPolicies.from_config(config, families=MetricFamilies(CollectorRegistry()))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from typing import NoReturn
 
 import aiohttp
 import pytest
@@ -34,6 +36,8 @@ from app.clients import (
 from tests.support import rawtcp
 from tests.support.upstream import Upstream, json
 
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
+
 
 class _NoSuchHost(AbstractResolver):
     """A resolver that fails like DNS does for an unknown name, without touching the network."""
@@ -64,16 +68,27 @@ async def test_connect_refused_is_a_connection_error(make_client) -> None:
     assert isinstance(info.value.__cause__, aiohttp.ClientConnectorError)
 
 
-async def test_dns_failure_is_a_connection_error(make_client) -> None:
-    """A name that does not resolve is a ClientConnectionError."""
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=_NoSuchHost()))
+async def test_dns_failure_is_a_connection_error(make_client, transport, monkeypatch) -> None:
+    """A name that does not resolve is a ClientConnectionError; nothing was sent."""
+    session = None
+    if transport == "lean":
+        # The lean pool resolves through the loop (create_connection): its lookup fails
+        # here as a real one for this name would, without asking a real resolver.
+        async def no_such_host(*args: object, **kwargs: object) -> NoReturn:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", no_such_host)
+    else:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=_NoSuchHost()))
     try:
         client = make_client("http://no-such-host.invalid/api", max_retries=0, session=session)
         with pytest.raises(ClientConnectionError) as info:
             await client.get("ping")
         assert isinstance(info.value.__cause__, aiohttp.ClientConnectorError)
+        assert info.value.request_sent is False
     finally:
-        await session.close()
+        if session is not None:
+            await session.close()
 
 
 @pytest.mark.parametrize(

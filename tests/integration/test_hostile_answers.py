@@ -40,13 +40,16 @@ from tests.support import rawtcp
 from tests.support.clock import FakeClock
 from tests.support.upstream import Upstream, json, sequence
 
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
+
 CAP = 5.0  # retry_max_delay of the clients below: the cap on every retry_after
 
 
 class Recorder:
     """Clients whose metrics go to a private registry; reads back what each call left behind."""
 
-    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+    def __init__(self, caplog: pytest.LogCaptureFixture, transport: str) -> None:
+        self.transport = transport
         self.registry = CollectorRegistry()
         self.families = MetricFamilies(self.registry)
         self.caplog = caplog
@@ -63,6 +66,7 @@ class Recorder:
             "retry_max_delay": CAP,
             "retry_jitter": False,
             "circuit_breaker_failure_threshold": 100,
+            "transport": self.transport,
         }
         fields.update(overrides)
         config = ClientConfig(**fields)
@@ -98,9 +102,9 @@ class Recorder:
 
 
 @pytest.fixture
-async def recorder(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Recorder]:
+async def recorder(caplog: pytest.LogCaptureFixture, transport: str) -> AsyncIterator[Recorder]:
     caplog.set_level(logging.INFO, logger="app.clients")
-    rec = Recorder(caplog)
+    rec = Recorder(caplog, transport)
     yield rec
     for client in rec.clients:
         await client.close()

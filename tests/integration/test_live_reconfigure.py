@@ -26,7 +26,10 @@ from app.clients.policies import ClientPolicies
 from app.observability.metrics import MetricFamilies
 from app.resilience.window import CountWindow
 from tests.support.discovery import eventually
+from tests.support.transports import transport_closed
 from tests.support.upstream import Upstream, json
+
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
 
 OK = json({"ok": True})
 UNAVAILABLE = json({"detail": "down", "code": "unavailable"}, status=503)
@@ -190,10 +193,14 @@ async def test_a_config_that_cannot_apply_live_is_refused_and_changes_nothing(ma
     assert await client.get("ok") == {"ok": True}
 
 
-async def test_clients_sharing_policies_are_each_reached_and_the_policies_change_once(upstream) -> None:
+async def test_clients_sharing_policies_are_each_reached_and_the_policies_change_once(
+    upstream, transport
+) -> None:
     """Two clients on one ClientPolicies (as the container's and the factory's are): both listed, both take the new config."""
     upstream.route("ok", OK)
-    config = ClientConfig(base_url=upstream.base_url, service_name="shared-live", timeout_seconds=2.0)
+    config = ClientConfig(
+        base_url=upstream.base_url, service_name="shared-live", timeout_seconds=2.0, transport=transport
+    )
     policies = ClientPolicies.from_config(config, families=MetricFamilies(CollectorRegistry()))
     async with (
         BaseServiceClient(config, policies=policies) as one,
@@ -227,7 +234,7 @@ async def fleet() -> AsyncIterator[list[Upstream]]:
 
 
 @pytest.fixture
-async def make_fleet_client() -> AsyncIterator[Callable[..., BaseServiceClient]]:
+async def make_fleet_client(transport: str) -> AsyncIterator[Callable[..., BaseServiceClient]]:
     made: list[BaseServiceClient] = []
 
     def build(**fields: Any) -> BaseServiceClient:
@@ -237,6 +244,7 @@ async def make_fleet_client() -> AsyncIterator[Callable[..., BaseServiceClient]]
             bulkhead_max_concurrent=40,
             bulkhead_max_waiting=400,
             enable_request_logging=False,
+            transport=transport,
             **fields,
         )
         policies = ClientPolicies.from_config(config, families=MetricFamilies(CollectorRegistry()))
@@ -278,7 +286,8 @@ async def test_an_instances_change_mid_traffic_drains_the_removed_one_without_a_
     assert balancer.urls() == (b.base_url + "/", c.base_url + "/")
     b_transport = transport.transport_for(b.base_url + "/")
     assert b_transport is not None
-    assert b_transport._default_timeout.total == 1.5  # type: ignore[attr-defined]  # the instances' transports too
+    # The instances' transports took the new config too (each transport keeps it as _config).
+    assert b_transport._config.timeout_seconds == 1.5  # type: ignore[attr-defined]
     results = await asyncio.gather(*calls, return_exceptions=True)
 
     assert all(isinstance(r, dict) for r in results), [r for r in results if not isinstance(r, dict)]
@@ -286,7 +295,7 @@ async def test_an_instances_change_mid_traffic_drains_the_removed_one_without_a_
     assert a.base_url + "/" not in {i.url for i in balancer.instances}
     assert sum(c.hits.values()) > 0
     await eventually(
-        lambda: a_transport is not None and a_transport.session is None, what="A's session closed"
+        lambda: a_transport is not None and transport_closed(a_transport), what="A's transport closed"
     )
     assert transport.transport_for(a.base_url + "/") is None
     a_hits = sum(a.hits.values())

@@ -25,7 +25,10 @@ from app.observability.metrics import MetricFamilies
 from app.observability.tracing import configure_tracing
 from app.resilience.clock import MONOTONIC
 from tests.support.clock import FakeClock
+from tests.support.transports import transport_closed
 from tests.support.upstream import Upstream, delayed, json
+
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
 
 OK = json({"ok": True})
 UNAVAILABLE = json({"detail": "down", "code": "unavailable"}, status=503)
@@ -45,7 +48,7 @@ async def fleet() -> AsyncIterator[list[Upstream]]:
 
 
 @pytest.fixture
-async def make_fleet_client() -> AsyncIterator[Callable[..., BaseServiceClient]]:
+async def make_fleet_client(transport: str) -> AsyncIterator[Callable[..., BaseServiceClient]]:
     made: list[BaseServiceClient] = []
 
     def build(urls: list[str], clock: Any = None, **fields: Any) -> BaseServiceClient:
@@ -59,6 +62,7 @@ async def make_fleet_client() -> AsyncIterator[Callable[..., BaseServiceClient]]
             "bulkhead_max_concurrent": 600,
             "bulkhead_max_waiting": 0,
             "enable_request_logging": False,
+            "transport": transport,
         }
         config = ClientConfig(instances=urls, **{**defaults, **fields})
         policies = ClientPolicies.from_config(config, clock or MONOTONIC, families=_families())
@@ -252,7 +256,7 @@ async def test_a_removed_instance_drains_then_its_connections_close(
     assert await slow_call == {"ok": True}  # the call in flight finished
     await asyncio.sleep(0.05)  # its transport closes on the loop
     assert transport.transport_for(leaving_url) is None
-    assert getattr(sub, "session", None) is None  # its own session, closed
+    assert transport_closed(sub)  # its own session (or pool), closed
 
 
 async def test_500_callers_with_flapping_instances_leak_nothing(
@@ -305,13 +309,14 @@ async def test_500_callers_with_flapping_instances_leak_nothing(
     assert isinstance(transport, BalancedTransport)
     subs = [transport.transport_for(u) for u in urls]
     await client.close()
-    assert all(getattr(s, "session", None) is None for s in subs if s is not None)  # every session closed
+    assert all(transport_closed(s) for s in subs if s is not None)  # every session (or pool) closed
     await asyncio.sleep(0)
     assert len(asyncio.all_tasks()) <= tasks_before
 
 
-async def test_sync_twins_share_the_balancer(fleet: list[Upstream]) -> None:
-    config = ClientConfig(instances=[s.base_url for s in fleet], service_name="fleet-sync", max_retries=1)
+async def test_sync_twins_share_the_balancer(fleet: list[Upstream], transport: str) -> None:
+    urls = [s.base_url for s in fleet]
+    config = ClientConfig(instances=urls, service_name="fleet-sync", max_retries=1, transport=transport)
     client = BaseServiceClient(config, policies=ClientPolicies.from_config(config, families=_families()))
     try:
         results = await asyncio.to_thread(lambda: [client.get_sync("quote") for _ in range(30)])
@@ -322,7 +327,7 @@ async def test_sync_twins_share_the_balancer(fleet: list[Upstream]) -> None:
 
 
 async def test_logs_spans_metrics_and_errors_name_the_instance(
-    fleet: list[Upstream], caplog: pytest.LogCaptureFixture
+    fleet: list[Upstream], caplog: pytest.LogCaptureFixture, transport: str
 ) -> None:
     fleet[0].route("*", UNAVAILABLE)
     exporter = InMemorySpanExporter()
@@ -335,6 +340,7 @@ async def test_logs_spans_metrics_and_errors_name_the_instance(
         max_retries=0,
         load_balancer="round_robin",
         retry_jitter=False,
+        transport=transport,
     )
     client = BaseServiceClient(
         config, policies=ClientPolicies.from_config(config, families=MetricFamilies(registry))

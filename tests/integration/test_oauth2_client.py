@@ -32,6 +32,8 @@ from tests.support.manual_clock import settle
 from tests.support.token_server import CLIENT_ID, CLIENT_SECRET, TokenServer
 from tests.support.upstream import Upstream, json
 
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
+
 
 @pytest.fixture
 async def tokens() -> AsyncIterator[TokenServer]:
@@ -52,7 +54,7 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 async def build(
-    tokens: TokenServer, upstream: Upstream, clock: FakeClock, registry: CollectorRegistry
+    tokens: TokenServer, upstream: Upstream, clock: FakeClock, registry: CollectorRegistry, transport: str
 ) -> AsyncIterator[Any]:
     """Clients of the upstream with OAuth2 credentials from ``tokens``, on the fake clock; closed at the end."""
     made: list[BaseServiceClient] = []
@@ -67,6 +69,7 @@ async def build(
             retry_jitter=False,
             bulkhead_max_concurrent=500,
             bulkhead_max_waiting=500,
+            transport=transport,
             auth={
                 "type": "oauth2_client_credentials",
                 "token_url": tokens.url,

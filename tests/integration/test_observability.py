@@ -25,17 +25,21 @@ from app.observability.metrics import ClientMetrics, MetricFamilies
 from app.observability.tracing import configure_tracing
 from settings import load_settings
 from tests.support.asgi import serve
+from tests.support.transports import gateway_on
 from tests.support.upstream import Upstream, json, sequence
 from upstreams.analysis_engine.service import AnalysisEngineSettings
 from upstreams.analysis_engine.service import create_app as create_analysis_engine
+
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
 
 #: A well-formed Analysis Engine regime answer (the gateway checks the shape).
 REGIME = {"symbol": "GBPUSD", "timeframe": "1h", "regime": "ranging", "confidence": 0.5, "metrics": {}}
 
 
 @pytest.fixture
-def container(monkeypatch, upstream: Upstream) -> Container:
+def container(monkeypatch, upstream: Upstream, transport: str) -> Container:
     monkeypatch.setenv("APP_ENV", "test")
+    gateway_on(monkeypatch, transport)
     monkeypatch.setenv("APP_ANALYSIS_ENGINE__BASE_URL", upstream.base_url)
     c = Container()
     c.settings.override(load_settings())
@@ -80,12 +84,14 @@ async def test_metrics_endpoint_shows_client_and_server_metrics(container, upstr
     assert "GBPUSD" not in text  # filled-in paths never become labels
 
 
-async def test_metric_children_are_cached(upstream: Upstream, monkeypatch) -> None:
+async def test_metric_children_are_cached(upstream: Upstream, monkeypatch, transport) -> None:
     """After the first call, no call asks a family for its series again."""
     upstream.route("r", json({}))
     registry = CollectorRegistry()
     families = MetricFamilies(registry)
-    config = ClientConfig(base_url=upstream.base_url, service_name="cached", enable_request_logging=False)
+    config = ClientConfig(
+        base_url=upstream.base_url, service_name="cached", enable_request_logging=False, transport=transport
+    )
     policies = ClientPolicies.from_config(config, families=families)
     observer = policies.observer
     async with BaseServiceClient(config, policies=policies) as client:
@@ -146,7 +152,7 @@ async def test_status_api_and_stream(container, upstream: Upstream) -> None:
     assert all("analysis-engine-service" in e["dependencies"] for e in events)
 
 
-async def test_one_trace_across_gateway_and_analysis_engine(monkeypatch) -> None:
+async def test_one_trace_across_gateway_and_analysis_engine(monkeypatch, transport) -> None:
     """SERVER (gateway) > CLIENT call > CLIENT attempt > SERVER (Analysis Engine), one trace id."""
     exporter = InMemorySpanExporter()
     provider = configure_tracing("test", processors=[SimpleSpanProcessor(exporter)])
@@ -157,6 +163,7 @@ async def test_one_trace_across_gateway_and_analysis_engine(monkeypatch) -> None
         async with serve(upstream_app) as ae_url:
             monkeypatch.setenv("APP_ENV", "test")
             monkeypatch.setenv("APP_ANALYSIS_ENGINE__BASE_URL", ae_url + "/api/v1")
+            gateway_on(monkeypatch, transport)
             container = Container()
             container.settings.override(load_settings())
             async with (

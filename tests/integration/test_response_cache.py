@@ -25,12 +25,13 @@ from app.observability.metrics import MetricFamilies
 from tests.support.manual_clock import ManualClock
 from tests.support.upstream import Upstream, json
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.both_transports]  # conftest: on aiohttp and on lean
 
 
-def _config(upstream: Upstream, **extra: Any) -> ClientConfig:
+def _config(upstream: Upstream, transport: str, **extra: Any) -> ClientConfig:
     return ClientConfig(
         base_url=upstream.base_url,
+        transport=transport,
         service_name="cached-svc",
         cache_enabled=True,
         max_retries=0,
@@ -81,10 +82,10 @@ class Breakable:
 class Harness:
     """A client on a manual clock with its own metric registry, over the counting upstream."""
 
-    def __init__(self, upstream: Upstream, **extra: Any) -> None:
+    def __init__(self, upstream: Upstream, transport: str, **extra: Any) -> None:
         self.clock = ManualClock()
         self.registry = CollectorRegistry()
-        config = _config(upstream, **extra)
+        config = _config(upstream, transport, **extra)
         self.policies = ClientPolicies.from_config(config, self.clock, families=MetricFamilies(self.registry))
         self.client = BaseServiceClient(config, policies=self.policies)
 
@@ -96,11 +97,11 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(upstream: Upstream) -> AsyncIterator[Callable[..., Harness]]:
+async def harness(upstream: Upstream, transport: str) -> AsyncIterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
     def make(**extra: Any) -> Harness:
-        h = Harness(upstream, **extra)
+        h = Harness(upstream, transport, **extra)
         made.append(h)
         return h
 
@@ -323,10 +324,10 @@ async def test_must_revalidate_never_serves_stale_on_error(
         await h.client.get("x")
 
 
-async def test_the_cache_is_off_by_default(upstream: Upstream) -> None:
+async def test_the_cache_is_off_by_default(upstream: Upstream, transport: str) -> None:
     """Without cache_enabled every GET reaches the upstream, whatever its headers say."""
     upstream.route("models", cacheable(lambda r: {"m": 1}, "max-age=60"))
-    async with BaseServiceClient(ClientConfig(base_url=upstream.base_url)) as client:
+    async with BaseServiceClient(ClientConfig(base_url=upstream.base_url, transport=transport)) as client:
         assert client.policies.cache is None
         await client.get("models")
         await client.get("models")
@@ -334,7 +335,7 @@ async def test_the_cache_is_off_by_default(upstream: Upstream) -> None:
 
 
 async def test_a_follower_waits_its_own_deadline_not_the_first_callers(
-    upstream: Upstream, harness: Callable[..., Harness]
+    upstream: Upstream, harness: Callable[..., Harness], transport: str
 ) -> None:
     """A caller with 5 s joining a fetch started by one with 0.2 s gets the answer; the first times out."""
 
@@ -343,7 +344,7 @@ async def test_a_follower_waits_its_own_deadline_not_the_first_callers(
         return web.json_response({"v": 1}, headers={"Cache-Control": "max-age=60"})
 
     upstream.route("slow", slow)
-    client = BaseServiceClient(_config(upstream))
+    client = BaseServiceClient(_config(upstream, transport))
     try:
         leader = asyncio.ensure_future(client.get("slow", timeout=0.2))
         for _ in range(1000):  # the shared fetch is on its way
@@ -438,14 +439,16 @@ async def test_no_trace_of_a_credential_is_stored_for_vary(
     assert hashlib.sha256(b"Bearer hunter2-token").hexdigest()[:16] not in held
 
 
-async def test_two_clients_with_different_keys_never_share_an_entry(upstream: Upstream) -> None:
+async def test_two_clients_with_different_keys_never_share_an_entry(
+    upstream: Upstream, transport: str
+) -> None:
     """Two clients on the same policies (so one store) with different API keys each get their own answer."""
     upstream.route("public", cacheable(lambda r: {"key": r.headers["X-API-Key"]}, "public, max-age=60"))
     clock = ManualClock()
-    first = _config(upstream, api_key="key-aaaaaaaa")
+    first = _config(upstream, transport, api_key="key-aaaaaaaa")
     policies = ClientPolicies.from_config(first, clock, families=MetricFamilies(CollectorRegistry()))
     a = BaseServiceClient(first, policies=policies)
-    b = BaseServiceClient(_config(upstream, api_key="key-bbbbbbbb"), policies=policies)
+    b = BaseServiceClient(_config(upstream, transport, api_key="key-bbbbbbbb"), policies=policies)
     try:
         for _ in range(2):
             assert await a.get("public") == {"key": "key-aaaaaaaa"}

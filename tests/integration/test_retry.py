@@ -16,6 +16,8 @@ from app.clients import (
 from tests.support import rawtcp
 from tests.support.upstream import Upstream, json, sequence
 
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
+
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 async def test_idempotent_methods_are_retried(make_client, upstream: Upstream, method) -> None:

@@ -24,7 +24,10 @@ from app.observability.logging import JsonFormatter
 from app.redaction import REDACTED, register_secret
 from settings import load_settings
 from tests.support.asgi import serve
+from tests.support.transports import gateway_on
 from tests.support.upstream import Upstream
+
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
 
 # Each key carries a marker: a run of letters and digits that no encoder changes, so
 # "the marker appears nowhere" proves no form of the key (raw, percent-encoded,
@@ -255,8 +258,9 @@ async def test_a_three_character_key_echoed_is_masked_as_a_token(make_client, up
 
 
 @pytest.fixture
-def gateway(monkeypatch, upstream: Upstream, key) -> Container:
+def gateway(monkeypatch, upstream: Upstream, key, transport: str) -> Container:
     monkeypatch.setenv("APP_ENV", "test")
+    gateway_on(monkeypatch, transport)
     monkeypatch.setenv("APP_ANALYSIS_ENGINE__BASE_URL", upstream.base_url)
     monkeypatch.setenv("APP_ANALYSIS_ENGINE__API_KEY", key[0])
     monkeypatch.setenv("APP_ANALYSIS_ENGINE__MAX_RETRIES", "0")

@@ -34,6 +34,8 @@ from app.clients.policies import ClientPolicies
 from app.observability.metrics import MetricFamilies
 from tests.support.upstream import Upstream, json
 
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
+
 PRICES = {
     "symbol": "EURUSD",
     "timeframe": "1h",
@@ -61,9 +63,12 @@ MODEL = {"id": "m1", "name": "Direction", "version": "1", "features": ["rsi_14"]
 class Harness:
     """A typed client with its own metric registry, strict unless told, over the counting upstream."""
 
-    def __init__(self, upstream: Upstream, cls: type[BaseServiceClient], **config: Any) -> None:
+    def __init__(
+        self, upstream: Upstream, cls: type[BaseServiceClient], transport: str, **config: Any
+    ) -> None:
         fields: dict[str, Any] = {
             "base_url": upstream.base_url,
+            "transport": transport,
             "service_name": "typed-svc",
             "max_retries": 3,
             "retry_base_delay": 0.001,
@@ -86,11 +91,11 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(upstream: Upstream):
+async def harness(upstream: Upstream, transport: str):
     made: list[Harness] = []
 
     def build(cls: type[BaseServiceClient] = AnalysisEngineClient, **config: Any) -> Harness:
-        made.append(Harness(upstream, cls, **config))
+        made.append(Harness(upstream, cls, transport, **config))
         return made[-1]
 
     yield build
@@ -358,10 +363,12 @@ async def test_a_user_request_model_is_checked_before_sending(upstream: Upstream
     assert upstream.bodies == [b'{"symbol":"EURUSD","qty":3}']
 
 
-def test_sync_twins_are_typed_too(upstream_sync_url) -> None:
+def test_sync_twins_are_typed_too(upstream_sync_url, transport) -> None:
     """The blocking twin validates the same way: a typed answer, and a refused request before anything is sent."""
     url, hits = upstream_sync_url
-    with AnalysisEngineClient({"base_url": url, "service_name": "sync-typed", "max_retries": 0}) as client:
+    with AnalysisEngineClient(
+        {"base_url": url, "service_name": "sync-typed", "max_retries": 0, "transport": transport}
+    ) as client:
         regime = client.detect_market_regime_sync("EURUSD")
         with pytest.raises(InvalidRequestError):
             client.detect_market_regime_sync("EURUSD", "2h")
