@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, TypedDict, get_args
+from typing import Any, ClassVar, Literal, Self, TypedDict, get_args
 
 from app.redaction import scrub, scrub_cut, scrub_deep
 
@@ -166,6 +166,26 @@ class ClientError(ServiceError):
         # Others may end in upstream text cut to a length (``HTTP 400 <code>``).
         self._message = self.reason if message is None or message is self.reason else scrub_cut(message)
         super().__init__(self._message)
+
+    @classmethod
+    def refusal(cls, service_name: str, method: str, endpoint: str, retry_after: float | None) -> Self:
+        """The error of a call refused before anything was sent, with the class's own reason.
+
+        What ``cls(cls.reason, service_name=..., method=..., endpoint=..., attempts=0,
+        retry_after=...)`` builds, attribute for attribute, in half the time: a refusal is
+        built for every call while a dependency is down (issue 16's P5).
+        """
+        error = cls.__new__(cls, cls.reason)  # BaseException.__new__ sets args
+        error.__dict__.update(
+            service_name=service_name,
+            method=method,
+            endpoint=endpoint,
+            status=None,
+            attempts=0,
+            retry_after=retry_after,
+            _message=cls.reason,
+        )
+        return error
 
     @property
     def detail(self) -> str | None:

@@ -636,20 +636,12 @@ class BaseServiceClient:
             retry_after = None if math.isinf(breaker_wait) else breaker_wait
         else:
             cls, reason, retry_after = BulkheadFullError, "bulkhead_full", None
-        record = CallRecord(self.service_name, method, endpoint, "")
-        error = cls(
-            cls.reason,
-            service_name=self.service_name,
-            method=method,
-            endpoint=endpoint,
-            attempts=0,
-            retry_after=retry_after,
-        )
-        if falls_back(fallback, error):
-            self.observer.refused(record, reason, error, fallback=True)
+        error = cls.refusal(self.service_name, method, endpoint, retry_after)
+        if fallback is not NO_FALLBACK and falls_back(fallback, error):
+            self.observer.refused(method, endpoint, reason, error, fallback=True)
             mark_degraded(self.service_name)
             return resolve(fallback, error)
-        self.observer.refused(record, reason, error)
+        self.observer.refused(method, endpoint, reason, error)
         raise error
 
     def _deadline(self, timeout: float | None) -> Deadline:

@@ -102,18 +102,19 @@ class CallObserver:
             record.span.add_event("rejected", {"reason": reason})
 
     def refused(
-        self, record: CallRecord, reason: Rejection, error: ClientError, *, fallback: bool = False
+        self, method: str, endpoint: str, reason: Rejection, error: ClientError, *, fallback: bool = False
     ) -> None:
         """A call refused before it started (open breaker, full bulkhead): the lean path.
 
         The same counts as ``rejected`` plus ``finished``, in one pass: this runs for
-        every call while a dependency is down, so it is kept to a few microseconds.
+        every call while a dependency is down, so it is kept to a few microseconds (its
+        call record is made only for a line that is written).
         """
         outcome: Outcome = "fallback" if fallback else error.outcome
         self.stats.refused(outcome)
         metrics = self.metrics
         if metrics is not None:
-            metrics.refused(record.method, record.endpoint, reason, outcome)
+            metrics.refused(method, endpoint, reason, outcome)
             if fallback:
                 metrics.fallback()
         if self.log_calls and logger.isEnabledFor(_INFO):
@@ -128,6 +129,7 @@ class CallObserver:
                 return
             suppressed, sampled.suppressed = sampled.suppressed, 0
             sampled.next_at = now + REFUSAL_LOG_INTERVAL
+            record = CallRecord(self.service, method, endpoint, "")
             self._log(
                 record, 0.0, outcome=outcome, error=error, sent=None, received=None, suppressed=suppressed
             )

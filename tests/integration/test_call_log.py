@@ -200,7 +200,6 @@ def test_a_fast_line_equals_the_records_line_when_traced(out: io.StringIO, trace
     assert orjson.loads(fast)["trace_id"] == format(record.span.get_span_context().trace_id, "032x")
     out.truncate(0)
     out.seek(0)
-    refusal = CallRecord("up", "GET", "x", "")
     error = CircuitBreakerOpenError(service_name="up", method="GET", endpoint="x", attempts=0)
     clock = FakeClock()
     sampled = _observer(clock=clock)
@@ -208,7 +207,7 @@ def test_a_fast_line_equals_the_records_line_when_traced(out: io.StringIO, trace
 
         def refuse() -> None:
             clock.advance(REFUSAL_LOG_INTERVAL)
-            sampled.refused(refusal, "breaker_open", error)
+            sampled.refused("GET", "x", "breaker_open", error)
 
         fast, slow = _both_ways(out, refuse)
     assert without_ts(fast) == without_ts(slow)
@@ -448,7 +447,7 @@ def test_the_span_filter_stamps_the_span_while_tracing_is_on(out: io.StringIO, t
 def _refuse(observer: CallObserver, reason: str = "breaker_open", *, fallback: bool = False) -> None:
     cls = CircuitBreakerOpenError if reason == "breaker_open" else BulkheadFullError
     error = cls(service_name="up", method="GET", endpoint="x", attempts=0)
-    observer.refused(CallRecord("up", "GET", "x", ""), reason, error, fallback=fallback)  # type: ignore[arg-type]
+    observer.refused("GET", "x", reason, error, fallback=fallback)  # type: ignore[arg-type]
 
 
 def test_refusals_are_logged_once_a_second_per_reason(out: io.StringIO, monkeypatch) -> None:
