@@ -167,9 +167,12 @@ async def test_301_to_a_foreign_host_is_not_followed_nor_given_the_key(
 async def test_breaker_under_500_concurrent_callers(harness, upstream: Upstream, clock) -> None:
     """Open after the threshold; after the reset timeout, 500 callers and exactly 3 trials get through."""
     upstream.route("r", json({}, status=500))
+    # Attempts of a second: the 3 trials (50 ms upstream) share the loop with 500 callers and
+    # the upstream itself, and a loaded CI run timed them out at the harness's 0.2 s.
     client = harness.client(
         upstream.base_url, max_retries=0, circuit_breaker_failure_threshold=5,
         circuit_breaker_reset_timeout_seconds=0.3, circuit_breaker_half_open_max_calls=3,
+        timeout_seconds=1.0,
     )  # fmt: skip
     for _ in range(5):
         with pytest.raises(ServerError):
@@ -251,14 +254,17 @@ async def test_hedging_under_one_slow_replica(harness, upstream: Upstream) -> No
     plain_p99 = await p99(plain)
     hedged = harness.client(
         upstream.base_url, service_name="hedged", hedging_enabled=True, hedging_delay_seconds=0.05, hedging_max_attempts=3,
-        retry_budget_enabled=True, retry_budget_ratio=0.2, retry_budget_min_retries_per_second=0.5,
+        retry_budget_enabled=True, retry_budget_ratio=0.5, retry_budget_min_retries_per_second=0.5,
         timeout_seconds=1.0,
     )  # fmt: skip
     hedged_p99 = await p99(hedged)
     hedges = harness.metric("service_client_hedges_total", peer_service="hedged")
     assert plain_p99 >= 0.4
     assert hedged_p99 < plain_p99 / 2
-    assert 1 <= hedges <= 0.2 * 50 + 0.5 * 10  # the budget: 20% of requests plus the floor
+    # The budget: half the requests plus the floor. Room for a hedge of every slow call
+    # even when a loaded run (this upstream shares the test's loop) keeps fast calls past
+    # the 50 ms hedge delay, and they spend hedges too: at 20% that left slow calls unhedged.
+    assert 1 <= hedges <= 0.5 * 50 + 0.5 * 10
     assert (
         harness.metric(
             "service_client_attempts_total",
