@@ -22,6 +22,7 @@ from app.clients.lean_transport import LeanTransport
 from app.clients.policies import ClientPolicies
 from app.observability.logging import JsonFormatter
 from app.observability.metrics import MetricFamilies
+from tests.support.transports import on_transport
 
 
 def open_fds() -> int:
@@ -111,12 +112,7 @@ def make_client(
     make_client: Callable[..., BaseServiceClient], transport: str
 ) -> Callable[..., BaseServiceClient]:
     """The shared ``make_client``, on this row's transport."""
-
-    def build(base_url: str, cls: type[BaseServiceClient] = BaseServiceClient, **overrides: Any) -> Any:
-        overrides.setdefault("transport", transport)
-        return make_client(base_url, cls, **overrides)
-
-    return build
+    return on_transport(make_client, transport)
 
 
 @pytest.fixture

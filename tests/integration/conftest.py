@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -24,6 +23,7 @@ from app.clients import BaseServiceClient, ClientConfig
 from app.clients.lean_transport import _DefaultTransport
 from app.clients.transport import Transport
 from tests.support.redis import RedisServer
+from tests.support.transports import on_transport
 
 TRANSPORTS = ("aiohttp", "lean")
 
@@ -53,12 +53,7 @@ def make_client(
     make_client: Callable[..., BaseServiceClient], transport: str
 ) -> Callable[..., BaseServiceClient]:
     """The shared ``make_client``, on the test's transport unless the test names one."""
-
-    def build(base_url: str, cls: type[BaseServiceClient] = BaseServiceClient, **overrides: Any) -> Any:
-        overrides.setdefault("transport", transport)
-        return make_client(base_url, cls, **overrides)
-
-    return build
+    return on_transport(make_client, transport)
 
 
 @pytest.fixture(autouse=True)

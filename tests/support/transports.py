@@ -7,15 +7,17 @@ reads the one the transport has.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from app.clients import BaseServiceClient
 from app.clients.aiohttp_transport import AiohttpTransport
 from app.clients.lean_transport import LeanTransport
 from settings.config import UPSTREAMS
 
-__all__ = ["connections_in_use", "gateway_on", "transport_closed"]
+__all__ = ["connections_in_use", "gateway_on", "on_transport", "transport_closed"]
 
 
 def gateway_on(monkeypatch: pytest.MonkeyPatch, transport: str) -> None:
@@ -48,3 +50,15 @@ def transport_closed(transport: Any) -> bool:
         session = transport.session
         return session is None or session.closed  # aclose drops (and closes) the session it owned
     raise TypeError(f"not a transport these tests know: {transport!r}")
+
+
+def on_transport(
+    make_client: Callable[..., BaseServiceClient], transport: str
+) -> Callable[..., BaseServiceClient]:
+    """``make_client`` building on ``transport`` unless the test names one (the suites' fixtures share it)."""
+
+    def build(base_url: str, cls: type[BaseServiceClient] = BaseServiceClient, **overrides: Any) -> Any:
+        overrides.setdefault("transport", transport)
+        return make_client(base_url, cls, **overrides)
+
+    return build
