@@ -201,6 +201,8 @@ class LeanTransport:
         """Raise the typed error for an exchange that ended without a whole answer (DESIGN §4)."""
         kind = outcome.kind if outcome is not None else "broken"
         cause = outcome.cause if outcome is not None else None
+        if kind == "broken" and self._closed:
+            kind = "closed"  # our own aclose() cut it (a connection handed over as it closed)
         if kind == "unreadable" and headers is not None:
             unreadable(cause, status, headers, limit=self._limit, max_retry_after=self._cap, context=ctx)  # type: ignore[arg-type]
         error: ClientError

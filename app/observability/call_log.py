@@ -70,17 +70,12 @@ def write_line(logger: logging.Logger, levelno: int, line: dict[str, Any]) -> bo
     if second != formatter.second:
         formatter.timestamp(now)  # a new second: the formatter's cached date-and-seconds part
     line["ts"] = formatter.prefix + MILLIS[int((now - second) * 1000)]
-    if tracing.enabled:
-        text = _traced(line)
-    else:
-        # The formatter's dict is the head and then the fields: this one already is.
-        try:
-            text = orjson.dumps(line, default=str).decode()
-        except TypeError:  # a dict with non-string keys: render_line knows what to do
-            text = log_setup.render_line(line)
-        else:
-            if contains_secret(text):  # as the formatter does: the values scrubbed, not the line
-                text = log_setup.render_line(line)
+    try:
+        text = _render(line)
+    except Exception:
+        # An int past 64 bits in a field, say: logging never raises into the caller. A
+        # record instead, whose handler reports the error (handleError) and goes on.
+        return False
     # The handler's push(), inline: append, arm the batch's flush if none is, write a full one.
     lines = handler.lines
     lines.append(text)
@@ -89,6 +84,20 @@ def write_line(logger: logging.Logger, levelno: int, line: dict[str, Any]) -> bo
     if len(lines) >= handler.max_lines:
         handler.flush()
     return True
+
+
+def _render(line: dict[str, Any]) -> str:
+    """``line`` as the formatter renders it: orjson, span ids when tracing is on, secrets masked."""
+    if tracing.enabled:
+        return _traced(line)
+    # The formatter's dict is the head and then the fields: this one already is.
+    try:
+        text = orjson.dumps(line, default=str).decode()
+    except TypeError:  # a dict with non-string keys: render_line knows what to do
+        return log_setup.render_line(line)
+    if contains_secret(text):  # as the formatter does: the values scrubbed, not the line
+        return log_setup.render_line(line)
+    return text
 
 
 def fields_of(line: dict[str, Any]) -> dict[str, Any]:

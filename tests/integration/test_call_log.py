@@ -492,3 +492,22 @@ def test_sampled_refusals_through_records_too(monkeypatch, caplog) -> None:
     _refuse(observer)
     records = [r for r in caplog.records if r.name == "app.clients"]
     assert [getattr(r, "fields", {}).get("suppressed") for r in records] == [None, 4]
+
+
+def test_a_line_orjson_cannot_render_goes_to_a_record_and_never_raises(out: io.StringIO) -> None:
+    """An int past 64 bits in a field: the fast path steps aside, the record path reports it, the caller goes on."""
+    only_ours()
+    assert put("ok", {"n": 1}) is True
+    assert put("too big", {"n": 2**70}) is False  # not raised: the observer then logs a record
+    observer = _observer()
+    reported: list[str] = []
+    saved = logging.raiseExceptions
+    logging.raiseExceptions = False  # handleError stays quiet; the line is what the test reads
+    try:
+        log_setup.route.handler.handleError = lambda record: reported.append(record.getMessage())  # type: ignore[union-attr, method-assign]
+        params = {"n": 2**70}
+        observer.attempt_ended(_record(), None, None, params)  # DEBUG attempt line: must not raise
+    finally:
+        logging.raiseExceptions = saved
+    assert [line["message"] for line in lines(out)] == ["ok"]
+    assert reported == ["attempt GET items/{id}"]

@@ -495,3 +495,85 @@ async def test_the_containers_client_of_a_lean_upstream_uses_it(monkeypatch, ups
         assert await client.get("market-regime/EURUSD") == {"ok": True}
     finally:
         await container.shutdown_resources()
+
+
+# -- found by review: bounds and framing ----------------------------------------------------
+
+
+async def test_a_header_line_that_never_ends_is_refused_early(client) -> None:
+    """A header line past aiohttp's 8,190 bytes, never ended: refused at once, not buffered to the timeout."""
+    sent = 0
+
+    async def endless_header(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nX-Big: ")
+            with contextlib.suppress(ConnectionError):
+                for _ in range(400):  # 25.6 MB at most, in 64 KiB writes
+                    writer.write(b"x" * 65536)
+                    sent += 65536
+                    await writer.drain()
+        finally:
+            writer.close()
+
+    async with rawtcp.raw_server(endless_header) as url:
+        started = time.monotonic()
+        with pytest.raises(ClientConnectionError) as info:
+            await client(url, timeout_seconds=20).get("x")
+    assert isinstance(info.value.__cause__, aiohttp.ClientResponseError)
+    assert time.monotonic() - started < 5
+    assert sent < 4 * 1024 * 1024  # the client stopped reading long before the 25 MB
+
+
+async def test_an_answer_nobody_asked_for_is_not_taken_for_the_one_asked(client) -> None:
+    """Two answers in one write: the first is the call's, the second drops the connection."""
+    two = (
+        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{"a": 1}'
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+    )
+
+    async def both(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    writer.write(two)
+                    await writer.drain()
+        finally:
+            writer.close()
+
+    async with rawtcp.raw_server(both) as url:
+        made = client(url)
+        assert await made.get("x") == {"a": 1}
+        assert await made.get("x") == {"a": 1}  # on a connection of its own, not the tainted one
+
+
+async def test_a_waiter_handed_a_connection_as_the_pool_closes_gets_pool_closed() -> None:
+    """Released to a waiter, then aclose() in the same pass: the waiter is told the pool closed."""
+    from app.clients.lean.pool import Pool, PoolClosedError  # noqa: PLC0415
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                await reader.readuntil(b"\r\n\r\n")
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    pool = Pool("127.0.0.1", port, 1)
+    try:
+        first = await pool.acquire(loop, loop.time() + 2)
+        waiting = asyncio.create_task(pool.acquire(loop, loop.time() + 2))
+        await asyncio.sleep(0.01)
+        first.keep = True
+        pool.release(first)  # handed to the waiter...
+        await pool.aclose()  # ...and closed before the waiter runs again
+        with pytest.raises(PoolClosedError):
+            await waiting
+    finally:
+        await pool.aclose()
+        server.close()
+        await server.wait_closed()

@@ -19,6 +19,10 @@ __all__ = ["Broken", "CLOSED", "Connection", "Outcome", "TIMEOUT"]
 _MAX_LINE = 8190
 _MAX_FIELD = 8190
 _MAX_HEADERS = 128
+#: Bytes of a head read since its last whole line (status or header field) before the
+#: answer is refused: llhttp hands a field over only once it ends, so a line that never
+#: ends would otherwise be buffered until the attempt's timeout.
+_MAX_PENDING = _MAX_LINE + _MAX_FIELD + 4
 
 
 class Broken:
@@ -62,8 +66,8 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "_body", "_decoder", "_eof_body", "_failure", "_fields", "_head_only", "_interim", "_limit",
-        "_on_lost", "_parser", "_reparse", "_size", "closed", "headers", "idle_since", "keep", "status",
-        "transport", "waiter",
+        "_on_lost", "_parser", "_pending", "_reparse", "_size", "closed", "headers", "idle_since", "keep",
+        "status", "transport", "waiter",
     )  # fmt: skip
 
     def __init__(self, on_lost: Callable[[Connection], None]) -> None:
@@ -89,6 +93,7 @@ class Connection(asyncio.Protocol):
         self._interim = False
         self._eof_body = False
         self._failure: Broken | None = None
+        self._pending = 0
 
     # -- the sender's side ---------------------------------------------------------------
 
@@ -140,6 +145,8 @@ class Connection(asyncio.Protocol):
             # Bytes nobody asked for: the peer does not speak our HTTP; never reuse it.
             self.abort()
             return
+        if self.headers is None:
+            self._pending += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -152,6 +159,12 @@ class Connection(asyncio.Protocol):
             failure = self._failure or _not_http(str(exc))
             self.keep = False
             self._wake(failure)
+            self.abort()
+            return
+        if self.headers is None and self._pending > _MAX_PENDING:
+            # As aiohttp refuses a line past its limit (and at about the same size).
+            self.keep = False
+            self._wake(_not_http(f"Got more than {_MAX_FIELD} bytes when reading: header"))
             self.abort()
 
     def eof_received(self) -> bool:
@@ -175,11 +188,13 @@ class Connection(asyncio.Protocol):
 
     def on_status(self, status: bytes) -> None:
         """Refuse a reason phrase aiohttp would refuse as too long."""
+        self._pending = 0
         if len(status) > _MAX_LINE:
             raise self._refuse(f"Got more than {_MAX_LINE} bytes when reading: status line")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Collect one header field, within aiohttp's limits."""
+        self._pending = 0
         fields = self._fields
         if len(name) > _MAX_FIELD or len(value) > _MAX_FIELD or len(fields) >= _MAX_HEADERS:
             raise self._refuse(f"Got more than {_MAX_FIELD} bytes when reading: header")
@@ -188,6 +203,11 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         """Status and headers are in: skip a 1xx, size up and prepare the body."""
+        if self.waiter is None:
+            # A second answer in the same read as the first, which nobody asked for: it must
+            # not overwrite the first's status and headers, and the connection is not reused.
+            self.keep = False
+            raise self._refuse("an answer nobody asked for")
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             # An interim answer (100 Continue, 103 Early Hints): the real one follows.

@@ -75,7 +75,12 @@ class Pool:
                 return await self._connect(loop, ends)
             handed = await self._wait(loop, ends)
             if handed is not None:
-                return handed
+                if not handed.closed and not self.closed:
+                    return handed
+                # Handed over just before aclose() ended it: dropped (its slot is freed when
+                # it is lost), and the loop's first test raises PoolClosedError.
+                self.release(handed)
+                continue
             if self.closed:
                 raise PoolClosedError
             return await self._connect(loop, ends)  # woken with a slot kept for us
