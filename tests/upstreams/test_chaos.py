@@ -71,13 +71,16 @@ async def test_latency_with_jitter(http, ae) -> None:
     assert 0.15 <= time.monotonic() - started < 0.4
 
 
-async def test_latency_past_the_callers_deadline_answers_504_at_the_deadline(http, ae) -> None:
-    """With X-Request-Timeout-Ms shorter than the latency, the answer is a 504 at the deadline."""
+async def test_latency_past_the_callers_deadline_answers_504_just_after_the_deadline(http, ae) -> None:
+    """With X-Request-Timeout-Ms shorter than the latency, a 504 just after the deadline (not the latency).
+
+    After it, by the grace: a caller keeping its deadline reports its own timeout, never this answer.
+    """
     await chaos(http, ae, latency_ms=1000)
     started = time.monotonic()
     async with http.get(f"{ae}/prices/EURUSD?limit=1", headers={"X-Request-Timeout-Ms": "200"}) as resp:
         assert resp.status == 504
-    assert 0.2 <= time.monotonic() - started < 0.4
+    assert 0.25 <= time.monotonic() - started < 0.45
 
 
 async def test_dropped_connection_sends_no_response(http, ae) -> None:

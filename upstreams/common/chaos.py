@@ -15,6 +15,12 @@ from upstreams.common.deadline import parse_timeout_header
 __all__ = ["ChaosConfig", "ChaosMiddleware", "ChaosState", "chaos_router"]
 
 
+#: How long after the caller's deadline its 504 comes. A caller that keeps its deadline has
+#: given up by then and reports its own timeout; answering at the deadline itself raced
+#: that timeout (the same instant on both sides), and a loaded machine let the 504 win.
+_DEADLINE_GRACE = 0.05
+
+
 class ChaosConfig(BaseModel):
     """The faults to inject into every API call (DESIGN §6); all off by default."""
 
@@ -120,11 +126,13 @@ class ChaosMiddleware:
             stats.delayed += 1
             budget = parse_timeout_header(scope["headers"])
             past_deadline = budget is not None and budget < delay
-            gone, receive = await _wait(receive, budget if budget is not None and past_deadline else delay)
+            gone, receive = await _wait(
+                receive, budget + _DEADLINE_GRACE if budget is not None and past_deadline else delay
+            )
             if gone:
                 return  # the caller hung up: nobody to answer, no work to do
             if past_deadline:
-                # The caller will have given up before the answer arrives: say so at its deadline.
+                # The caller will have given up before the answer arrives: say so just after its deadline.
                 stats.deadline_exceeded += 1
                 await _reply(send, 504, b'{"detail":"deadline exceeded","code":"deadline_exceeded"}')
                 return
