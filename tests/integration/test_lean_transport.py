@@ -17,7 +17,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from yarl import URL
 
 from app.clients import (
     BaseServiceClient,
@@ -33,10 +32,10 @@ from app.clients.balanced import BalancedTransport
 from app.clients.lean_transport import LeanTransport, default_transport
 from app.clients.reconfigure import reconfigure_problems
 from app.clients.response import RawResponse
-from app.clients.transport import RAW_CONDITIONAL, Request
+from app.clients.transport import RAW_CONDITIONAL
 from app.clients.wire_errors import CLOSED_IN_FLIGHT
-from app.resilience.pipeline import CallRecord
 from tests.support import bombs, rawtcp
+from tests.support.transports import seam_request
 from tests.support.upstream import Upstream, delayed, json
 
 
@@ -301,8 +300,8 @@ async def test_concurrent_calls_stay_within_the_pool(client, upstream: Upstream)
     assert upstream.max_in_flight <= 4
 
 
-async def test_close_ends_a_call_in_flight(client, upstream: Upstream) -> None:
-    """close() with a call waiting on its answer: that call and every later one end in ClientClosedError."""
+def _stuck(upstream: Upstream) -> asyncio.Event:
+    """Route ``stuck``: an answer that takes 5 s; the event is set once a request is in."""
     started = asyncio.Event()
 
     async def stuck(request: web.Request) -> web.StreamResponse:
@@ -311,6 +310,12 @@ async def test_close_ends_a_call_in_flight(client, upstream: Upstream) -> None:
         return web.json_response({})
 
     upstream.route("stuck", stuck)
+    return started
+
+
+async def test_close_ends_a_call_in_flight(client, upstream: Upstream) -> None:
+    """close() with a call waiting on its answer: that call and every later one end in ClientClosedError."""
+    started = _stuck(upstream)
     made = client(upstream.base_url, max_retries=2)
     call = asyncio.ensure_future(made.get("stuck"))
     await asyncio.wait_for(started.wait(), 2)
@@ -323,17 +328,10 @@ async def test_close_ends_a_call_in_flight(client, upstream: Upstream) -> None:
 
 async def test_transport_close_ends_its_own_sends(transport, upstream: Upstream) -> None:
     """The transport's aclose() under a send in flight: ClientClosedError; later sends too."""
-    started = asyncio.Event()
-
-    async def stuck(request: web.Request) -> web.StreamResponse:
-        started.set()
-        await asyncio.sleep(5)
-        return web.json_response({})
-
-    upstream.route("stuck", stuck)
+    started = _stuck(upstream)
     config = ClientConfig(base_url=upstream.base_url, service_name="seam", transport=transport)
     sender = default_transport(config)
-    request = _request(f"{upstream.base_url}/stuck")
+    request = seam_request(f"{upstream.base_url}/stuck")
     send = asyncio.ensure_future(sender.send(request, request.headers, 3.0))
     await asyncio.wait_for(started.wait(), 2)
     await sender.aclose()
@@ -359,19 +357,6 @@ async def test_reconfigure_takes_new_limits(client, upstream: Upstream) -> None:
 
 
 # -- which transport is used ----------------------------------------------------------------
-
-
-def _request(url: str) -> Request:
-    record = CallRecord("seam", "GET", "r", "rid")
-    return Request(
-        record=record,
-        url=URL(url),
-        body=None,
-        headers={"Accept": "application/json"},
-        params=None,
-        forward_deadline=False,
-        traced=False,
-    )
 
 
 async def test_the_factory_falls_back_to_aiohttp(transport) -> None:
@@ -426,7 +411,7 @@ async def test_the_pool_bounds_sends_beyond_its_size(transport, upstream: Upstre
     )
     sender = default_transport(config)
     try:
-        requests = [_request(f"{upstream.base_url}/slow") for _ in range(6)]
+        requests = [seam_request(f"{upstream.base_url}/slow") for _ in range(6)]
         results = await asyncio.gather(*(sender.send(r, r.headers, 2.0) for r in requests))
         assert results == [{"ok": True}] * 6
         assert upstream.max_in_flight == 2
@@ -447,7 +432,7 @@ async def test_a_304_announcing_a_large_representation_is_not_too_large(transpor
     async with rawtcp.raw_server(rawtcp.respond(head, b"")) as url:
         config = ClientConfig(base_url=url, service_name="seam", transport=transport, max_response_bytes=1024)
         sender = default_transport(config)
-        conditional = _request(f"{url}/x")
+        conditional = seam_request(f"{url}/x")
         conditional.raw = RAW_CONDITIONAL
         try:
             got = await sender.send(conditional, conditional.headers, 2.0)

@@ -11,13 +11,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from yarl import URL
 
 from app.clients import BaseServiceClient
 from app.clients.aiohttp_transport import AiohttpTransport
 from app.clients.lean_transport import LeanTransport
+from app.clients.transport import Request
+from app.resilience.pipeline import CallRecord
 from settings.config import UPSTREAMS
 
-__all__ = ["connections_in_use", "gateway_on", "on_transport", "transport_closed"]
+__all__ = ["connections_in_use", "gateway_on", "on_transport", "seam_request", "transport_closed"]
 
 
 def gateway_on(monkeypatch: pytest.MonkeyPatch, transport: str) -> None:
@@ -62,3 +65,16 @@ def on_transport(
         return make_client(base_url, cls, **overrides)
 
     return build
+
+
+def seam_request(url: str, method: str = "GET", endpoint: str = "r") -> Request:
+    """One attempt's ``Request`` to ``url``, as the client hands a transport (for tests at the seam)."""
+    return Request(
+        record=CallRecord("seam", method, endpoint, "rid"),
+        url=URL(url),
+        body=None,
+        headers={"Accept": "application/json"},
+        params=None,
+        forward_deadline=False,
+        traced=False,
+    )

@@ -9,30 +9,16 @@ from typing import Any
 
 import aiohttp
 import pytest
-from yarl import URL
 
 from app.clients import BaseServiceClient, ClientClosedError, ClientConfig, ClientConnectionError, ServerError
 from app.clients.aiohttp_transport import AiohttpTransport
 from app.clients.transport import DEADLINE_HEADER, Request, Transport
-from app.resilience.pipeline import CallRecord
+from tests.support.transports import seam_request
 from tests.support.upstream import Upstream, json
 
 
 def _config(base_url: str, **fields: Any) -> ClientConfig:
     return ClientConfig(base_url=base_url, service_name="seam", **fields)
-
-
-def _request(url: str, method: str = "GET", endpoint: str = "r") -> Request:
-    record = CallRecord("seam", method, endpoint, "rid")
-    return Request(
-        record=record,
-        url=URL(url),
-        body=None,
-        headers={"Accept": "application/json"},
-        params=None,
-        forward_deadline=False,
-        traced=False,
-    )
 
 
 def _free_port() -> int:
@@ -45,7 +31,7 @@ async def test_one_attempt_is_decoded_and_its_status_noted(upstream: Upstream) -
     """send() returns the decoded body, notes the status on the record, and aclose() closes its own session."""
     upstream.route("r", json({"ok": True}))
     transport = AiohttpTransport(_config(upstream.base_url))
-    request = _request(f"{upstream.base_url}/r")
+    request = seam_request(f"{upstream.base_url}/r")
     assert await transport.send(request, request.headers, 2.0) == {"ok": True}
     assert request.record.status == 200
     session = transport.session
@@ -59,7 +45,7 @@ async def test_a_status_is_the_tables_error_naming_the_call(upstream: Upstream) 
     """A 503 is a ServerError with the call's service, method and template, and its Retry-After."""
     upstream.route("r", json({"detail": "busy", "code": "busy"}, status=503, headers={"Retry-After": "1"}))
     transport = AiohttpTransport(_config(upstream.base_url))
-    request = _request(f"{upstream.base_url}/r", endpoint="r/{x}")
+    request = seam_request(f"{upstream.base_url}/r", endpoint="r/{x}")
     try:
         with pytest.raises(ServerError) as info:
             await transport.send(request, request.headers, 2.0)
@@ -75,7 +61,7 @@ async def test_the_attempt_sends_the_headers_it_is_given(upstream: Upstream) -> 
     """The headers passed to send() are the ones on the wire (an attempt's own copy, not the call's)."""
     upstream.route("r", json({}))
     transport = AiohttpTransport(_config(upstream.base_url))
-    request = _request(f"{upstream.base_url}/r")
+    request = seam_request(f"{upstream.base_url}/r")
     try:
         await transport.send(request, {**request.headers, DEADLINE_HEADER: "1500"}, 2.0)
     finally:
@@ -90,7 +76,7 @@ async def test_connect_refused_is_a_connection_error_before_sending() -> None:
     transport = AiohttpTransport(_config(base))
     try:
         with pytest.raises(ClientConnectionError) as info:
-            await transport.send(_request(f"{base}/r"), {}, 2.0)
+            await transport.send(seam_request(f"{base}/r"), {}, 2.0)
     finally:
         await transport.aclose()
     assert info.value.request_sent is False
@@ -102,7 +88,7 @@ async def test_an_injected_session_is_used_and_left_open(upstream: Upstream) -> 
     upstream.route("r", json({"n": 1}))
     async with aiohttp.ClientSession() as session:
         transport = AiohttpTransport(_config(upstream.base_url), session=session)
-        request = _request(f"{upstream.base_url}/r")
+        request = seam_request(f"{upstream.base_url}/r")
         assert await transport.send(request, request.headers, 2.0) == {"n": 1}
         await transport.aclose()
         assert not session.closed
@@ -114,7 +100,7 @@ async def test_a_closed_transport_refuses_with_client_closed(upstream: Upstream)
     transport = AiohttpTransport(_config(upstream.base_url))
     await transport.aclose()
     with pytest.raises(ClientClosedError):
-        await transport.send(_request(f"{upstream.base_url}/r"), {}, 2.0)
+        await transport.send(seam_request(f"{upstream.base_url}/r"), {}, 2.0)
     assert transport.session is None
 
 
