@@ -132,6 +132,14 @@ class ClientError(ServiceError):
     _detail: str | None = None
     _code: str | None = None
     _location: str | None = None
+    # Read by an error built without ``__init__`` (``refusal``); ``__init__`` sets its own.
+    status: int | None = None
+    _message: str = reason
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A refusal's message is its class's reason (``refusal`` does not store one).
+        cls._message = cls.reason
 
     def __init__(
         self,
@@ -176,15 +184,13 @@ class ClientError(ServiceError):
         built for every call while a dependency is down (issue 16's P5).
         """
         error = cls.__new__(cls, cls.reason)  # BaseException.__new__ sets args
-        error.__dict__.update(
-            service_name=service_name,
-            method=method,
-            endpoint=endpoint,
-            status=None,
-            attempts=0,
-            retry_after=retry_after,
-            _message=cls.reason,
-        )
+        # Five stores, no keyword dict: ``status`` and ``_message`` are the class's
+        # (None, the reason), and five keys fit a new instance dict without a resize.
+        error.service_name = service_name
+        error.method = method
+        error.endpoint = endpoint
+        error.attempts = 0
+        error.retry_after = retry_after
         return error
 
     @property

@@ -373,7 +373,11 @@ class BaseServiceClient:
         # per-call set-up below (and costs a few microseconds, not tens).
         wait = self.breaker.seconds_until_half_open()
         if wait > 0 or self.bulkhead.full:
-            return self._refuse(method, endpoint, wait, fallback)
+            error = self._refusal(method, endpoint, wait)
+            if fallback is not NO_FALLBACK and falls_back(fallback, error):
+                return self._refused_fallback(method, endpoint, wait, error, fallback)
+            self.observer.refused(method, endpoint, "breaker_open" if wait > 0 else "bulkhead_full", error)
+            raise error  # here, not in a helper: one frame fewer for every refusal to unwind
         # A transport's session serves one loop: the sync twins' loop has its own.
         loop = asyncio.get_running_loop()
         sync = self._sync
@@ -628,21 +632,21 @@ class BaseServiceClient:
         self.observer.call_ended(record, seconds, error, sent, None)
         raise error
 
-    def _refuse(self, method: str, endpoint: str, breaker_wait: float, fallback: Any) -> Any:
-        """A call refused before anything was sent (open breaker, full bulkhead): the lean path."""
+    def _refusal(self, method: str, endpoint: str, breaker_wait: float) -> ClientError:
+        """The error of a call refused before anything was sent (open breaker, full bulkhead)."""
         if breaker_wait > 0:
-            cls: type[ClientError] = CircuitBreakerOpenError
-            reason: Rejection = "breaker_open"
             retry_after = None if math.isinf(breaker_wait) else breaker_wait
-        else:
-            cls, reason, retry_after = BulkheadFullError, "bulkhead_full", None
-        error = cls.refusal(self.service_name, method, endpoint, retry_after)
-        if fallback is not NO_FALLBACK and falls_back(fallback, error):
-            self.observer.refused(method, endpoint, reason, error, fallback=True)
-            mark_degraded(self.service_name)
-            return resolve(fallback, error)
-        self.observer.refused(method, endpoint, reason, error)
-        raise error
+            return CircuitBreakerOpenError.refusal(self.service_name, method, endpoint, retry_after)
+        return BulkheadFullError.refusal(self.service_name, method, endpoint, None)
+
+    def _refused_fallback(
+        self, method: str, endpoint: str, breaker_wait: float, error: ClientError, fallback: Any
+    ) -> Any:
+        """A refused call answered by its fallback: counted and logged as such, then the fallback's value."""
+        reason: Rejection = "breaker_open" if breaker_wait > 0 else "bulkhead_full"
+        self.observer.refused(method, endpoint, reason, error, fallback=True)
+        mark_degraded(self.service_name)
+        return resolve(fallback, error)
 
     def _deadline(self, timeout: float | None) -> Deadline:
         """The call's deadline: its own budget, inside the inbound request's, less a margin."""

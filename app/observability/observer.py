@@ -117,15 +117,17 @@ class CallObserver:
             metrics.refused(method, endpoint, reason, outcome)
             if fallback:
                 metrics.fallback()
-        if self.log_calls and logger.isEnabledFor(_INFO):
+        if self.log_calls:
             # While a dependency is down this runs for every call: one line a second per
-            # reason, the rest counted without building anything.
+            # reason, the rest counted without building anything (nor asking the logger).
             sampled = self._refusal_logs.get(reason)
             if sampled is None:
                 sampled = self._refusal_logs[reason] = _RefusalLog()
             now = self._clock.now()
             if now < sampled.next_at:
                 sampled.suppressed += 1
+                return
+            if not logger.isEnabledFor(_INFO):
                 return
             suppressed, sampled.suppressed = sampled.suppressed, 0
             sampled.next_at = now + REFUSAL_LOG_INTERVAL
