@@ -104,6 +104,10 @@ def encode_request(  # noqa: PLR0917 - once per call: positional arguments cost 
     return url, hdrs, body
 
 
+#: Per-call headers the caller may not set: how the body is framed on the wire.
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
+
+
 def _header_problem(headers: Mapping[str, str] | None, idempotency_key: str | None) -> str | None:
     """Why these per-call headers cannot be sent, or None (configured ones are vetted at load)."""
     items = list(headers.items()) if headers else []
@@ -118,6 +122,11 @@ def _header_problem(headers: Mapping[str, str] | None, idempotency_key: str | No
             # aiohttp would refuse CR/LF only once connected (an untyped ValueError), and
             # send NUL and other control characters as they are.
             return f"header {name!r} holds CR, LF, NUL, another control character or a lone surrogate"
+        if name.lower() in _FRAMING:
+            # The transport frames the body it sends; a second, different framing header
+            # would reach the wire beside its own, and the upstream (or a proxy on the way)
+            # would pick one: a smuggled or cut request.
+            return f"header {name!r} frames the body, which the client does itself"
     return None
 
 

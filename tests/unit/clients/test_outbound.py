@@ -47,6 +47,8 @@ def test_options_are_encoded_once() -> None:
         ({"headers": {"Bad Name": "v"}}, "not a valid HTTP token"),
         ({"headers": {"X-A": 1}}, "int value"),
         ({"idempotency_key": "k\n"}, "'Idempotency-Key' holds CR"),
+        ({"headers": {"Transfer-Encoding": "chunked"}}, "'Transfer-Encoding' frames the body"),
+        ({"headers": {"content-length": "0"}}, "'content-length' frames the body"),
         ({"params": {"q": object()}}, "has a object value"),
         ({"params": {"q": float("nan")}}, "not a finite number"),
         ({"params": {"q": "\ud800"}}, "lone surrogate"),
