@@ -29,6 +29,11 @@ __all__ = [
 ]
 
 
+def _resolved(marker: AsyncProvide) -> Any:
+    """``Depends(marker)``, request-scoped: see ``AsyncProvide`` for why the scope is declared."""
+    return Depends(marker, scope="request")
+
+
 def UpstreamClient(name: str) -> Any:  # noqa: N802 - a marker, capitalised like FastAPI's Depends
     """The client of the upstream ``name`` from the container, as a FastAPI dependency.
 
@@ -38,20 +43,20 @@ def UpstreamClient(name: str) -> Any:  # noqa: N802 - a marker, capitalised like
     lifespan opened, an instance of the class bound to ``name`` (``@upstream_client``);
     ``app.clients.testing.override_client`` swaps it.
     """
-    return Depends(AsyncProvide(Container.upstreams.provided.client.call(name)))
+    return _resolved(AsyncProvide(Container.upstreams.provided.client.call(name)))
 
 
 # The gateway's own upstreams, through their declared providers: one lookup fewer per
 # request than UpstreamClient("analysis_engine"), the same client.
-AnalysisEngineDep = Annotated[AnalysisEngineClient, Depends(AsyncProvide[Container.analysis_engine.client])]
-MLWorkbenchDep = Annotated[MLWorkbenchClient, Depends(AsyncProvide[Container.ml_workbench.client])]
+AnalysisEngineDep = Annotated[AnalysisEngineClient, _resolved(AsyncProvide[Container.analysis_engine.client])]
+MLWorkbenchDep = Annotated[MLWorkbenchClient, _resolved(AsyncProvide[Container.ml_workbench.client])]
 #: The settings in force: the live config store's current snapshot, so a reload reaches
 #: the routes that read them (the signal's model id).
-SettingsDep = Annotated[Settings, Depends(AsyncProvide[Container.config_store.provided.settings])]
-ConfigStoreDep = Annotated[ConfigStore, Depends(AsyncProvide[Container.config_store])]
-SharedStateDep = Annotated[SharedState | None, Depends(AsyncProvide[Container.shared_state])]
-DependencyViewsDep = Annotated[list[DependencyView], Depends(AsyncProvide[Container.dependency_views])]
-LifecycleDep = Annotated[Lifecycle, Depends(AsyncProvide[Container.lifecycle])]
+SettingsDep = Annotated[Settings, _resolved(AsyncProvide[Container.config_store.provided.settings])]
+ConfigStoreDep = Annotated[ConfigStore, _resolved(AsyncProvide[Container.config_store])]
+SharedStateDep = Annotated[SharedState | None, _resolved(AsyncProvide[Container.shared_state])]
+DependencyViewsDep = Annotated[list[DependencyView], _resolved(AsyncProvide[Container.dependency_views])]
+LifecycleDep = Annotated[Lifecycle, _resolved(AsyncProvide[Container.lifecycle])]
 #: The request's bearer token, if any; the route decides what a missing one means (and
 #: /docs shows an "Authorize" button for it).
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]

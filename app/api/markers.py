@@ -4,6 +4,7 @@
 # its signature, and a string annotation would not resolve in this module's namespace.
 
 import inspect
+from asyncio import Future
 from typing import Any
 
 from dependency_injector import providers
@@ -25,6 +26,11 @@ class AsyncProvide(Provide):  # type: ignore[misc,valid-type]
     without a loop pass. ``@inject`` sees a value, not a marker, and leaves it alone.
     ``provider.override()`` works as before: the provider call honours it. An app without
     a container in its state gets the marker back, for ``@inject`` to resolve as before.
+
+    Declare it with ``Depends(marker, scope="request")`` (as ``app.api.deps`` does): a
+    dependency without a declared scope makes FastAPI classify its callable again on every
+    request, to compute one (~9k instructions); ``"request"``, not ``"function"``, so that
+    a generator dependency of the default (request) scope may still depend on it.
     """
 
     async def __call__(self, connection: HTTPConnection) -> Any:
@@ -32,7 +38,14 @@ class AsyncProvide(Provide):  # type: ignore[misc,valid-type]
 
         ``HTTPConnection``: FastAPI passes it to HTTP and WebSocket routes alike.
         """
-        container = getattr(connection.app.state, "container", None)
+        # Per request, this is DI's share of the route's cost, so each step is the cheap
+        # spelling of it: ``scope["app"]``, not the ``.app`` property (a Python call), and
+        # ``state["container"]``, not ``state.container``, which fails the normal lookup
+        # first and formats an AttributeError message before ``State.__getattr__`` (~5k).
+        try:
+            container = connection.scope["app"].state["container"]
+        except KeyError:
+            return self
         if container is None:
             return self
         # The bindings live on the container, and go with it: a map of containers held
@@ -48,7 +61,10 @@ class AsyncProvide(Provide):  # type: ignore[misc,valid-type]
         if provider is None:
             return self
         value = provider()
-        if inspect.isawaitable(value):  # dependency-injector's own test of what to await
+        # An opened async Resource's answer is a Future: told by its class, without the
+        # call to dependency-injector's own test of what to await (``isawaitable``),
+        # which the other answers still get.
+        if value.__class__ is Future or inspect.isawaitable(value):
             value = await value
         return value
 

@@ -3,14 +3,18 @@
 # No `from __future__ import annotations`: @inject reads the Annotated markers.
 
 import asyncio
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, get_args
 
 import aiohttp
+import pytest
 from dependency_injector import providers
 from dependency_injector.wiring import inject
-from fastapi import APIRouter, FastAPI, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, WebSocket
 
+from app.api import deps
 from app.api.deps import AnalysisEngineDep, LifecycleDep, UpstreamClient
+from app.api.markers import AsyncProvide
 from app.clients import AnalysisEngineClient
 from app.clients.testing import override_client
 from app.containers import Container
@@ -48,6 +52,20 @@ async def ws(websocket: WebSocket, lifecycle: LifecycleDep) -> None:
 async def lifecycle_route(lifecycle: LifecycleDep) -> dict[str, Any]:
     """What the container's ``lifecycle`` provides, by class name."""
     return {"type": type(lifecycle).__name__}
+
+
+async def lifecycle_of(lifecycle: LifecycleDep) -> AsyncIterator[Any]:
+    """A generator dependency of the default (request) scope, itself on a marker's alias."""
+    yield lifecycle
+
+
+@router.get("/lifecycle-twice")
+@inject
+async def lifecycle_twice(
+    lifecycle: LifecycleDep, via: Annotated[Any, Depends(lifecycle_of)]
+) -> dict[str, Any]:
+    """The alias twice in one request: directly and through a generator dependency."""
+    return {"same": lifecycle is via, "type": type(lifecycle).__name__}
 
 
 class Fake:
@@ -112,10 +130,15 @@ async def test_no_task_per_request_for_injection(container: Container, http: Any
     assert not [n for n in names if "_await_injection" in n], names
 
 
-async def test_an_app_without_a_container_falls_back_to_inject(container: Container, http: Any) -> None:
+@pytest.mark.parametrize("state", ["missing", "none"])
+async def test_an_app_without_a_container_falls_back_to_inject(
+    container: Container, http: Any, state: str
+) -> None:
     """A wired route mounted on an app of one's own (no ``app.state.container``) still gets its client."""
     create_app(container, routers=[router])  # wires this module to ``container``
     app = FastAPI(lifespan=container.lifespan())
+    if state == "none":
+        app.state.container = None
     app.include_router(router)
     async with serve(app) as base:
         opened = await container.analysis_engine.client()
@@ -153,3 +176,57 @@ async def test_an_override_that_answers_every_attribute_is_not_awaited(
         with container.lifecycle.override(providers.Object(Recording())):
             assert (await _get(http, f"{base}/lifecycle"))["type"] == "Recording"
         assert (await _get(http, f"{base}/lifecycle"))["type"] == "Lifecycle"
+
+
+class Counted:
+    """A new one per provider call: tells one call per request from two."""
+
+    made = 0
+
+    def __init__(self) -> None:
+        Counted.made += 1
+
+
+async def test_a_request_scoped_generator_dependency_shares_the_markers_value(
+    container: Container, http: Any
+) -> None:
+    """A generator dependency of the default scope may depend on an alias, sharing its value.
+
+    The aliases are request-scoped: a "function" scope would refuse this route, and
+    FastAPI's per-request cache gives both uses one provider call (two would make two
+    objects here).
+    """
+    app = create_app(container, routers=[router])
+    async with serve(app) as base:
+        with container.lifecycle.override(providers.Factory(Counted)):
+            before = Counted.made
+            for _ in range(2):
+                assert await _get(http, f"{base}/lifecycle-twice") == {"same": True, "type": "Counted"}
+            assert Counted.made - before == 2
+        assert await _get(http, f"{base}/lifecycle-twice") == {"same": True, "type": "Lifecycle"}
+
+
+async def _fake() -> Fake:
+    return Fake()
+
+
+async def test_an_override_answering_a_coroutine_is_awaited(container: Container, http: Any) -> None:
+    """Not only a Resource's finished future: any awaitable answer is awaited."""
+    app = create_app(container, routers=[router])
+    async with serve(app) as base:
+        with container.lifecycle.override(providers.Coroutine(_fake)):
+            assert (await _get(http, f"{base}/lifecycle"))["type"] == "Fake"
+
+
+def test_the_aliases_declare_the_request_scope() -> None:
+    """Without a declared scope FastAPI classifies the marker again on every request (~9k instructions)."""
+    aliases = [alias for name, alias in vars(deps).items() if name.endswith("Dep")]
+    aliases.append(Annotated[Any, UpstreamClient("analysis_engine")])
+    markers = [
+        depends
+        for alias in aliases
+        for depends in get_args(alias)[1:]
+        if isinstance(depends.dependency, AsyncProvide)
+    ]
+    assert len(markers) == len(aliases) - 1, "every alias but BearerDep is a marker's"
+    assert {depends.scope for depends in markers} == {"request"}
