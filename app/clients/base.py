@@ -66,6 +66,10 @@ M = TypeVar("M")
 
 #: How long close() waits for the calls it cut short to unwind before it closes the transports.
 _CLOSE_GRACE = 2.0
+# The usual methods as callers spell them, to their canonical strings: the same object
+# for every call, where ``upper()`` makes a new one each time, held while the call runs.
+_METHODS = {m: m for m in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "POST", "PATCH")}
+_METHODS.update({m.lower(): m for m in _METHODS})
 
 
 class CallOptions(TypedDict, total=False):
@@ -354,7 +358,7 @@ class BaseServiceClient:
         the request carries those headers, and a 2xx or a 304 comes back whole, as a
         ``RawResponse``.
         """
-        method = method.upper()
+        method = _METHODS.get(method) or method.upper()
         if self._closed:
             raise self._closed_error(method, endpoint)
         url = self._resolver.resolve(endpoint, path_params)  # ValueError before anything is sent
@@ -553,7 +557,7 @@ class BaseServiceClient:
         record, observer = out.record, self.observer
         headers, span = out.headers, None
         if out.fresh_headers:  # a deadline to forward or a trace to join: this attempt's own copy
-            headers = dict(headers)  # hedged attempts run side by side
+            headers = headers.copy()  # hedged attempts run side by side
             if out.forward_deadline:
                 headers[DEADLINE_HEADER] = str(int(timeout * 1000))
             span = observer.attempt_started(record, headers)

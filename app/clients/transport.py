@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import aiohttp
+    from multidict import CIMultiDict
     from yarl import URL
 
     from app.clients.config import ClientConfig
@@ -68,7 +69,7 @@ class Request:
         record: CallRecord,
         url: URL,
         body: bytes | None,
-        headers: dict[str, str],
+        headers: CIMultiDict[str],
         params: dict[str, Any] | None,
         forward_deadline: bool,
         traced: bool,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -161,7 +161,7 @@ class CallObserver:
         return True
 
     @staticmethod
-    def attempt_started(record: CallRecord, headers: dict[str, str]) -> Span | None:
+    def attempt_started(record: CallRecord, headers: MutableMapping[str, str]) -> Span | None:
         """An attempt is about to be sent: in a traced call, its span, whose context goes into ``headers``."""
         return None if record.span is None else start_attempt_span(record, headers)
 

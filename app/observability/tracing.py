@@ -16,6 +16,8 @@ from opentelemetry.sdk.trace.export import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
     from yarl import URL
 
     from app.resilience.pipeline import CallRecord
@@ -183,7 +185,7 @@ def start_call_span(record: CallRecord, url: URL) -> trace.Span:
     )
 
 
-def start_attempt_span(record: CallRecord, headers: dict[str, str]) -> trace.Span:
+def start_attempt_span(record: CallRecord, headers: MutableMapping[str, str]) -> trace.Span:
     """A child span for one attempt; its context goes upstream as ``traceparent``."""
     parent = trace.set_span_in_context(record.span)
     span = tracing.tracer.start_span(

@@ -87,6 +87,16 @@ async def test_headers_sent(make_client, upstream: Upstream) -> None:
     assert upstream.bodies[0] == b'{"a":1}'
 
 
+async def test_a_callers_header_replaces_ours_whatever_its_case(make_client, upstream: Upstream) -> None:
+    """A per-call "accept" or "x-api-token" replaces the client's own: one of each on the wire, the caller's."""
+    upstream.route("*", json({}))
+    client = make_client(upstream.base_url, api_key="k-123456", api_key_header="X-Api-Token")
+    await client.get("x", headers={"accept": "application/json; q=1", "x-api-token": "k-other-654321"})
+    headers = upstream.requests[0].headers
+    assert headers.getall("Accept") == ["application/json; q=1"]
+    assert headers.getall("X-Api-Token") == ["k-other-654321"]
+
+
 async def test_inbound_request_id_is_forwarded(make_client, upstream: Upstream) -> None:
     """A request id set for the inbound request is reused by outbound calls."""
     upstream.route("*", json({}))
