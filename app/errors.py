@@ -183,9 +183,12 @@ class ClientError(ServiceError):
         retry_after=...)`` builds, attribute for attribute, in half the time: a refusal is
         built for every call while a dependency is down (issue 16's P5).
         """
-        error = cls.__new__(cls, cls.reason)  # BaseException.__new__ sets args
+        reason = cls.reason
+        error = cls.__new__(cls, reason)  # BaseException.__new__ sets args
         # Five stores, no keyword dict: ``status`` and ``_message`` are the class's
         # (None, the reason), and five keys fit a new instance dict without a resize.
+        if cls._message is not reason:  # the reason was changed after the class was made
+            error._message = reason
         error.service_name = service_name
         error.method = method
         error.endpoint = endpoint

@@ -44,8 +44,9 @@ RAW_CONDITIONAL = 2
 class Request:
     """What every attempt of one logical call sends, encoded once before the first.
 
-    ``headers`` are the call's; an attempt may send a copy with more (the deadline it has
-    left, trace context). ``url`` already holds the query. ``record`` is where the
+    ``headers`` are the call's, a ``CIMultiDict`` (case-insensitive, as aiohttp takes
+    them; ``dict(headers)`` for a plain one); an attempt may send a copy with more (the
+    deadline it has left, trace context). ``url`` already holds the query. ``record`` is where the
     transport notes the status it saw; ``context`` names the call in every error.
     """
 

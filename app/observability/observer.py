@@ -36,11 +36,13 @@ REFUSAL_LOG_INTERVAL = 1.0
 class _RefusalLog:
     """When the next refusal line for one reason may be written, and how many were left out since."""
 
-    __slots__ = ("next_at", "suppressed")
+    __slots__ = ("next_at", "quiet", "suppressed")
 
     def __init__(self) -> None:
         self.next_at = float("-inf")
         self.suppressed = 0
+        #: INFO was off when the current second began: its refusals were no lines left out.
+        self.quiet = False
 
 
 class CallObserver:
@@ -128,8 +130,12 @@ class CallObserver:
                 sampled.suppressed += 1
                 return
             if not logger.isEnabledFor(_INFO):
+                # Asked again in a second, not at every refusal.
+                sampled.next_at = now + REFUSAL_LOG_INTERVAL
+                sampled.quiet = True
                 return
-            suppressed, sampled.suppressed = sampled.suppressed, 0
+            suppressed, sampled.suppressed = 0 if sampled.quiet else sampled.suppressed, 0
+            sampled.quiet = False
             sampled.next_at = now + REFUSAL_LOG_INTERVAL
             record = CallRecord(self.service, method, endpoint, "")
             self._log(

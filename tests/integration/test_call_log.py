@@ -481,6 +481,28 @@ def test_refusals_are_logged_once_a_second_per_reason(out: io.StringIO, monkeypa
     assert lines(out)[-1]["suppressed"] == 1
 
 
+def test_with_info_off_a_refusal_asks_the_logger_once_a_second(out: io.StringIO, monkeypatch) -> None:
+    """INFO off: the level is asked at most once a second per reason; once it is on again, lines resume, counting none of the quiet."""
+    only_ours()
+    clock = FakeClock()
+    observer = CallObserver("up", metrics=False, clock=clock)
+    logger = logging.getLogger("app.clients")
+    asked: list[int] = []
+    real = logger.isEnabledFor
+    monkeypatch.setattr(logger, "isEnabledFor", lambda level: (asked.append(level), real(level))[1])
+    monkeypatch.setattr(logger, "level", logging.WARNING)
+    for _ in range(20):
+        _refuse(observer)
+    assert len(asked) == 1
+    assert lines(out) == []
+    clock.advance(REFUSAL_LOG_INTERVAL)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    logger.manager._clear_cache()  # the level's cache, as setLevel() clears it
+    _refuse(observer)
+    assert [line.get("suppressed") for line in lines(out)] == [None]
+    assert observer.stats.snapshot()["rejections"] == 21
+
+
 def test_sampled_refusals_through_records_too(monkeypatch, caplog) -> None:
     """With a user's handler (here pytest's) the sampled refusal lines are records, with the same count."""
     caplog.set_level(logging.INFO, logger="app.clients")

@@ -43,6 +43,17 @@ def _attributes(error: ClientError) -> dict[str, object]:
     return {name: getattr(error, name) for name in names | set(error.__dict__)}
 
 
+def test_a_reason_changed_after_the_class_is_the_refusals_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reason set later (say, translated) is what a refusal says, as the constructor's error does."""
+    monkeypatch.setattr(CircuitBreakerOpenError, "reason", "Schaltkreis offen")
+    fast = CircuitBreakerOpenError.refusal("svc", "GET", "x", None)
+    slow = CircuitBreakerOpenError(
+        CircuitBreakerOpenError.reason, service_name="svc", method="GET", endpoint="x", attempts=0
+    )
+    assert (str(fast), repr(fast), fast.args) == (str(slow), repr(slow), slow.args)
+    assert "Schaltkreis offen" in str(fast)
+
+
 def test_a_refusal_still_scrubs_on_the_way_out() -> None:
     """A secret that is the service's name (a misconfiguration) is masked in str, as for any error."""
     register_temporary_secret("sk-live-0123456789abcdef")

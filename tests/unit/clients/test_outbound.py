@@ -63,6 +63,22 @@ def test_what_cannot_be_sent_is_refused_by_name(options, why) -> None:
     assert "Injected" not in str(info.value)
 
 
+def test_a_callers_header_replaces_the_clients_whatever_its_case() -> None:
+    """On the client's own headers (a CIMultiDict, as aiohttp takes it): one Accept, the caller's; the base untouched."""
+    config = ClientConfig(
+        base_url="http://up.test/api", api_key=SecretStr("k-outbound-123456"), api_key_header="X-Key"
+    )
+    base = client_headers(config)
+    _, headers, _ = encode_request(
+        base, "rid", URL_, None, None, {"accept": "text/plain", "x-key": "k-other-654321"}, "idem"
+    )
+    assert headers.getall("Accept") == ["text/plain"]
+    assert headers.getall("X-Key") == ["k-other-654321"]
+    assert (headers["x-request-id"], headers["IDEMPOTENCY-KEY"]) == ("rid", "idem")
+    assert base.getall("Accept") == ["application/json"]  # every call copies
+    assert "X-Request-ID" not in base
+
+
 def test_unencodable_json_keeps_the_encoder_error_as_cause() -> None:
     """An int past 64 bits cannot be JSON here: refused, with orjson's error as the cause."""
     with pytest.raises(UnsendableError, match="cannot be encoded as JSON") as info:

@@ -41,3 +41,15 @@ def test_old_seconds_leave_the_window(clock) -> None:
     clock.advance(20)
     assert stats.snapshot()["requests"] == 0
     assert stats.snapshot()["latency_ms"]["p99"] is None
+
+
+def test_an_outcome_of_a_callers_own_error_class_is_counted(clock) -> None:
+    """An outcome outside the built-in set (a user's ClientError subclass) counts in the totals, not a KeyError."""
+    stats = RollingStats(window=10, clock=clock)
+    stats.record("quota_exceeded", 0.01)  # type: ignore[arg-type]
+    stats.refused("quota_exceeded")  # type: ignore[arg-type]
+    stats.record("success", 0.01)
+    snap = stats.snapshot()
+    assert snap["requests"] == 3
+    assert snap["series"][-1]["requests"] == 3
+    assert snap["error_percent"] == 0.0  # not a known failure outcome
