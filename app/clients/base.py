@@ -378,9 +378,10 @@ class BaseServiceClient:
         wait = self.breaker.seconds_until_half_open()
         if wait > 0 or self.bulkhead.full:
             error = self._refusal(method, endpoint, wait)
+            reason: Rejection = "breaker_open" if wait > 0 else "bulkhead_full"
             if fallback is not NO_FALLBACK and falls_back(fallback, error):
-                return self._refused_fallback(method, endpoint, wait, error, fallback)
-            self.observer.refused(method, endpoint, "breaker_open" if wait > 0 else "bulkhead_full", error)
+                return self._refused_fallback(method, endpoint, reason, error, fallback)
+            self.observer.refused(method, endpoint, reason, error)
             raise error  # here, not in a helper: one frame fewer for every refusal to unwind
         # A transport's session serves one loop: the sync twins' loop has its own.
         loop = asyncio.get_running_loop()
@@ -644,10 +645,9 @@ class BaseServiceClient:
         return BulkheadFullError.refusal(self.service_name, method, endpoint, None)
 
     def _refused_fallback(
-        self, method: str, endpoint: str, breaker_wait: float, error: ClientError, fallback: Any
+        self, method: str, endpoint: str, reason: Rejection, error: ClientError, fallback: Any
     ) -> Any:
         """A refused call answered by its fallback: counted and logged as such, then the fallback's value."""
-        reason: Rejection = "breaker_open" if breaker_wait > 0 else "bulkhead_full"
         self.observer.refused(method, endpoint, reason, error, fallback=True)
         mark_degraded(self.service_name)
         return resolve(fallback, error)
