@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from aiohttp.hdrs import ACCEPT, CONTENT_TYPE, X_REQUEST_ID
+from aiohttp.hdrs import ACCEPT_ENCODING as ACCEPT_ENCODING_NAME
 from multidict import CIMultiDict, istr
 from pydantic import BaseModel
 from yarl import URL
@@ -27,9 +29,8 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 
 
-# The header names every call sets, folded once: a CIMultiDict does not fold an istr again.
-_ACCEPT, _ACCEPT_ENCODING = istr("Accept"), istr("Accept-Encoding")
-_REQUEST_ID, _CONTENT_TYPE = istr("X-Request-ID"), istr("Content-Type")
+# The header names every call sets are folded once (aiohttp.hdrs' names are istr, and
+# this one too): a CIMultiDict does not fold an istr again.
 _IDEMPOTENCY_KEY = istr("Idempotency-Key")
 
 
@@ -45,7 +46,9 @@ def client_headers(config: ClientConfig) -> CIMultiDict[str]:
     """
     # Accept-Encoding: only what decoding.py decodes in bounded steps (aiohttp's own
     # decoding is switched off per request by the transport).
-    headers: CIMultiDict[str] = CIMultiDict({_ACCEPT: "application/json", _ACCEPT_ENCODING: ACCEPT_ENCODING})
+    headers: CIMultiDict[str] = CIMultiDict(
+        {ACCEPT: "application/json", ACCEPT_ENCODING_NAME: ACCEPT_ENCODING}
+    )
     if config.api_key is not None:
         key = config.api_key.get_secret_value()
         register_secret(key)
@@ -90,18 +93,18 @@ def encode_request(  # noqa: PLR0917 - once per call: positional arguments cost 
             hdrs.update(headers)  # in any case: the caller's "accept" replaces our "Accept"
         if idempotency_key is not None:
             hdrs[_IDEMPOTENCY_KEY] = idempotency_key
-    hdrs[_REQUEST_ID] = request_id
+    hdrs[X_REQUEST_ID] = request_id
     body = None
     if isinstance(json, BaseModel):
         # A typed request (a validated model): pydantic writes its JSON itself, by alias.
         body = json.model_dump_json(by_alias=True).encode()
-        hdrs[_CONTENT_TYPE] = "application/json"
+        hdrs[CONTENT_TYPE] = "application/json"
     elif json is not None:
         try:
             body = orjson.dumps(json)
         except TypeError as exc:  # orjson.JSONEncodeError: an int past 64 bits, an unknown type
             raise UnsendableError(f"request body cannot be encoded as JSON: {exc}") from exc
-        hdrs[_CONTENT_TYPE] = "application/json"
+        hdrs[CONTENT_TYPE] = "application/json"
     if params:
         # Encoded once here, not by aiohttp on every attempt, so a value it cannot
         # encode is a typed error before anything is sent.
