@@ -13,8 +13,9 @@ from typing import Any, ClassVar, ParamSpec, Self, TypedDict, TypeVar, Unpack, c
 import aiohttp
 
 from app.auth import Credentials
+from app.clients.attempt import AuthorizedAttempt, TransportAttempt
 from app.clients.balanced import BalancedTransport
-from app.clients.caching import CACHED_METHODS, CachedCall, credential_scope
+from app.clients.caching import CACHED_METHODS, CachedCall, ClientCache, credential_scope
 from app.clients.config import ClientConfig
 from app.clients.fallback import NO_FALLBACK, falls_back, mark_degraded, resolve
 from app.clients.inflight import InFlight
@@ -25,7 +26,6 @@ from app.clients.reconfigure import check_live
 from app.clients.response import RawResponse
 from app.clients.sync import SyncBridge, sync_twin
 from app.clients.transport import (
-    DEADLINE_HEADER,
     RAW_BODY,
     RAW_CONDITIONAL,
     Request,
@@ -35,13 +35,11 @@ from app.clients.transport import (
 )
 from app.clients.urls import EndpointResolver
 from app.clients.validation import check_answer, check_request
-from app.clients.wire_errors import closed_in_flight
 from app.errors import (
     BulkheadFullError,
     CircuitBreakerOpenError,
     ClientAuthenticationError,
     ClientClosedError,
-    ClientConnectionError,
     ClientError,
     ClientTimeoutError,
     ErrorContext,
@@ -51,7 +49,7 @@ from app.errors import (
     ResponseDecodeError,
     TokenEndpointError,
 )
-from app.observability.context import attempt_span_var, inbound_deadline_var, request_id_var
+from app.observability.context import inbound_deadline_var, request_id_var
 from app.observability.request_ids import new_request_id
 from app.resilience.clock import MONOTONIC, Clock
 from app.resilience.deadline import Deadline
@@ -172,6 +170,8 @@ class BaseServiceClient:
         self._closed = False
         self._inflight = InFlight()
         self._calls = self._inflight.tasks  # request() adds and discards each call's task here
+        # Every call without a budget shares this one: none held per call in flight.
+        self._unbounded = Deadline.never(clock)
 
     def __repr__(self) -> str:
         name, url = type(self).__name__, self.config.base_url
@@ -324,7 +324,7 @@ class BaseServiceClient:
 
     # -- one logical call ------------------------------------------------------------
 
-    async def request(  # noqa: PLR0911, PLR0912, PLR0915 - one function: the hot path pays no extra frame
+    async def request(  # noqa: PLR0912, PLR0915 - one function: the hot path pays no extra frame
         self,
         method: str,
         endpoint: str,
@@ -364,15 +364,12 @@ class BaseServiceClient:
         url = self._resolver.resolve(endpoint, path_params)  # ValueError before anything is sent
         if timeout is not None and not timeout > 0:  # "not >" also refuses nan
             raise ValueError("timeout must be > 0")
-        cached = self._cache
-        if cached is not None and _conditional is None and cache is not False:
+        if self._cache is not None and _conditional is None and cache is not False:
             call = CachedCall(
                 method, endpoint, url, params, json, headers, path_params,
                 timeout, idempotent, idempotency_key,
             )  # fmt: skip
-            if cache or method in CACHED_METHODS:
-                return await cached.call(self, call, fallback, response_model)
-            return await cached.write(self, call, fallback, response_model)  # drops what it changed
+            return await self._through_cache(self._cache, call, cache, fallback, response_model)
         # Fast refusals: an open breaker or a full bulkhead answers before any of the
         # per-call set-up below (and costs a few microseconds, not tens).
         wait = self.breaker.seconds_until_half_open()
@@ -383,21 +380,19 @@ class BaseServiceClient:
                 return self._refused_fallback(method, endpoint, reason, error, fallback)
             self.observer.refused(method, endpoint, reason, error)
             raise error  # here, not in a helper: one frame fewer for every refusal to unwind
+        # Fewer locals, a smaller frame: each is 8 bytes a call in flight (see BENCHMARKS.md, P6).
         # A transport's session serves one loop: the sync twins' loop has its own.
         loop = asyncio.get_running_loop()
-        sync = self._sync
-        transport = sync.transport if loop is sync.loop else self._transport
-        request_id = request_id_var.get() or new_request_id()
-        record = CallRecord(self.service_name, method, endpoint, request_id)
+        transport = self._sync.transport if loop is self._sync.loop else self._transport
+        record = CallRecord(self.service_name, method, endpoint, request_id_var.get() or new_request_id())
         try:
             url, hdrs, body = encode_request(
-                self._headers, request_id, url, params, json, headers, idempotency_key
+                self._headers, record.request_id, url, params, json, headers, idempotency_key
             )
         except UnsendableError as exc:
             raise self._unsendable(record, str(exc)) from exc.__cause__
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS or idempotency_key is not None
-        clock = self.clock
         deadline = self._deadline(timeout)
         out = Request(
             record=record,
@@ -413,35 +408,43 @@ class BaseServiceClient:
             out.raw = RAW_CONDITIONAL
         elif response_model is not None and self.config.response_validation != "off":
             out.raw = RAW_BODY  # validated from the bytes: no decode to Python objects first
-        started = clock.now()
+        started = self.clock.now()
         task = cast("asyncio.Task[Any]", asyncio.current_task(loop))  # a coroutine runs in a task
-        calls = self._calls
-        calls.add(task)
+        self._calls.add(task)
         try:
             if self._closed:  # closed by another thread between the check above and here
                 raise self._closed_error(method, endpoint)
-            credentials = self._credentials
-            if credentials is None:
+            if self._credentials is None:
                 result = await self._pipeline.execute(
-                    functools.partial(self._attempt, transport, out), record, deadline, idempotent=idempotent
+                    TransportAttempt(self, transport, out), record, deadline, idempotent=idempotent
                 )
             else:
-                result = await self._authorized(credentials, transport, out, deadline, idempotent, headers)
+                result = await self._authorized(
+                    self._credentials, transport, out, deadline, idempotent, headers
+                )
         except ClientError as error:
-            return self._failed(record, error, clock.now() - started, sent=json, fallback=fallback)
+            return self._failed(record, error, self.clock.now() - started, sent=json, fallback=fallback)
         except asyncio.CancelledError as exc:
-            return self._cancelled(exc, record, clock.now() - started, sent=json, fallback=fallback)
+            return self._cancelled(exc, record, self.clock.now() - started, sent=json, fallback=fallback)
         finally:
-            calls.discard(task)
+            self._calls.discard(task)
             if self._closed:
                 self._inflight.left(task)
         if response_model is not None or _conditional is not None:
             try:
                 result = self._checked(result, response_model, record, out)
             except ResponseDecodeError as error:
-                return self._failed(record, error, clock.now() - started, sent=json, fallback=fallback)
-        self.observer.call_ended(record, clock.now() - started, None, json, result)
+                return self._failed(record, error, self.clock.now() - started, sent=json, fallback=fallback)
+        self.observer.call_ended(record, self.clock.now() - started, None, json, result)
         return result
+
+    async def _through_cache(
+        self, cached: ClientCache, call: CachedCall, cache: bool | None, fallback: Any, response_model: Any
+    ) -> Any:
+        """A call the response cache answers (a GET, or ``cache=True``), or one whose writes it drops."""
+        if cache or call.method in CACHED_METHODS:
+            return await cached.call(self, call, fallback, response_model)
+        return await cached.write(self, call, fallback, response_model)  # drops what it changed
 
     def _checked(self, result: Any, response_model: Any, record: CallRecord, out: Request) -> Any:
         """The answer validated: against ``response_model``; for the cache's fetch, as JSON that decodes.
@@ -508,9 +511,9 @@ class BaseServiceClient:
         record, name = out.record, credentials.header
         if given and any(key.lower() == name.lower() for key in given):
             return await self._pipeline.execute(
-                functools.partial(self._attempt, transport, out), record, deadline, idempotent=idempotent
+                TransportAttempt(self, transport, out), record, deadline, idempotent=idempotent
             )
-        attempt = functools.partial(self._attempt_with, credentials, transport, out)
+        attempt = AuthorizedAttempt(self, transport, out, credentials)
         out.headers[name] = await self._credential(credentials, out, deadline)
         try:
             return await self._pipeline.execute(attempt, record, deadline, idempotent=idempotent)
@@ -543,54 +546,6 @@ class BaseServiceClient:
             raise ClientTimeoutError(
                 "deadline exceeded waiting for a token", attempts=out.record.attempts, **out.context
             ) from None
-
-    async def _attempt_with(
-        self, credentials: Credentials, transport: Transport, out: Request, timeout: float
-    ) -> Any:
-        """One attempt with the token current now (one refreshed since the call began goes out at once)."""
-        value = credentials.current()
-        if value is not None:
-            out.headers[credentials.header] = value
-        return await self._attempt(transport, out, timeout)
-
-    async def _attempt(self, transport: Transport, out: Request, timeout: float) -> Any:
-        """One attempt: headers of its own when it needs them, the transport's send, the observer told."""
-        record, observer = out.record, self.observer
-        headers, span = out.headers, None
-        if out.fresh_headers:  # a deadline to forward or a trace to join: this attempt's own copy
-            headers = headers.copy()  # hedged attempts run side by side
-            if out.forward_deadline:
-                headers[DEADLINE_HEADER] = str(int(timeout * 1000))
-            span = observer.attempt_started(record, headers)
-            if span is not None:
-                attempt_span_var.set(span)  # for the instance's address, once one is picked
-        try:
-            result = await transport.send(out, headers, timeout)
-        except (ClientConnectionError, ClientTimeoutError) as exc:  # below HTTP: maybe our close
-            error = self._closing(exc, out)
-            observer.attempt_ended(record, span, error, out.params)
-            if error is exc:
-                raise
-            raise error from exc.__cause__
-        except BaseException as exc:
-            # A typed answer, or a cancellation: a hedge's loser, a caller that gave up, or
-            # close(). Even for close() the cancellation goes on up to request(), which turns
-            # it into ClientClosedError: the breaker must not see that error, as aiobreaker
-            # counts any error it is told to exclude as a success.
-            observer.attempt_ended(record, span, exc, out.params)
-            raise
-        observer.attempt_ended(record, span, None, out.params)
-        return result
-
-    def _closing(self, error: ClientError, out: Request) -> ClientError:
-        """A failure below HTTP while the client closes is ``ClientClosedError``: ours, not the upstream's."""
-        if isinstance(error, ClientClosedError):  # the transport's own connections were closed
-            self._inflight.take_abort()
-            return error
-        if not self._closed:
-            return error
-        self._inflight.take_abort()
-        return closed_in_flight(out.context)
 
     def _unsendable(self, record: CallRecord, problem: str) -> RequestEncodeError:
         """A call refused before anything was sent because the request cannot be encoded.
@@ -662,4 +617,4 @@ class BaseServiceClient:
         if budget is not None and budget <= 0:
             # The caller has given up already; an immediate timeout is the honest answer.
             return Deadline(self.clock, self.clock.now())
-        return Deadline.after(self.clock, budget)
+        return self._unbounded if budget is None else Deadline.after(self.clock, budget)

@@ -120,15 +120,17 @@ class LeanTransport:
 
     async def send(self, request: Request, headers: Mapping[str, str], timeout: float) -> Any:
         """One attempt (see :class:`~app.clients.transport.Transport`)."""
-        record, ctx = request.record, request.context
+        # request.context is built where an error or the answer needs it: a dict held by
+        # this frame would live as long as the attempt (~0.2 KB a call in flight).
+        record = request.record
         if self._closed:
-            raise ClientClosedError(**ctx)
+            raise ClientClosedError(**request.context)
         loop = asyncio.get_running_loop()
         ends = loop.time() + timeout
         method, url, body = request.method, request.url, request.body
         pool, limit = self._pool, self._limit
         for _ in range(MAX_REDIRECTS + 1):
-            conn = await self._connection(loop, ends, timeout, ctx)
+            conn = await self._connection(loop, ends, timeout, request)
             try:
                 waiter = conn.start(loop, head_only=method == "HEAD", limit=limit)
                 transport = conn.transport
@@ -150,31 +152,31 @@ class LeanTransport:
                 record.status = status
             if outcome is not None or answer_headers is None:
                 pool.release(conn)
-                self._failed(outcome, status, answer_headers, timeout, method, url, ctx)
+                self._failed(outcome, status, answer_headers, timeout, method, url, request.context)
             raw = conn.body()
             pool.release(conn)
             if status in REDIRECT_STATUSES and self._follow:
                 location = answer_headers.get("Location")
                 method, url, body = self._redirects.next_hop(
-                    status, location, method=method, url=url, body=body, context=ctx
+                    status, location, method=method, url=url, body=body, context=request.context
                 )
                 continue
             content_type, charset = _content_type(answer_headers)
             whole = request.raw
             if whole and (200 <= status < 300 or (status == 304 and whole == RAW_CONDITIONAL)):
                 return RawResponse.read(status, answer_headers, content_type, charset, raw)
-            return answer(status, answer_headers, content_type, charset, raw, self._cap, ctx)
-        raise ClientResponseError("too many redirects", status=record.status, **ctx)
+            return answer(status, answer_headers, content_type, charset, raw, self._cap, request.context)
+        raise ClientResponseError("too many redirects", status=record.status, **request.context)
 
     async def _connection(
-        self, loop: asyncio.AbstractEventLoop, ends: float, timeout: float, ctx: ErrorContext
+        self, loop: asyncio.AbstractEventLoop, ends: float, timeout: float, request: Request
     ) -> Connection:
         try:
             return await self._pool.acquire(loop, ends)
         except PoolClosedError:
-            raise closed_in_flight(ctx) from None
+            raise closed_in_flight(request.context) from None
         except TimeoutError as exc:
-            raise timed_out(timeout, ctx) from exc
+            raise timed_out(timeout, request.context) from exc
         except OSError as exc:
             # The connection was never made, so the request was never sent. The cause is
             # the one aiohttp gives (callers and tests look at it), naming host and port.
@@ -186,7 +188,7 @@ class LeanTransport:
                 else aiohttp.ClientConnectorError
             )
             cause = cls(key, exc)
-            raise connect_failed(ctx) from cause
+            raise connect_failed(request.context) from cause
 
     def _failed(  # noqa: PLR0917 - the error path of one exchange: all it knows, positionally
         self,

@@ -52,7 +52,6 @@ class Request:
 
     __slots__ = (
         "body",
-        "context",
         "forward_deadline",
         "fresh_headers",
         "headers",
@@ -84,15 +83,16 @@ class Request:
         self.forward_deadline = forward_deadline
         # Each attempt then sends headers of its own: hedged attempts run side by side.
         self.fresh_headers = forward_deadline or traced
-        self.context: ErrorContext = {
-            "service_name": record.service,
-            "method": record.method,
-            "endpoint": record.endpoint,
-        }
         #: The instances this call's attempts went to, when the upstream has several.
         self.tried: list[str] | None = None
         #: 0, ``RAW_BODY`` or ``RAW_CONDITIONAL``: which answers come back whole (a ``RawResponse``).
         self.raw = 0
+
+    @property
+    def context(self) -> ErrorContext:
+        """What names the call in its errors: built when one is, not held while the call runs."""
+        record = self.record
+        return {"service_name": record.service, "method": record.method, "endpoint": record.endpoint}
 
     def to(self, url: URL) -> Request:
         """The same request sent to ``url`` (another instance of the upstream)."""

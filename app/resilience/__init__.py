@@ -9,10 +9,11 @@ from app.resilience.breaker import (
 from app.resilience.bulkhead import Bulkhead, BulkheadRejectedError
 from app.resilience.clock import MONOTONIC, Clock, MonotonicClock
 from app.resilience.deadline import Deadline
-from app.resilience.pipeline import CallRecord, Pipeline, is_breaker_failure, is_breaker_neutral
+from app.resilience.pipeline import Attempt, CallRecord, Pipeline, is_breaker_failure, is_breaker_neutral
 from app.resilience.retry import RetryPolicy, parse_retry_after
 
 __all__ = [
+    "Attempt",
     "BREAKER_DEFAULTS",
     "BreakerDefaults",
     "BreakerRejectedError",

@@ -12,7 +12,8 @@ __all__ = ["Deadline"]
 class Deadline:
     """An absolute point on a monotonic clock after which a call must not go on.
 
-    ``Deadline.never(clock)`` is the deadline of a call without a budget.
+    ``Deadline.never(clock)`` is the deadline of a call without a budget. A deadline never
+    changes once made, so calls may share one (every call without a budget, say).
     """
 
     __slots__ = ("_clock", "at")
@@ -25,6 +26,11 @@ class Deadline:
     def after(cls, clock: Clock, seconds: float | None) -> Deadline:
         """The deadline ``seconds`` from now, or none when ``seconds`` is None."""
         return cls(clock, math.inf if seconds is None else clock.now() + seconds)
+
+    @classmethod
+    def never(cls, clock: Clock) -> Deadline:
+        """The deadline of a call without a budget."""
+        return cls(clock, math.inf)
 
     @property
     def bounded(self) -> bool:

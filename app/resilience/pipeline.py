@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from app.errors import (
     BulkheadFullError,
@@ -34,6 +34,7 @@ from app.resilience.ratelimit import RateLimiter
 from app.resilience.retry import RetryPolicy
 
 __all__ = [
+    "Attempt",
     "CallRecord",
     "Pipeline",
     "PipelineEvents",
@@ -96,6 +97,37 @@ class CallRecord:
         self.span: Any = None
         #: The instance (``host:port``) of the latest attempt, when the upstream has several.
         self.instance: str | None = None
+
+
+class Attempt(Generic[T]):
+    """One attempt of a call that the fused fast path may send bare, without its wrapper.
+
+    Any ``Callable[[float], Awaitable[T]]`` is an attempt to the pipeline; calling this one
+    runs it whole, as any other. When ``bare`` is True, the fused fast path instead awaits
+    ``send(timeout)`` in its own frame and tells the attempt how it ended (``answered()``,
+    or ``failed(error)``, which gives the error to raise): what the wrapper would have done
+    around the send, without the wrapper's coroutine (~0.5 KB a call in flight).
+    """
+
+    __slots__ = ()
+
+    #: True when ``send`` and the two hooks together are the whole attempt.
+    bare: bool = False
+
+    def __call__(self, timeout: float) -> Awaitable[T]:
+        """The whole attempt."""
+        raise NotImplementedError
+
+    def send(self, timeout: float) -> Awaitable[T]:
+        """The attempt's send alone (only called when ``bare``)."""
+        return self(timeout)
+
+    def answered(self) -> None:
+        """A bare send was answered."""
+
+    def failed(self, error: BaseException) -> BaseException:
+        """A bare send raised ``error`` (a cancellation too): the error to raise in its place, or itself."""
+        return error
 
 
 class PipelineEvents(Protocol):
@@ -203,16 +235,10 @@ class Pipeline:
         while it waits) gives its rate-limit slot back, and a bulkhead slot it was handed
         is passed on: the limiter and the bulkhead are left as if it never came.
         """
-        limiter = self.rate_limiter
         slot: float | None = None
-        if limiter is not None:
-            wait, slot = limiter.reserve_slot(deadline.remaining())
-            if wait:
-                await self._rate_wait(wait, slot, record)
-        elif self.shared_limiter is not None:  # a limit over every replica: one Redis round trip
-            wait, slot = await self.shared_limiter.reserve_slot(deadline.remaining())
-            if wait:
-                await self._rate_wait(wait, slot, record)
+        if self.rate_limiter is not None or self.shared_limiter is not None:
+            # In a frame of its own: its locals would make every call's frame larger.
+            slot = await self._rate_limit(deadline, record)
         bulkhead = self.bulkhead
         if not bulkhead.try_acquire():
             try:
@@ -238,6 +264,7 @@ class Pipeline:
             hedging = self.hedging if idempotent else None
             if budget is not None:
                 budget.request()
+            bare = attempt if isinstance(attempt, Attempt) and attempt.bare else None
             retry: RetryPolicy | None = None
             waits: Iterator[float] | None = None
             last: ClientError | None = None
@@ -249,8 +276,11 @@ class Pipeline:
                         return await self._hedged(hedging, attempt, record, deadline, timeout)
                     # Not with adaptive limits or hedging configured: _one times every round
                     # trip for them (a POST's too: the hedge delay learns from every call).
-                    timed = self.adaptive is not None or self.hedging is not None
-                    state = None if timed else self.breaker.fast_state()
+                    state = (
+                        None
+                        if self.adaptive is not None or self.hedging is not None
+                        else self.breaker.fast_state()
+                    )
                     if state is None:
                         return await self._one(attempt, record, deadline, timeout)
                     # The fused fast path (a closed breaker counting failures in a row, nothing
@@ -258,12 +288,26 @@ class Pipeline:
                     # the breaker's state as aiobreaker's own wrapper would hand it, without
                     # that wrapper's coroutine and hooks, or _one's frame.
                     record.attempts += 1
+                    if bare is None:
+                        try:
+                            result = await attempt(min(timeout, deadline.remaining()))
+                        except Exception as exc:
+                            state.failed(exc)
+                            raise
+                        state.succeeded()
+                        return result
+                    # A bare attempt (see Attempt): its wrapper's work done here, in this frame.
                     try:
-                        result = await attempt(min(timeout, deadline.remaining()))
-                    except Exception as exc:
-                        state.failed(exc)
-                        raise
+                        result = await bare.send(min(timeout, deadline.remaining()))
+                    except BaseException as exc:
+                        error = bare.failed(exc)
+                        if isinstance(error, Exception):  # a cancellation is not the breaker's
+                            state.failed(error)
+                        if error is exc:
+                            raise
+                        raise error from exc.__cause__
                     else:
+                        bare.answered()
                         state.succeeded()
                         return result
                 except BreakerRejectedError as exc:
@@ -300,6 +344,19 @@ class Pipeline:
             raise
         finally:
             bulkhead.release()
+
+    async def _rate_limit(self, deadline: Deadline, record: CallRecord) -> float | None:
+        """A slot booked with the rate limiter (this replica's, or the one over every replica), waited for."""
+        slot: float | None
+        if self.rate_limiter is not None:
+            wait, slot = self.rate_limiter.reserve_slot(deadline.remaining())
+        else:
+            assert self.shared_limiter is not None  # noqa: S101 - execute calls this only with one
+            # A limit over every replica: one Redis round trip.
+            wait, slot = await self.shared_limiter.reserve_slot(deadline.remaining())
+        if wait:
+            await self._rate_wait(wait, slot, record)
+        return slot
 
     async def _rate_wait(self, wait: float, slot: float | None, record: CallRecord) -> None:
         """Refused (``wait`` < 0, the time to a free slot) or wait for the booked slot."""

@@ -1,0 +1,120 @@
+"""One call's attempts through its client's transport, the observer told; a failure under close() is ours."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from app.auth import Credentials
+from app.clients.transport import DEADLINE_HEADER, Request, Transport
+from app.clients.wire_errors import closed_in_flight
+from app.errors import ClientClosedError, ClientConnectionError, ClientTimeoutError
+from app.observability.context import attempt_span_var
+from app.resilience.pipeline import Attempt
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from app.clients.base import BaseServiceClient
+
+__all__ = ["AuthorizedAttempt", "TransportAttempt"]
+
+
+class TransportAttempt(Attempt[Any]):
+    """Each attempt of one call: the transport's send, with the observer's hooks around it.
+
+    Bare (see :class:`~app.resilience.pipeline.Attempt`) unless each attempt needs headers
+    of its own: a deadline to forward or a trace to join. One object per call, where a
+    ``partial`` of a bound method was three.
+    """
+
+    __slots__ = ("bare", "client", "out", "transport")
+
+    def __init__(self, client: BaseServiceClient, transport: Transport, out: Request) -> None:
+        self.client = client
+        self.transport = transport
+        self.out = out
+        self.bare = not out.fresh_headers
+
+    def send(self, timeout: float) -> Any:
+        """The transport's send of the call's own headers."""
+        out = self.out
+        return self.transport.send(out, out.headers, timeout)
+
+    def answered(self) -> None:
+        """A bare send was answered: the observer told."""
+        out = self.out
+        self.client.observer.attempt_ended(out.record, None, None, out.params)
+
+    def failed(self, error: BaseException) -> BaseException:
+        """A bare send raised ``error``: the observer told, and the error to raise."""
+        return self._failed(error, None)
+
+    async def __call__(self, timeout: float) -> Any:
+        """The whole attempt: headers of its own when it needs them, the send, the observer told."""
+        out, observer = self.out, self.client.observer
+        headers, span = out.headers, None
+        if out.fresh_headers:  # a deadline to forward or a trace to join: this attempt's own copy
+            headers = headers.copy()  # hedged attempts run side by side
+            if out.forward_deadline:
+                headers[DEADLINE_HEADER] = str(int(timeout * 1000))
+            span = observer.attempt_started(out.record, headers)
+            if span is not None:
+                attempt_span_var.set(span)  # for the instance's address, once one is picked
+        try:
+            result = await self.transport.send(out, headers, timeout)
+        except BaseException as exc:
+            error = self._failed(exc, span)
+            if error is exc:
+                raise
+            raise error from exc.__cause__
+        observer.attempt_ended(out.record, span, None, out.params)
+        return result
+
+    def _failed(self, error: BaseException, span: Span | None) -> BaseException:
+        # A typed answer or a failure below HTTP, or a cancellation: a hedge's loser, a
+        # caller that gave up, or close(). Even for close() the cancellation goes on up to
+        # request(), which turns it into ClientClosedError (the policies saw only a
+        # cancellation, which none of them counts).
+        if isinstance(error, ClientConnectionError | ClientTimeoutError):  # below HTTP: maybe our close
+            error = self._closing(error)
+        out = self.out
+        self.client.observer.attempt_ended(out.record, span, error, out.params)
+        return error
+
+    def _closing(self, error: ClientConnectionError | ClientTimeoutError) -> BaseException:
+        """A failure below HTTP while the client closes is ``ClientClosedError``: ours, not the upstream's."""
+        client = self.client
+        if isinstance(error, ClientClosedError):  # the transport's own connections were closed
+            client._inflight.take_abort()
+            return error
+        if not client._closed:
+            return error
+        client._inflight.take_abort()
+        return closed_in_flight(self.out.context)
+
+
+class AuthorizedAttempt(TransportAttempt):
+    """An attempt that carries the token current when it is sent (a refreshed one goes out at once)."""
+
+    __slots__ = ("credentials",)
+
+    def __init__(
+        self, client: BaseServiceClient, transport: Transport, out: Request, credentials: Credentials
+    ) -> None:
+        super().__init__(client, transport, out)
+        self.credentials = credentials
+
+    def send(self, timeout: float) -> Any:
+        """The send, with the token current now."""
+        self._current()
+        return super().send(timeout)
+
+    def __call__(self, timeout: float) -> Any:
+        """The whole attempt, with the token current now."""
+        self._current()
+        return super().__call__(timeout)
+
+    def _current(self) -> None:
+        value = self.credentials.current()
+        if value is not None:
+            self.out.headers[self.credentials.header] = value
