@@ -1,8 +1,9 @@
 """A minimal HTTP/1.1 keep-alive server (``python -m benchmarks.fallback_server PORT [DELAY_MS]``).
 
-Used when nginx cannot be installed, for ``/slow`` (the memory benchmark's endpoint
-that holds every response for a while), and, with ``DELAY_MS``, for the many-instances
-benchmark's instances (every answer held that long), none of which nginx can do.
+Used when nginx cannot be installed, for ``/slow`` (the memory benchmark's endpoint,
+which holds every answer until the requests stop coming), and, with ``DELAY_MS``, for
+the many-instances benchmark's instances (every answer held that long), none of which
+nginx can do.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import sys
 
 from benchmarks.payloads import ERROR, LARGE, SMALL
 
-SLOW_SECONDS = 3.0
+#: ``/slow`` answers once no request for it came for this long: all of them at once.
+SLOW_QUIET_SECONDS = 1.0
 #: Every other answer is held this long (``DELAY_MS``); 0 answers at once.
 DELAY_SECONDS = 0.0
 
@@ -37,6 +39,34 @@ RESPONSES = {
 NOT_FOUND = _response(b"404 Not Found", b'{"detail":"no route"}')
 
 
+class _Held:
+    """The ``/slow`` answers held, released together once the requests stop arriving.
+
+    However long a client takes to send its calls, every one of them is in flight before
+    the first answer, and every client meets the same burst of answers: what the memory
+    benchmark compares. (A fixed delay per request answered a slower sender's first calls
+    while it still sent the last, so its peak mixed sending and reading.)
+    """
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[Server, bytes]] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    def hold(self, server: Server, reply: bytes) -> None:
+        self.answers.append((server, reply))
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(SLOW_QUIET_SECONDS, self.release)
+
+    def release(self) -> None:
+        answers, self.answers, self.timer = self.answers, [], None
+        for server, reply in answers:
+            server._write(reply)
+
+
+HELD = _Held()
+
+
 class Server(asyncio.Protocol):
     """Answers GETs by path; bodies of requests are not expected."""
 
@@ -51,7 +81,7 @@ class Server(asyncio.Protocol):
             path = head.split(b" ", 2)[1].split(b"?")[0]
             reply = RESPONSES.get(path, NOT_FOUND)
             if path == b"/slow":
-                asyncio.get_running_loop().call_later(SLOW_SECONDS, self._write, reply)
+                HELD.hold(self, reply)
             elif DELAY_SECONDS:
                 asyncio.get_running_loop().call_later(DELAY_SECONDS, self._write, reply)
             else:
