@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 from app.auth import Credentials
 from app.clients.transport import DEADLINE_HEADER, Request, Transport
 from app.clients.wire_errors import closed_in_flight
-from app.errors import ClientClosedError, ClientConnectionError, ClientTimeoutError
+from app.errors import ClientClosedError, ClientConnectionError, ClientError, ClientTimeoutError
 from app.observability.context import attempt_span_var
-from app.resilience.pipeline import Attempt
+from app.resilience.pipeline import Attempt, raise_settled
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -63,10 +63,7 @@ class TransportAttempt(Attempt[Any]):
         try:
             result = await self.transport.send(out, headers, timeout)
         except BaseException as exc:
-            error = self._failed(exc, span)
-            if error is exc:
-                raise
-            raise error from exc.__cause__
+            raise_settled(self._failed(exc, span), exc)
         observer.attempt_ended(out.record, span, None, out.params)
         return result
 
@@ -81,7 +78,7 @@ class TransportAttempt(Attempt[Any]):
         self.client.observer.attempt_ended(out.record, span, error, out.params)
         return error
 
-    def _closing(self, error: ClientConnectionError | ClientTimeoutError) -> BaseException:
+    def _closing(self, error: ClientConnectionError | ClientTimeoutError) -> ClientError:
         """A failure below HTTP while the client closes is ``ClientClosedError``: ours, not the upstream's."""
         client = self.client
         if isinstance(error, ClientClosedError):  # the transport's own connections were closed

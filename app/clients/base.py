@@ -380,7 +380,7 @@ class BaseServiceClient:
                 return self._refused_fallback(method, endpoint, reason, error, fallback)
             self.observer.refused(method, endpoint, reason, error)
             raise error  # here, not in a helper: one frame fewer for every refusal to unwind
-        # Fewer locals, a smaller frame: each is 8 bytes a call in flight (see BENCHMARKS.md, P6).
+        # Few locals: each is 8 bytes of this frame, held as long as the call is in flight.
         # A transport's session serves one loop: the sync twins' loop has its own.
         loop = asyncio.get_running_loop()
         transport = self._sync.transport if loop is self._sync.loop else self._transport
@@ -415,9 +415,24 @@ class BaseServiceClient:
             if self._closed:  # closed by another thread between the check above and here
                 raise self._closed_error(method, endpoint)
             if self._credentials is None:
-                result = await self._pipeline.execute(
-                    TransportAttempt(self, transport, out), record, deadline, idempotent=idempotent
-                )
+                attempt = TransportAttempt(self, transport, out)
+                # The common call's first attempt is awaited here: no pipeline frame of its own.
+                sent = self._pipeline.start(attempt, record, deadline)
+                if sent is None:
+                    result = await self._pipeline.execute(attempt, record, deadline, idempotent=idempotent)
+                else:
+                    failure: BaseException | None = None
+                    try:
+                        result = await sent
+                    except BaseException as exc:
+                        failure = exc  # recovered below, outside this handler: later errors are
+                        # not chained to it ("during handling of the above exception")
+                    if failure is None:
+                        self._pipeline.answered(attempt)
+                    else:  # retried, or raised as the pipeline would
+                        result = await self._pipeline.recover(
+                            attempt, record, deadline, failure, idempotent=idempotent
+                        )
             else:
                 result = await self._authorized(
                     self._credentials, transport, out, deadline, idempotent, headers
@@ -465,12 +480,7 @@ class BaseServiceClient:
 
         ``data`` may be a ``RawResponse``: a JSON body is then validated from its bytes.
         """
-        context: ErrorContext = {
-            "service_name": self.service_name,
-            "method": record.method,
-            "endpoint": record.endpoint,
-        }
-        value, problem = check_answer(model, data, self.config.response_validation, context, status)
+        value, problem = check_answer(model, data, self.config.response_validation, record.context(), status)
         if problem is not None:
             self.observer.invalid_answer(record, problem)
         return value

@@ -120,8 +120,8 @@ class LeanTransport:
 
     async def send(self, request: Request, headers: Mapping[str, str], timeout: float) -> Any:
         """One attempt (see :class:`~app.clients.transport.Transport`)."""
-        # request.context is built where an error or the answer needs it: a dict held by
-        # this frame would live as long as the attempt (~0.2 KB a call in flight).
+        # request.context is built where an error needs it: a dict held by this frame
+        # would live as long as the attempt (~0.2 KB a call in flight).
         record = request.record
         if self._closed:
             raise ClientClosedError(**request.context)
@@ -165,7 +165,7 @@ class LeanTransport:
             whole = request.raw
             if whole and (200 <= status < 300 or (status == 304 and whole == RAW_CONDITIONAL)):
                 return RawResponse.read(status, answer_headers, content_type, charset, raw)
-            return answer(status, answer_headers, content_type, charset, raw, self._cap, request.context)
+            return answer(status, answer_headers, content_type, charset, raw, self._cap, record)
         raise ClientResponseError("too many redirects", status=record.status, **request.context)
 
     async def _connection(

@@ -10,6 +10,7 @@ from multidict import CIMultiDictProxy
 
 from app.clients.decoding import BodyDecodingError, BodyTooLargeError
 from app.errors import ClientError, ErrorContext, ResponseDecodeError, error_for_status
+from app.resilience.pipeline import CallRecord
 from app.resilience.retry import MAX_RETRY_AFTER, parse_retry_after
 
 __all__ = [
@@ -185,16 +186,21 @@ def answer(  # noqa: PLR0917 - once per call: positional arguments cost the leas
     charset: str | None,
     body: bytes,
     max_retry_after: float,
-    context: ErrorContext,
+    record: CallRecord,
 ) -> Any:
-    """A whole response's value: a 2xx's decoded body; otherwise its status's typed error is raised."""
+    """A whole response's value: a 2xx's decoded body; otherwise its status's typed error is raised.
+
+    The error names the call from ``record`` (its context built only then, not per answer).
+    """
     if not 200 <= status < 300:  # a final 1xx (or a status under 100) is no answer either
-        raise status_error(status, headers, content_type, body, max_retry_after=max_retry_after, **context)
+        raise status_error(
+            status, headers, content_type, body, max_retry_after=max_retry_after, **record.context()
+        )
     try:
         return decode_body(status, content_type, charset, body)
     except ValueError as exc:
         # The content type is the upstream's text: it is not repeated in the message.
-        raise decode_error("body is not valid JSON", status, **context) from exc
+        raise decode_error("body is not valid JSON", status, **record.context()) from exc
 
 
 def unreadable(

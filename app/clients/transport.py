@@ -91,8 +91,7 @@ class Request:
     @property
     def context(self) -> ErrorContext:
         """What names the call in its errors: built when one is, not held while the call runs."""
-        record = self.record
-        return {"service_name": record.service, "method": record.method, "endpoint": record.endpoint}
+        return self.record.context()
 
     def to(self, url: URL) -> Request:
         """The same request sent to ``url`` (another instance of the upstream)."""

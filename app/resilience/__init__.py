@@ -9,7 +9,14 @@ from app.resilience.breaker import (
 from app.resilience.bulkhead import Bulkhead, BulkheadRejectedError
 from app.resilience.clock import MONOTONIC, Clock, MonotonicClock
 from app.resilience.deadline import Deadline
-from app.resilience.pipeline import Attempt, CallRecord, Pipeline, is_breaker_failure, is_breaker_neutral
+from app.resilience.pipeline import (
+    Attempt,
+    CallRecord,
+    Pipeline,
+    is_breaker_failure,
+    is_breaker_neutral,
+    raise_settled,
+)
 from app.resilience.retry import RetryPolicy, parse_retry_after
 
 __all__ = [
@@ -30,4 +37,5 @@ __all__ = [
     "is_breaker_failure",
     "is_breaker_neutral",
     "parse_retry_after",
+    "raise_settled",
 ]

@@ -25,7 +25,7 @@ class Deadline:
     @classmethod
     def after(cls, clock: Clock, seconds: float | None) -> Deadline:
         """The deadline ``seconds`` from now, or none when ``seconds`` is None."""
-        return cls(clock, math.inf if seconds is None else clock.now() + seconds)
+        return cls.never(clock) if seconds is None else cls(clock, clock.now() + seconds)
 
     @classmethod
     def never(cls, clock: Clock) -> Deadline:

@@ -164,6 +164,23 @@ async def test_async_and_sync_share_the_breaker(make_client, upstream: Upstream)
         await client.get("down")
 
 
+async def test_a_retried_calls_error_chain_holds_only_its_own_errors(make_client, upstream: Upstream) -> None:
+    """A retried call's last error is not chained to the first attempt's: no "during handling of"."""
+    upstream.route("down", json({}, status=503))
+    client: BaseServiceClient = make_client(upstream.base_url, max_retries=1, retry_base_delay=0.01)
+    with pytest.raises(ServerError) as info:
+        await client.get("down")
+    last = info.value.__cause__
+    assert isinstance(last, ServerError)
+    assert last is not info.value
+    assert info.value.attempts == 2
+    assert last.__context__ is None  # the first attempt's 503 ended before this one began
+    with pytest.raises(ServerError) as once:
+        await make_client(upstream.base_url, max_retries=0).get("down")
+    assert once.value.__context__ is None
+    assert once.value.__cause__ is None
+
+
 async def test_200_concurrent_calls_against_a_30_percent_failing_server(make_client, upstream) -> None:
     """Every call ends in a result or a typed error; no task or connection is left behind."""
     counter = 0
