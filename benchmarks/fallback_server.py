@@ -14,7 +14,9 @@ import sys
 from benchmarks.payloads import ERROR, LARGE, SMALL
 
 #: ``/slow`` answers once no request for it came for this long: all of them at once.
-SLOW_QUIET_SECONDS = 1.0
+#: (Longer than TCP's first SYN retransmit, 1 s: a connect dropped by a full accept queue
+#: and sent again is not mistaken for the end of the requests.)
+SLOW_QUIET_SECONDS = 3.0
 #: Every other answer is held this long (``DELAY_MS``); 0 answers at once.
 DELAY_SECONDS = 0.0
 
