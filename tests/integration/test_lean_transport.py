@@ -253,6 +253,36 @@ async def test_a_body_over_the_limit(client, upstream: Upstream, framing) -> Non
 # -- redirects ------------------------------------------------------------------------------
 
 
+async def test_request_heads_are_the_same_on_both_transports(make_client) -> None:
+    """Per method, the lean transport writes the headers aiohttp writes: Content-Length: 0 where it does."""
+    heads: list[bytes] = []
+
+    async def capture(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+
+    calls = [("GET", None), ("HEAD", None), ("OPTIONS", None), ("DELETE", None),
+             ("POST", None), ("PUT", None), ("PATCH", None), ("POST", {"a": 1})]  # fmt: skip
+    seen: dict[str, dict[str, dict[str, str]]] = {}
+    async with rawtcp.raw_server(capture) as url:
+        for transport in ("aiohttp", "lean"):
+            client = make_client(url, transport=transport, max_retries=0)
+            for method, body in calls:
+                await client.request(method, "x", json=body)
+                fields = dict(line.split(": ", 1) for line in heads[-1].decode().split("\r\n")[1:] if line)
+                seen.setdefault(transport, {})[f"{method} {'with' if body else 'without'} a body"] = {
+                    name.lower(): value for name, value in fields.items() if name.lower() != "x-request-id"
+                }
+    # The one difference, on purpose (lean/wire.py): aiohttp's content type for no body at all.
+    for name in ("POST without a body", "PUT without a body", "PATCH without a body"):
+        assert seen["aiohttp"][name].pop("content-type") == "application/octet-stream"
+    assert seen["lean"] == seen["aiohttp"]
+    assert seen["aiohttp"]["DELETE without a body"]["content-length"] == "0"  # what the lean one missed
+    assert "content-length" not in seen["aiohttp"]["GET without a body"]
+    assert seen["aiohttp"]["POST with a body"]["content-length"] == "7"  # {"a":1}
+
+
 async def test_redirects_are_followed_under_the_base_url_only(client, upstream: Upstream) -> None:
     """A 307 under the base URL is followed (method and body kept); one elsewhere is refused."""
 

@@ -8,9 +8,11 @@ from yarl import URL
 
 __all__ = ["request_head"]
 
-# Methods that carry a body by nature: aiohttp sends "Content-Length: 0" for them when
-# there is none, and an upstream behind a strict proxy may insist on it.
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Methods without a body by nature. Every other one (POST, PUT, PATCH, DELETE) gets
+# "Content-Length: 0" when it has none, as aiohttp sends it: an upstream behind a strict
+# proxy may insist on it. (aiohttp also adds "Content-Type: application/octet-stream" to
+# a body-less POST, PUT or PATCH; that says nothing about nothing, and is not copied.)
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Headers the transport writes itself unless the call gave its own.
 _OWN = frozenset({"host", "user-agent", "content-length"})
 
@@ -37,7 +39,7 @@ def request_head(
         lines.append(f"User-Agent: {user_agent}\r\n")
     if body is not None:
         lines.append(f"Content-Length: {len(body)}\r\n")
-    elif method in _BODY_METHODS:
+    elif method not in _BODYLESS_METHODS:
         lines.append("Content-Length: 0\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("utf-8", "surrogateescape")
