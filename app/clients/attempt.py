@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from multidict import CIMultiDict
+
 from app.auth import Credentials
 from app.clients.transport import DEADLINE_HEADER, Request, Transport
 from app.clients.wire_errors import closed_in_flight
@@ -22,8 +24,9 @@ __all__ = ["AuthorizedAttempt", "TransportAttempt"]
 class TransportAttempt(Attempt[Any]):
     """Each attempt of one call: the transport's send, with the observer's hooks around it.
 
-    Bare (see :class:`~app.resilience.pipeline.Attempt`) unless each attempt needs headers
-    of its own: a deadline to forward or a trace to join. One object per call, where a
+    Bare (see :class:`~app.resilience.pipeline.Attempt`) unless the call is traced: each
+    attempt's span opens and closes around its send. A deadline to forward needs no
+    wrapper, only a copy of the headers per attempt. One object per call, where a
     ``partial`` of a bound method was three.
     """
 
@@ -33,12 +36,20 @@ class TransportAttempt(Attempt[Any]):
         self.client = client
         self.transport = transport
         self.out = out
-        self.bare = not out.fresh_headers
+        self.bare = out.record.span is None
 
     def send(self, timeout: float) -> Any:
-        """The transport's send of the call's own headers."""
+        """The transport's send (of this attempt's own headers when it has a deadline to forward)."""
+        return self.transport.send(self.out, self._headers(timeout), timeout)
+
+    def _headers(self, timeout: float) -> CIMultiDict[str]:
         out = self.out
-        return self.transport.send(out, out.headers, timeout)
+        if not out.fresh_headers:
+            return out.headers
+        headers = out.headers.copy()  # this attempt's own: hedged attempts run side by side
+        if out.forward_deadline:
+            headers[DEADLINE_HEADER] = str(int(timeout * 1000))
+        return headers
 
     def answered(self) -> None:
         """A bare send was answered: the observer told."""
@@ -52,14 +63,10 @@ class TransportAttempt(Attempt[Any]):
     async def __call__(self, timeout: float) -> Any:
         """The whole attempt: headers of its own when it needs them, the send, the observer told."""
         out, observer = self.out, self.client.observer
-        headers, span = out.headers, None
-        if out.fresh_headers:  # a deadline to forward or a trace to join: this attempt's own copy
-            headers = headers.copy()  # hedged attempts run side by side
-            if out.forward_deadline:
-                headers[DEADLINE_HEADER] = str(int(timeout * 1000))
-            span = observer.attempt_started(out.record, headers)
-            if span is not None:
-                attempt_span_var.set(span)  # for the instance's address, once one is picked
+        headers = self._headers(timeout)
+        span = observer.attempt_started(out.record, headers)  # a traced call's: its context goes in
+        if span is not None:
+            attempt_span_var.set(span)  # for the instance's address, once one is picked
         try:
             result = await self.transport.send(out, headers, timeout)
         except BaseException as exc:

@@ -453,13 +453,16 @@ class BaseServiceClient:
         self.observer.call_ended(record, self.clock.now() - started, None, json, result)
         return result
 
-    async def _through_cache(
+    def _through_cache(
         self, cached: ClientCache, call: CachedCall, cache: bool | None, fallback: Any, response_model: Any
-    ) -> Any:
-        """A call the response cache answers (a GET, or ``cache=True``), or one whose writes it drops."""
+    ) -> Coroutine[Any, Any, Any]:
+        """A call the response cache answers (a GET, or ``cache=True``), or one whose writes it drops.
+
+        The cache's coroutine itself, for request() to await: no frame of this method's.
+        """
         if cache or call.method in CACHED_METHODS:
-            return await cached.call(self, call, fallback, response_model)
-        return await cached.write(self, call, fallback, response_model)  # drops what it changed
+            return cached.call(self, call, fallback, response_model)
+        return cached.write(self, call, fallback, response_model)  # drops what it changed
 
     def _checked(self, result: Any, response_model: Any, record: CallRecord, out: Request) -> Any:
         """The answer validated: against ``response_model``; for the cache's fetch, as JSON that decodes.
@@ -565,13 +568,7 @@ class BaseServiceClient:
         retried, never seen by the breaker, and never answered by a fallback: the fault
         is the caller's. The body is not logged (it could not even be encoded).
         """
-        error = RequestEncodeError(
-            problem,
-            service_name=self.service_name,
-            method=record.method,
-            endpoint=record.endpoint,
-            attempts=0,
-        )
+        error = RequestEncodeError(problem, attempts=0, **record.context())
         self.observer.call_ended(record, 0.0, error)
         return error
 

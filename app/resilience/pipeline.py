@@ -117,7 +117,8 @@ class Attempt(Generic[T]):
     """
 
     # Set by Pipeline.start for the first attempt it sends: the breaker state it reports
-    # to, and the attempt timeout the call started with (its retries keep it).
+    # to, and the attempt timeout the call started with (its retries keep it). So an
+    # Attempt is one call's: calls must not share one.
     __slots__ = ("outcomes", "timeout")
     outcomes: BreakerOutcomes
     timeout: float
@@ -246,13 +247,7 @@ class Pipeline:
         caller hands what the awaitable gave to ``answered`` or ``recover``: without
         ``execute``'s coroutine, the most common call holds ~0.4 KB less while in flight.
         """
-        if (
-            not attempt.bare
-            or self.rate_limiter is not None
-            or self.shared_limiter is not None
-            or self.adaptive is not None
-            or self.hedging is not None
-        ):
+        if not attempt.bare or self.rate_limiter is not None or self.shared_limiter is not None or self.timed:
             return None
         state = self.breaker.fast_state()
         left = deadline.remaining()
@@ -270,8 +265,7 @@ class Pipeline:
     def answered(self, attempt: Attempt[Any]) -> None:
         """The first attempt ``start`` sent was answered: the breaker told, the bulkhead slot freed."""
         try:
-            attempt.answered()
-            attempt.outcomes.succeeded()
+            self._succeeded(attempt, attempt.outcomes)
         finally:
             self.bulkhead.release()
 
@@ -299,6 +293,17 @@ class Pipeline:
         return await self.execute(
             attempt, record, deadline, idempotent=idempotent, _failed_first=error, _timeout=attempt.timeout
         )
+
+    @property
+    def timed(self) -> bool:
+        """True when a policy learns from round trips (adaptive limit, hedge delay): attempts are timed."""
+        return self.adaptive is not None or self.hedging is not None
+
+    @staticmethod
+    def _succeeded(attempt: Attempt[Any], state: BreakerOutcomes) -> None:
+        """A bare send was answered: the attempt told, then the breaker."""
+        attempt.answered()
+        state.succeeded()
 
     @staticmethod
     def _settle(attempt: Attempt[Any], state: BreakerOutcomes, exc: BaseException) -> BaseException:
@@ -375,11 +380,7 @@ class Pipeline:
                         return await self._hedged(hedging, attempt, record, deadline, timeout)
                     # Not with adaptive limits or hedging configured: _one times every round
                     # trip for them (a POST's too: the hedge delay learns from every call).
-                    state = (
-                        None
-                        if self.adaptive is not None or self.hedging is not None
-                        else self.breaker.fast_state()
-                    )
+                    state = None if self.timed else self.breaker.fast_state()
                     if state is None:
                         return await self._one(attempt, record, deadline, timeout)
                     # The fused fast path (a closed breaker counting failures in a row, nothing
@@ -401,8 +402,7 @@ class Pipeline:
                     except BaseException as exc:
                         raise_settled(self._settle(bare, state, exc), exc)
                     else:
-                        bare.answered()
-                        state.succeeded()
+                        self._succeeded(bare, state)
                         return result
                 except BreakerRejectedError as exc:
                     if last is not None:
@@ -535,8 +535,7 @@ class Pipeline:
     ) -> T:
         """One attempt through the breaker, timed for the adaptive limit and the hedge delay."""
         record.attempts += 1
-        # Round trips are only timed for the policies that learn from them.
-        timed = self.adaptive is not None or self.hedging is not None
+        timed = self.timed  # round trips are only timed for the policies that learn from them
         started = self.clock.now() if timed else 0.0
         try:
             result = await self.breaker.call_through(attempt, min(timeout, deadline.remaining()))

@@ -18,6 +18,7 @@ from app.clients import (
     ServerError,
 )
 from app.observability.context import request_id_var
+from tests.support import rawtcp
 from tests.support.transports import connections_in_use, transport_closed
 from tests.support.upstream import Upstream, json
 
@@ -179,6 +180,51 @@ async def test_a_retried_calls_error_chain_holds_only_its_own_errors(make_client
         await make_client(upstream.base_url, max_retries=0).get("down")
     assert once.value.__context__ is None
     assert once.value.__cause__ is None
+
+
+def _awaiting(task: asyncio.Task[object]) -> list[str]:
+    """The coroutines of ``task`` from the outermost in (each one's qualified name)."""
+    names, coro = [], task.get_coro()
+    while hasattr(coro, "cr_code"):
+        names.append(coro.cr_code.co_qualname)
+        coro = coro.cr_await
+    return names
+
+
+@pytest.mark.parametrize(
+    ("options", "via_execute"),
+    [({}, False), ({"timeout": 30.0}, False), ({"rate_limit_per_second": 1000.0}, True)],
+    ids=["plain", "deadline-forwarded", "rate-limited"],
+)
+async def test_the_common_call_waits_in_its_own_frame_and_the_transports(
+    make_client, options, via_execute
+) -> None:
+    """In flight, a plain call (a deadline forwarded too) holds request() and the send alone; a rate limit needs execute()."""
+    options = dict(options)  # the parameter's dict is shared by both transports' runs
+    timeout = options.pop("timeout", None)
+    arrived = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head)
+        arrived.set()
+        await asyncio.sleep(3600)
+
+    seen: list[bytes] = []
+    async with rawtcp.raw_server(hold) as url:
+        client: BaseServiceClient = make_client(url, max_retries=0, **options)
+        task = asyncio.ensure_future(client.get("x", timeout=timeout))
+        async with asyncio.timeout(5):
+            await arrived.wait()
+        chain = _awaiting(task)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert chain[0] == "BaseServiceClient.request"
+    assert chain[1].endswith("Transport.send") != via_execute
+    assert ("Pipeline.execute" in chain) is via_execute
+    assert "TransportAttempt.__call__" not in chain  # no wrapper coroutine: the attempt is bare
+    assert (b"X-Request-Timeout-Ms: " in seen[0]) is (timeout is not None)  # still forwarded
 
 
 async def test_200_concurrent_calls_against_a_30_percent_failing_server(make_client, upstream) -> None:

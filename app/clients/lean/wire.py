@@ -8,10 +8,11 @@ from yarl import URL
 
 __all__ = ["request_head"]
 
-# Methods without a body by nature. Every other one (POST, PUT, PATCH, DELETE) gets
-# "Content-Length: 0" when it has none, as aiohttp sends it: an upstream behind a strict
-# proxy may insist on it. (aiohttp also adds "Content-Type: application/octet-stream" to
-# a body-less POST, PUT or PATCH; that says nothing about nothing, and is not copied.)
+# aiohttp's GET_METHODS. Every other method gets "Content-Length: 0" when it has no body,
+# as aiohttp sends it: for POST, PUT and PATCH an upstream behind a strict proxy may insist
+# on it; for DELETE (and any other method) it is parity with aiohttp alone, which RFC 9110
+# §8.6 allows (a SHOULD NOT, not a MUST NOT). aiohttp also adds "Content-Type:
+# application/octet-stream" to a body-less POST, PUT or PATCH; that is not copied.
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Headers the transport writes itself unless the call gave its own.
 _OWN = frozenset({"host", "user-agent", "content-length"})
