@@ -30,7 +30,7 @@ def peak_mb() -> float:
 
 
 async def inflight(url: str, n: int, transport: str = "aiohttp") -> dict[str, float]:
-    """``n`` calls at once against an endpoint that holds each answer for seconds."""
+    """``n`` calls at once against an endpoint that answers none until they stop coming, then all."""
     base, _, endpoint = url.rpartition("/")
     before = rss_mb()
     config = ClientConfig(
