@@ -12,9 +12,9 @@ from aiohttp import hdrs
 
 from app.clients.config import ClientConfig
 from app.clients.decoding import BodyDecoder, BodyDecodingError, BodyTooLargeError, is_identity
-from app.clients.response import RawResponse, answer, unreadable
+from app.clients.response import answer, unreadable
 from app.clients.session import follow_bulkhead, new_session
-from app.clients.transport import RAW_CONDITIONAL, Request
+from app.clients.transport import Request
 from app.clients.urls import MAX_REDIRECTS, REDIRECT_STATUSES, RedirectGuard
 from app.clients.wire_errors import closed_in_flight, connect_failed, timed_out
 from app.errors import (
@@ -183,12 +183,15 @@ class AiohttpTransport:
                             max_retry_after=self._cap,
                             context=request.context,
                         )
-                    if request.raw and (
-                        200 <= status < 300 or (status == 304 and request.raw == RAW_CONDITIONAL)
-                    ):
-                        return RawResponse.read(status, resp.headers, resp.content_type, resp.charset, raw)
                     return answer(
-                        status, resp.headers, resp.content_type, resp.charset, raw, self._cap, record
+                        status,
+                        resp.headers,
+                        resp.content_type,
+                        resp.charset,
+                        raw,
+                        self._cap,
+                        record,
+                        request.raw,
                     )
                 finally:
                     resp.release()

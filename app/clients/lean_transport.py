@@ -28,9 +28,9 @@ from app.clients.config import ClientConfig
 from app.clients.lean import Broken, Connection, Pool, request_head
 from app.clients.lean.connection import TIMEOUT
 from app.clients.lean.pool import PoolClosedError
-from app.clients.response import RawResponse, answer, unreadable
+from app.clients.response import answer, unreadable
 from app.clients.session import user_agent
-from app.clients.transport import RAW_CONDITIONAL, Request, Transport
+from app.clients.transport import Request, Transport
 from app.clients.urls import MAX_REDIRECTS, REDIRECT_STATUSES, RedirectGuard
 from app.clients.wire_errors import closed_in_flight, connect_failed, timed_out
 from app.errors import (
@@ -162,10 +162,7 @@ class LeanTransport:
                 )
                 continue
             content_type, charset = _content_type(answer_headers)
-            whole = request.raw
-            if whole and (200 <= status < 300 or (status == 304 and whole == RAW_CONDITIONAL)):
-                return RawResponse.read(status, answer_headers, content_type, charset, raw)
-            return answer(status, answer_headers, content_type, charset, raw, self._cap, record)
+            return answer(status, answer_headers, content_type, charset, raw, self._cap, record, request.raw)
         raise ClientResponseError("too many redirects", status=record.status, **request.context)
 
     async def _connection(

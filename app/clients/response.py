@@ -9,6 +9,7 @@ from aiohttp import hdrs
 from multidict import CIMultiDictProxy
 
 from app.clients.decoding import BodyDecodingError, BodyTooLargeError
+from app.clients.transport import RAW_CONDITIONAL
 from app.errors import ClientError, ErrorContext, ResponseDecodeError, error_for_status
 from app.resilience.pipeline import CallRecord
 from app.resilience.retry import MAX_RETRY_AFTER, parse_retry_after
@@ -187,11 +188,16 @@ def answer(  # noqa: PLR0917 - once per call: positional arguments cost the leas
     body: bytes,
     max_retry_after: float,
     record: CallRecord,
+    whole: int = 0,
 ) -> Any:
     """A whole response's value: a 2xx's decoded body; otherwise its status's typed error is raised.
 
+    With ``whole`` (the request's ``raw``: ``RAW_BODY`` or ``RAW_CONDITIONAL``), a 2xx (and
+    for ``RAW_CONDITIONAL`` a 304) comes back as a ``RawResponse``, its body not decoded.
     The error names the call from ``record`` (its context built only then, not per answer).
     """
+    if whole and (200 <= status < 300 or (status == 304 and whole == RAW_CONDITIONAL)):
+        return RawResponse.read(status, headers, content_type, charset, body)
     if not 200 <= status < 300:  # a final 1xx (or a status under 100) is no answer either
         raise status_error(
             status, headers, content_type, body, max_retry_after=max_retry_after, **record.context()

@@ -153,6 +153,20 @@ async def _raising(error: BaseException) -> NoReturn:
     raise error
 
 
+class _Whole(Attempt[T]):
+    """Any other attempt, for the fused fast path: sent whole (its own wrapper tells what it must)."""
+
+    __slots__ = ("_call",)
+    bare = True
+
+    def __init__(self, call: Callable[[float], Awaitable[T]]) -> None:
+        self._call = call
+
+    def send(self, timeout: float) -> Awaitable[T]:
+        """The whole attempt."""
+        return self._call(timeout)
+
+
 class PipelineEvents(Protocol):
     """Where the pipeline reports what its policies did."""
 
@@ -365,7 +379,8 @@ class Pipeline:
             hedging = self.hedging if idempotent and failed_first is None else None
             if budget is not None and failed_first is None:  # start() told it already
                 budget.request()
-            bare = attempt if isinstance(attempt, Attempt) and attempt.bare else None
+            # The fused fast path sends a bare attempt bare, and any other whole.
+            fused = attempt if isinstance(attempt, Attempt) and attempt.bare else _Whole(attempt)
             retry: RetryPolicy | None = None
             waits: Iterator[float] | None = None
             last: ClientError | None = None
@@ -388,21 +403,12 @@ class Pipeline:
                     # the breaker's state as aiobreaker's own wrapper would hand it, without
                     # that wrapper's coroutine and hooks, or _one's frame.
                     record.attempts += 1
-                    if bare is None:
-                        try:
-                            result = await attempt(min(timeout, deadline.remaining()))
-                        except Exception as exc:
-                            state.failed(exc)
-                            raise
-                        state.succeeded()
-                        return result
-                    # A bare attempt (see Attempt): its wrapper's work done here, in this frame.
                     try:
-                        result = await bare.send(min(timeout, deadline.remaining()))
+                        result = await fused.send(min(timeout, deadline.remaining()))
                     except BaseException as exc:
-                        raise_settled(self._settle(bare, state, exc), exc)
+                        raise_settled(self._settle(fused, state, exc), exc)
                     else:
-                        self._succeeded(bare, state)
+                        self._succeeded(fused, state)
                         return result
                 except BreakerRejectedError as exc:
                     if last is not None:
