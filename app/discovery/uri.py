@@ -6,14 +6,17 @@ import ipaddress
 import math
 import re
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 from yarl import URL
 
-from app.discovery.dns_source import DnsSource
 from app.discovery.etcd_source import EtcdSource
 from app.discovery.file_source import FileSource
 from app.discovery.source import DiscoverySource
+
+if TYPE_CHECKING:
+    from app.discovery.dns_source import DnsSource
 
 __all__ = ["SCHEMES", "parse_discovery"]
 
@@ -137,6 +140,9 @@ def _dns(
     description = f"{scheme}://{name}" + (f":{port}" if port is not None else "")
     if nameservers:
         description += "?" + "&".join(f"nameserver={_netloc(h, p)}" for h, p in nameservers)
+    # Imported for a dns URI alone: dnspython is ~3 MB in every process that never uses it.
+    from app.discovery.dns_source import DnsSource  # noqa: PLC0415
+
     return DnsSource(
         name,
         srv=srv,

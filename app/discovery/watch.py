@@ -10,8 +10,6 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchfiles import awatch
-
 __all__ = ["DEBOUNCE_MS", "FileRead", "RECHECK_MS", "STEP_MS", "read_file", "watch_file"]
 
 log = logging.getLogger(__name__)
@@ -168,6 +166,9 @@ async def _pump(
     stop: asyncio.Event,
     wake: asyncio.Event,
 ) -> None:
+    # Imported when a file is watched: watchfiles and anyio are ~1.5 MB in every process otherwise.
+    from watchfiles import awatch  # noqa: PLC0415
+
     async for _ in awatch(
         parent,
         watch_filter=None,  # any change may be the one: the content digest decides

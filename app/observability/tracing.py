@@ -7,17 +7,11 @@ from typing import TYPE_CHECKING, Literal
 
 from opentelemetry import propagate, trace
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SimpleSpanProcessor,
-)
 
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
 
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from yarl import URL
 
     from app.resilience.pipeline import CallRecord
@@ -153,6 +147,16 @@ def configure_tracing(
     if exporter == "none" and not processors:
         tracing.use_own(None)
         return None
+    # The SDK only for a provider of our own: the API above is all that spans to a user's
+    # provider, or none, need (the SDK is ~1 MB more in every process).
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+    )
+
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415 - optional

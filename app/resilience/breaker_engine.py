@@ -10,7 +10,12 @@ aiobreaker 1.2.0 has defects that this module wraps rather than leaks:
   error, and ``CircuitBreakerError`` would reach callers;
 * an error it is told to exclude counts as a success: it resets the count and closes a
   half-open breaker. Right for a caller's 4xx (the upstream answered), wrong for an
-  outcome that says nothing about the upstream (our own shutdown).
+  outcome that says nothing about the upstream (our own shutdown);
+* importing it imports redis (``aiobreaker.storage.redis`` checks for it at import), and
+  redis in turn OpenTelemetry's metrics SDK and cryptography: about 9 MB of every
+  process's memory, for a storage this project never uses (replicas share a breaker
+  through ``app.state``). It is imported here with redis hidden (``_import_aiobreaker``),
+  so its Redis storage reports no support; redis is imported only where shared state is on.
 
 Here ``opened_at`` is whatever the owner stamps (a monotonic reading), half-open admits
 at most ``half_open_max_calls`` trials, a tripping call re-raises its own error, and an
@@ -22,12 +27,32 @@ rejection raises :class:`BreakerRejectedError`. aiobreaker ships no types: every
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol, TypeVar
 
-from aiobreaker import CircuitBreaker, CircuitBreakerState
-from aiobreaker.state import (
+
+def _import_aiobreaker() -> None:
+    """Import aiobreaker without importing redis (see the module's docstring).
+
+    A ``None`` in ``sys.modules`` makes ``from redis.exceptions import ...`` raise
+    ImportError, which aiobreaker takes as "no redis". Once redis is imported (shared
+    state on), or aiobreaker already was, this is a plain import.
+    """
+    if "aiobreaker" in sys.modules or "redis" in sys.modules:
+        return
+    sys.modules["redis"] = None  # type: ignore[assignment]
+    try:
+        import aiobreaker  # noqa: F401, PLC0415
+    finally:
+        del sys.modules["redis"]
+
+
+_import_aiobreaker()
+
+from aiobreaker import CircuitBreaker, CircuitBreakerState  # noqa: E402 - after _import_aiobreaker() above
+from aiobreaker.state import (  # noqa: E402
     CircuitBreakerBaseState,
     CircuitBreakerError,
     CircuitClosedState,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from app.resilience.budget import RetryBudget
 from app.state.shared import SharedState, SharedStateUnavailable
+
+if TYPE_CHECKING:  # redis is imported by SharedState.start, only with shared state on
+    from redis.asyncio import Redis
 
 __all__ = ["GlobalRetryBudget"]
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-from typing import Literal
-
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
+from typing import TYPE_CHECKING, Literal
 
 from app.resilience.clock import MONOTONIC, Clock
 from app.resilience.ratelimit import RateLimiter
 from app.state.shared import SharedState, SharedStateUnavailable
+
+if TYPE_CHECKING:  # redis is imported by SharedState.start, only with shared state on
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
 
 __all__ = ["GlobalRateLimiter"]
 

@@ -9,18 +9,17 @@ import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 from yarl import URL
 
 from app.resilience.clock import MONOTONIC, Clock
 from app.state.metrics import shared_state_families
 from app.state.settings import SharedStateSettings
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 __all__ = ["SharedState", "SharedStateUnavailable", "redact_url"]
 
@@ -130,6 +129,8 @@ class SharedState:
         self._families = shared_state_families(registry) if registry is not None else shared_state_families()
         self._breaker = _Breaker(settings.breaker_failure_threshold, settings.breaker_reset_seconds, clock)
         self._client: aioredis.Redis | None = None
+        #: What a Redis call may raise as the store failing; RedisError joins it in start().
+        self._errors: tuple[type[BaseException], ...] = (OSError,)
         self._pool: aioredis.BlockingConnectionPool | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[bool], None]] = []
@@ -165,6 +166,14 @@ class SharedState:
         """Open the pool and start the heartbeat; never fails: with Redis down it starts degraded."""
         if self._client is not None:
             return
+        # Imported here, not with the module: a process with shared state off (the default)
+        # never loads redis, which brings OpenTelemetry's metrics SDK and more (~9 MB).
+        import redis.asyncio as aioredis  # noqa: PLC0415
+        from redis.asyncio.retry import Retry  # noqa: PLC0415
+        from redis.backoff import NoBackoff  # noqa: PLC0415
+        from redis.exceptions import RedisError  # noqa: PLC0415
+
+        self._errors = (RedisError, OSError)
         s = self.settings
         pool = aioredis.BlockingConnectionPool.from_url(
             s.url,
@@ -231,7 +240,7 @@ class SharedState:
             calls.labels("timeout").inc()
             self._failed()
             raise SharedStateUnavailable("redis slower than the deadline") from exc
-        except (RedisError, OSError) as exc:
+        except self._errors as exc:  # a client is set only by start(): RedisError is in it
             calls.labels("error").inc()
             self._failed()
             raise SharedStateUnavailable(f"redis error: {type(exc).__name__}") from exc

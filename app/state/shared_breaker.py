@@ -7,12 +7,13 @@ import contextlib
 import json
 import logging
 import math
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from app.resilience.breaker import CircuitBreakerPolicy
 from app.state.shared import SharedState, SharedStateUnavailable
+
+if TYPE_CHECKING:  # redis is imported by SharedState.start, only with shared state on
+    from redis.asyncio import Redis
 
 __all__ = ["SharedBreaker"]
 
