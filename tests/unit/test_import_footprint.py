@@ -43,7 +43,7 @@ def test_importing_the_client_loads_none_of_them() -> None:
 
 
 def test_aiobreaker_is_imported_without_redis_which_still_imports_after() -> None:
-    """aiobreaker's Redis storage reports no support; redis itself imports and works afterwards."""
+    """The Redis storage of aiobreaker reports no support; redis itself imports and works afterwards."""
     seen = _fresh(
         """
         import json
