@@ -52,7 +52,12 @@ class SingleFlight(Generic[T]):
             task.add_done_callback(lambda done: self._finished(key, done))
         else:
             self._joined += 1
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        finally:
+            # The task holds its exception, whose traceback then holds this frame: letting go
+            # of the task here keeps a failed fetch from being a reference cycle per waiter.
+            del task
 
     def _finished(self, key: Hashable, task: asyncio.Task[T]) -> None:
         if self._flights.get(key) is task:

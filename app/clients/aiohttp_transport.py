@@ -227,7 +227,10 @@ def _below_http(exc: BaseException, timeout: float, ctx: ErrorContext, *, closed
     """
     if isinstance(exc, RuntimeError):
         if not closed:
-            raise exc  # a defect of ours, not something the upstream did
+            try:
+                raise exc  # a defect of ours, not something the upstream did
+            finally:
+                del exc  # its traceback holds this frame: no reference cycle through it
         return closed_in_flight(ctx)
     if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
         return timed_out(timeout, ctx)

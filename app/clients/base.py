@@ -379,7 +379,10 @@ class BaseServiceClient:
             if fallback is not NO_FALLBACK and falls_back(fallback, error):
                 return self._refused_fallback(method, endpoint, reason, error, fallback)
             self.observer.refused(method, endpoint, reason, error)
-            raise error  # here, not in a helper: one frame fewer for every refusal to unwind
+            try:
+                raise error  # here, not in a helper: one frame fewer for every refusal to unwind
+            finally:
+                del error  # its traceback holds this frame: no reference cycle (see _failed)
         # Few locals: each is 8 bytes of this frame, held as long as the call is in flight.
         # A transport's session serves one loop: the sync twins' loop has its own.
         loop = asyncio.get_running_loop()
@@ -430,9 +433,12 @@ class BaseServiceClient:
                     if failure is None:
                         self._pipeline.answered(attempt)
                     else:  # retried, or raised as the pipeline would
-                        result = await self._pipeline.recover(
-                            attempt, record, deadline, failure, idempotent=idempotent
-                        )
+                        try:
+                            result = await self._pipeline.recover(
+                                attempt, record, deadline, failure, idempotent=idempotent
+                            )
+                        finally:
+                            failure = None  # see _failed
             else:
                 result = await self._authorized(
                     self._credentials, transport, out, deadline, idempotent, headers
@@ -445,6 +451,8 @@ class BaseServiceClient:
             self._calls.discard(task)
             if self._closed:
                 self._inflight.left(task)
+            # A failed task holds its error, whose traceback holds this frame: see _failed.
+            del task
         if response_model is not None or _conditional is not None:
             try:
                 result = self._checked(result, response_model, record, out)
@@ -583,10 +591,19 @@ class BaseServiceClient:
         which none of them counts: no retry, no breaker failure or success.
         """
         if self._closed and self._inflight.take_abort():
-            error = self._closed_error(record.method, record.endpoint, record.attempts)
-            return self._failed(record, error, seconds, sent=sent, fallback=fallback)
+            # Not held by a local: this frame is in the traceback of the error _failed raises.
+            return self._failed(
+                record,
+                self._closed_error(record.method, record.endpoint, record.attempts),
+                seconds,
+                sent=sent,
+                fallback=fallback,
+            )
         self.observer.call_cancelled(record)
-        raise exc
+        try:
+            raise exc
+        finally:
+            del exc  # see _failed
 
     def _failed(
         self, record: CallRecord, error: ClientError, seconds: float, *, sent: Any, fallback: Any
@@ -597,7 +614,13 @@ class BaseServiceClient:
             mark_degraded(self.service_name)
             return resolve(fallback, error)
         self.observer.call_ended(record, seconds, error, sent, None)
-        raise error
+        try:
+            raise error
+        finally:
+            # The error's traceback holds this frame: were the frame to hold the error, each
+            # failed call would leave a reference cycle for the gc (every call, while an
+            # upstream is down). The same goes for every frame the error passes.
+            del error
 
     def _refusal(self, method: str, endpoint: str, breaker_wait: float) -> ClientError:
         """The error of a call refused before anything was sent (open breaker, full bulkhead)."""

@@ -345,7 +345,10 @@ class ClientCache:
             # logged as every call that ends.
             record = CallRecord(self.service, call.method, call.endpoint, request_id_var.get() or "")
             client.observer.call_ended(record, left, error)
-            raise error from None
+            try:
+                raise error from None
+            finally:
+                del error  # its traceback holds this frame: no reference cycle through it
 
     async def _fetch(
         self, client: BaseServiceClient, call: CachedCall, target: _Target, entry: CacheEntry | None

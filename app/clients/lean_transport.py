@@ -36,7 +36,6 @@ from app.clients.wire_errors import closed_in_flight, connect_failed, timed_out
 from app.errors import (
     ClientClosedError,
     ClientConnectionError,
-    ClientError,
     ClientResponseError,
     ErrorContext,
 )
@@ -204,19 +203,17 @@ class LeanTransport:
             kind = "closed"  # our own aclose() cut it (a connection handed over as it closed)
         if kind == "unreadable" and headers is not None:
             unreadable(cause, status, headers, limit=self._limit, max_retry_after=self._cap, context=ctx)  # type: ignore[arg-type]
-        error: ClientError
+        # Each error raised as made, never held by a local: this frame is in its traceback,
+        # and a frame holding the error raised through it is a reference cycle for the gc.
         if kind == "timeout":
-            error = timed_out(timeout, ctx)
-            raise error from TimeoutError()
+            raise timed_out(timeout, ctx) from TimeoutError()
         if kind == "closed":
-            error = closed_in_flight(ctx)
-            raise error
+            raise closed_in_flight(ctx)
         if kind == "invalid":
             # What aiohttp raises when its parser refuses the answer, naming the request.
             info = aiohttp.RequestInfo(url, method, CIMultiDictProxy(CIMultiDict()), url)
             cause = aiohttp.ClientResponseError(info, (), status=400, message=str(cause))
-        error = ClientConnectionError(f"connection broke: {type(cause).__name__}", **ctx)
-        raise error from cause
+        raise ClientConnectionError(f"connection broke: {type(cause).__name__}", **ctx) from cause
 
     async def aclose(self) -> None:
         """Close every connection: a send in flight, or any later one, ends in ``ClientClosedError``."""

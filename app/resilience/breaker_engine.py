@@ -131,7 +131,10 @@ class _Outcomes(CircuitBreakerBaseState):  # type: ignore[misc]
 
     def _handle_error(self, func: Any, exception: Exception) -> None:
         self.failed(exception)
-        raise exception
+        try:
+            raise exception
+        finally:
+            del exception  # its traceback holds this frame: no reference cycle through it
 
     def _handle_success(self) -> None:
         self.succeeded()
@@ -171,7 +174,10 @@ class _Open(_Outcomes, CircuitOpenState):  # type: ignore[misc]
     def before_call(self, func: Any, *args: Any, **kwargs: Any) -> None:
         rejection = self._breaker.owner.rejection()
         if rejection is not None:
-            raise rejection
+            try:
+                raise rejection
+            finally:
+                del rejection  # as in _handle_error
 
 
 class _HalfOpen(_Outcomes, CircuitHalfOpenState):  # type: ignore[misc]

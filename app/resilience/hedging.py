@@ -88,6 +88,8 @@ class HedgingPolicy:
         tasks: set[asyncio.Future[T]] = {asyncio.ensure_future(start())}
         started, max_attempts = 1, self.max_attempts
         first_error: BaseException | None = None
+        task: asyncio.Future[T] | None = None
+        done: set[asyncio.Future[T]] = set()
         try:
             while True:
                 wait = self.delay() if started < max_attempts else None
@@ -105,6 +107,10 @@ class HedgingPolicy:
                     tasks.add(asyncio.ensure_future(start()))
                     started += 1
         finally:
+            # The error raised holds this frame (its traceback), and its task holds it: this
+            # frame lets go of both, or each hedged failure is a reference cycle for the gc.
+            first_error = error = task = None
+            done = set()
             for task in tasks:
                 task.cancel()
             if tasks:

@@ -9,7 +9,7 @@ cuts retries short; no retry sleeps past the deadline; and each attempt gets
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 from app.errors import (
@@ -144,13 +144,22 @@ class Attempt(Generic[T]):
 
 def raise_settled(error: BaseException, original: BaseException) -> NoReturn:
     """Raise what a failed attempt settled on: ``original`` itself, or its replacement with its cause."""
-    if error is original:
-        raise original
-    raise error from original.__cause__
+    try:
+        if error is original:
+            raise original
+        raise error from original.__cause__
+    finally:
+        del error, original  # see _raising
 
 
 async def _raising(error: BaseException) -> NoReturn:
-    raise error
+    try:
+        raise error
+    finally:
+        # The error's traceback holds this frame: were the frame to hold the error, each
+        # failed call would leave a reference cycle for the gc (every call, while an
+        # upstream is down). The same goes for every frame an error of a call passes.
+        del error
 
 
 class _Whole(Attempt[T]):
@@ -283,7 +292,7 @@ class Pipeline:
         finally:
             self.bulkhead.release()
 
-    async def recover(
+    def recover(
         self,
         attempt: Attempt[T],
         record: CallRecord,
@@ -291,20 +300,28 @@ class Pipeline:
         exc: BaseException,
         *,
         idempotent: bool,
-    ) -> T:
-        """The first attempt ``start`` sent raised ``exc``: retried as ``execute`` would, or raised."""
+    ) -> Coroutine[Any, Any, T]:
+        """The first attempt ``start`` sent raised ``exc``: raised, or the coroutine retrying it.
+
+        Not a coroutine itself: its frame, holding the first error, would be in the
+        traceback of the call's last one (a reference cycle, see ``_raising``).
+        """
         try:
             error = self._settle(attempt, attempt.outcomes, exc)
         except BaseException:
             self.bulkhead.release()
+            del exc
             raise
         if not isinstance(error, ClientError):  # a cancellation, or a defect: never retried
             self.bulkhead.release()
-            raise_settled(error, exc)
+            try:
+                raise_settled(error, exc)
+            finally:
+                del error, exc
         if error is not exc:
             error.__cause__ = exc.__cause__  # as raise_settled's "from exc.__cause__" would
         # execute() takes the call on from its first failure, with the bulkhead slot it holds.
-        return await self.execute(
+        return self.execute(
             attempt, record, deadline, idempotent=idempotent, _failed_first=error, _timeout=attempt.timeout
         )
 
@@ -348,6 +365,7 @@ class Pipeline:
         bulkhead slot it holds, with the attempt timeout it started with and no hedging.
         """
         failed_first, timeout = _failed_first, _timeout
+        del _failed_first  # held by failed_first alone, and dropped once raised (see _raising)
         slot: float | None = None
         if failed_first is None and (self.rate_limiter is not None or self.shared_limiter is not None):
             # In a frame of its own: its locals would make every call's frame larger.
@@ -389,8 +407,10 @@ class Pipeline:
                     raise self._error(ClientTimeoutError, "deadline exceeded", record)  # noqa: TRY301
                 try:
                     if failed_first is not None:  # into the handler below, as if raised here
-                        first, failed_first = failed_first, None
-                        raise first
+                        try:
+                            raise failed_first
+                        finally:
+                            failed_first = None
                     if hedging is not None:
                         return await self._hedged(hedging, attempt, record, deadline, timeout)
                     # Not with adaptive limits or hedging configured: _one times every round
@@ -443,6 +463,7 @@ class Pipeline:
                 self._give_back(slot)
             raise
         finally:
+            last = None  # see _raising
             bulkhead.release()
 
     async def _rate_limit(self, deadline: Deadline, record: CallRecord) -> float | None:

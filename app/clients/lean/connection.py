@@ -23,6 +23,8 @@ _MAX_HEADERS = 128
 #: answer is refused: llhttp hands a field over only once it ends, so a line that never
 #: ends would otherwise be buffered until the attempt's timeout.
 _MAX_PENDING = _MAX_LINE + _MAX_FIELD + 4
+#: A lost connection's parser: bound to no callbacks, never fed.
+_INERT_PARSER = httptools.HttpResponseParser(object())
 
 
 class Broken:
@@ -182,6 +184,10 @@ class Connection(asyncio.Protocol):
                 self._wake(Broken("broken", aiohttp.ServerDisconnectedError()))
             else:
                 self._wake(Broken("broken", aiohttp.ClientPayloadError("Response payload is not completed")))
+        # The parser holds this connection's callbacks, and the connection holds it: a cycle
+        # the gc would have to find for every connection dropped. Nothing is fed once lost
+        # (data_received refuses bytes nobody waits for), so an inert parser takes its place.
+        self._parser = _INERT_PARSER
         self._on_lost(self)
 
     # -- httptools callbacks -------------------------------------------------------------
