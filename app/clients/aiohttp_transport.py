@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-import time
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +13,7 @@ from app.clients.config import ClientConfig
 from app.clients.decoding import BodyDecoder, BodyDecodingError, BodyTooLargeError, is_identity
 from app.clients.response import answer, unreadable
 from app.clients.session import follow_bulkhead, new_session
+from app.clients.timer_wheel import TimerWheel
 from app.clients.transport import Request
 from app.clients.urls import MAX_REDIRECTS, REDIRECT_STATUSES, RedirectGuard
 from app.clients.wire_errors import closed_in_flight, connect_failed, timed_out
@@ -28,12 +28,9 @@ from app.errors import (
 __all__ = ["AiohttpTransport", "read_body"]
 
 _NO_BODY = frozenset({204, 304})
+#: No timeout of aiohttp's: an attempt's is on the transport's timer wheel.
+_NO_TIMEOUT = aiohttp.ClientTimeout()
 _CHUNK = 64 * 1024
-
-
-def _timeout(seconds: float) -> aiohttp.ClientTimeout:
-    # ceil_threshold=inf: aiohttp would round a long timeout up to whole seconds, past the deadline.
-    return aiohttp.ClientTimeout(total=seconds, ceil_threshold=math.inf)
 
 
 async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -88,8 +85,7 @@ class AiohttpTransport:
     """
 
     __slots__ = (
-        "_cap", "_closed", "_config", "_default_timeout", "_follow", "_limit", "_owns", "_redirects",
-        "_session",
+        "_cap", "_closed", "_config", "_follow", "_limit", "_owns", "_redirects", "_session", "_timers",
     )  # fmt: skip
 
     def __init__(self, config: ClientConfig, *, session: aiohttp.ClientSession | None = None) -> None:
@@ -101,10 +97,7 @@ class AiohttpTransport:
         self._cap = config.retry_max_delay
         self._follow = config.follow_redirects
         self._redirects = RedirectGuard(config.base_url)
-        # aiohttp's own total timeout bounds the attempt (connect, send, headers, body): it
-        # costs less per call than a second timer around it. Built once for the usual case,
-        # an attempt that is not cut short by the deadline.
-        self._default_timeout = _timeout(config.timeout_seconds)
+        self._timers: TimerWheel | None = None  # made in the loop of the first attempt
 
     def reconfigure(self, config: ClientConfig) -> None:
         """Attempts from now on take ``config``'s timeout, limits and redirect switch.
@@ -118,7 +111,6 @@ class AiohttpTransport:
         self._limit = config.max_response_bytes
         self._cap = config.retry_max_delay
         self._follow = config.follow_redirects
-        self._default_timeout = _timeout(config.timeout_seconds)
 
     def __repr__(self) -> str:
         return f"AiohttpTransport(base_url={self._config.base_url!r}, owns_session={self._owns})"
@@ -137,10 +129,14 @@ class AiohttpTransport:
         # would live as long as the attempt (~0.2 KB a call in flight).
         record = request.record
         method, url, body = request.method, request.url, request.body
-        # One read of the default: a reconfigure on another thread swaps it whole.
-        default = self._default_timeout
-        attempt_timeout = default if timeout == default.total else _timeout(timeout)
-        ends = time.monotonic() + timeout if self._follow else 0.0
+        # The attempt's timeout (connect, send, headers, body, every redirect) is an entry on
+        # this transport's timer wheel, not aiohttp's own timeout (a loop timer an attempt).
+        # When it fires, the wheel cancels this task, as aiohttp's timeout would, and the
+        # cancellation is turned into the timeout below, as asyncio.timeout() does.
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - a coroutine runs in a task
+        expiry = (self._timers or self._wheel()).call_later(timeout, task.cancel)
+        cancelling = task.cancelling()
         try:
             for _ in range(MAX_REDIRECTS + 1):
                 # Awaited, not entered: `async with` holds a wrapper coroutine of aiohttp's while
@@ -155,7 +151,7 @@ class AiohttpTransport:
                     # Bodies are decoded by read_body, in bounded steps: aiohttp's decoder
                     # would inflate a whole network read at once (a bomb's first 64 KiB).
                     auto_decompress=False,
-                    timeout=attempt_timeout,
+                    timeout=_NO_TIMEOUT,  # the wheel's, above; an injected session's too
                 )
                 try:
                     status = resp.status
@@ -169,7 +165,6 @@ class AiohttpTransport:
                             body=body,
                             context=request.context,
                         )
-                        attempt_timeout = _timeout(max(0.0, ends - time.monotonic()))  # what is left
                         continue
                     try:
                         raw = await read_body(resp, self._limit)
@@ -197,9 +192,24 @@ class AiohttpTransport:
                     resp.release()
                     await resp.wait_for_close()
             raise ClientResponseError("too many redirects", status=record.status, **request.context)
+        except asyncio.CancelledError:
+            if expiry.fired and task.uncancel() <= cancelling:  # the wheel's cancellation alone
+                raise timed_out(timeout, request.context) from TimeoutError(f"attempt over {timeout}s")
+            raise
         except (TimeoutError, aiohttp.ClientError, RuntimeError) as exc:
             # Closed under the send: by our aclose(), or by the owner of an injected session.
             raise _below_http(exc, timeout, request.context, closed=self._closed or session.closed) from exc
+        finally:
+            expiry.cancel()
+            # Its callback and this local hold the task, which holds a failed attempt's error
+            # (when the attempt has a task of its own, as a hedged one), whose traceback holds
+            # this frame: dropped, or each such failure is a reference cycle for the gc.
+            del expiry, task
+
+    def _wheel(self) -> TimerWheel:
+        # The loop of the first attempt: a transport serves one loop (see the class docstring).
+        timers = self._timers = TimerWheel(asyncio.get_running_loop())
+        return timers
 
     def _open(self, ctx: ErrorContext) -> aiohttp.ClientSession:
         if self._closed:
