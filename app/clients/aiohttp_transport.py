@@ -97,7 +97,7 @@ class AiohttpTransport:
         self._cap = config.retry_max_delay
         self._follow = config.follow_redirects
         self._redirects = RedirectGuard(config.base_url)
-        self._timers: TimerWheel | None = None  # made in the loop of the first attempt
+        self._timers: TimerWheel | None = None  # the wheel of the loop attempts run on
 
     def reconfigure(self, config: ClientConfig) -> None:
         """Attempts from now on take ``config``'s timeout, limits and redirect switch.
@@ -135,7 +135,10 @@ class AiohttpTransport:
         # cancellation is turned into the timeout below, as asyncio.timeout() does.
         task = asyncio.current_task()
         assert task is not None  # noqa: S101 - a coroutine runs in a task
-        expiry = (self._timers or self._wheel()).call_later(timeout, task.cancel)
+        timers, loop = self._timers, task.get_loop()
+        if timers is None or timers.loop is not loop:  # the first attempt, or a new loop
+            timers = self._timers = TimerWheel(loop)
+        expiry = timers.call_later(timeout, task.cancel)
         cancelling = task.cancelling()
         try:
             for _ in range(MAX_REDIRECTS + 1):
@@ -205,11 +208,6 @@ class AiohttpTransport:
             # (when the attempt has a task of its own, as a hedged one), whose traceback holds
             # this frame: dropped, or each such failure is a reference cycle for the gc.
             del expiry, task
-
-    def _wheel(self) -> TimerWheel:
-        # The loop of the first attempt: a transport serves one loop (see the class docstring).
-        timers = self._timers = TimerWheel(asyncio.get_running_loop())
-        return timers
 
     def _open(self, ctx: ErrorContext) -> aiohttp.ClientSession:
         if self._closed:

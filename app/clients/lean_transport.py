@@ -103,7 +103,7 @@ class LeanTransport:
         self._limit = config.max_response_bytes
         self._cap = config.retry_max_delay
         self._follow = config.follow_redirects
-        self._timers: TimerWheel | None = None  # made in the loop of the first attempt
+        self._timers: TimerWheel | None = None  # the wheel of the loop attempts run on
 
     def reconfigure(self, config: ClientConfig) -> None:
         """Attempts from now on take ``config``'s limits, pool size and redirect switch (not its base URL)."""
@@ -138,12 +138,15 @@ class LeanTransport:
                 waiter = conn.start(loop, head_only=method == "HEAD", limit=limit)
                 transport = conn.transport
                 assert transport is not None  # noqa: S101 - acquire hands out connected ones only
-                transport.write(request_head(method, url, headers, body, self._user_agent))
-                if body:
-                    transport.write(body)
                 # On the transport's timer wheel: a timer of the loop's own costs more (see TimerWheel).
-                timer = (self._timers or self._wheel(loop)).call_at(ends, conn.end, TIMEOUT)
+                timers = self._timers
+                if timers is None or timers.loop is not loop:  # the first attempt, or a new loop
+                    timers = self._timers = TimerWheel(loop)
+                timer = timers.call_at(ends, conn.end, TIMEOUT)
                 try:
+                    transport.write(request_head(method, url, headers, body, self._user_agent))
+                    if body:
+                        transport.write(body)
                     outcome = await waiter
                 finally:
                     timer.cancel()
@@ -168,10 +171,6 @@ class LeanTransport:
             content_type, charset = _content_type(answer_headers)
             return answer(status, answer_headers, content_type, charset, raw, self._cap, record, request.raw)
         raise ClientResponseError("too many redirects", status=record.status, **request.context)
-
-    def _wheel(self, loop: asyncio.AbstractEventLoop) -> TimerWheel:
-        timers = self._timers = TimerWheel(loop)
-        return timers
 
     async def _connection(
         self, loop: asyncio.AbstractEventLoop, ends: float, timeout: float, request: Request

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -28,10 +27,13 @@ class _Loop(Protocol):
 class Expiry:
     """One timeout: ``callback(arg)`` once due (on the wheel: its tick), unless cancelled first."""
 
-    __slots__ = ("_bucket", "_handle", "arg", "callback", "fired")
+    __slots__ = ("_buckets", "_handle", "_tick", "arg", "callback", "fired")
 
-    def __init__(self, bucket: set[Expiry], callback: Callable[[Any], object], arg: Any) -> None:
-        self._bucket = bucket
+    def __init__(
+        self, buckets: dict[int, set[Expiry]], tick: int, callback: Callable[[Any], object], arg: Any
+    ) -> None:
+        self._buckets = buckets
+        self._tick = tick
         self._handle: Any = None  # the loop's own timer, for a timeout kept exactly
         self.callback = callback
         self.arg = arg
@@ -40,10 +42,15 @@ class Expiry:
 
     def cancel(self) -> None:
         """Drop it (harmless once fired, or twice)."""
-        if self._handle is None:
-            self._bucket.discard(self)
-        else:
+        if self._handle is not None:
             self._handle.cancel()
+            return
+        buckets, tick = self._buckets, self._tick
+        bucket = buckets.get(tick)
+        if bucket is not None:
+            bucket.discard(self)
+            if not bucket:
+                del buckets[tick]  # the wheel holds only ticks with a timeout
 
     def _run(self) -> None:
         """The loop's own timer, for a timeout kept exactly."""
@@ -51,8 +58,8 @@ class Expiry:
         self.callback(self.arg)
 
 
-#: The bucket of every timeout kept exactly: never holds one.
-_EXACT: set[Expiry] = set()
+#: The buckets of every timeout kept exactly: never holds one.
+_EXACT: dict[int, set[Expiry]] = {}
 
 
 class TimerWheel:
@@ -62,29 +69,29 @@ class TimerWheel:
     calls are in flight (its heap orders ``TimerHandle`` objects with a Python ``__lt__``),
     and aiohttp's timeout ~35k an attempt: as much as all the pipeline's policies together.
     Here an attempt's timeout is a set entry in its tick's bucket, and cancelling it takes
-    the entry out. The loop's timer is re-armed only when a timeout is due earlier than the
-    one it waits for, and when it fires: then due buckets fire, empty ones are dropped, and
-    it is armed for the next tick that still holds a timeout. While calls finish well
-    within their timeouts, that is about once per timeout period, however many calls.
+    the entry out (and the bucket, once empty): the wheel holds no more ticks than
+    timeouts. The loop's timer is re-armed only when a timeout is due earlier than the
+    one it waits for, and when it fires: then the due buckets fire, and it is armed for
+    the earliest tick still held. While calls finish well within their timeouts, that is
+    about once per timeout period, however many calls.
 
-    The buckets' ticks wait in a heap of ints; a tick whose bucket emptied stays there
-    (an empty set) until the timer passes it, so memory is bounded by the ticks of one
-    timeout period. A timeout due within ``exact_below`` seconds is not rounded: it gets
-    a timer of the loop's own. Call from the loop's own thread only, as the loop's timers.
+    A timeout due within ``exact_below`` seconds is not rounded: it gets a timer of the
+    loop's own. A wheel serves the loop it was made for (``loop``), from that loop's
+    thread only, as the loop's own timers.
     """
 
-    __slots__ = ("_armed", "_buckets", "_exact_below", "_handle", "_loop", "_tick", "_ticks")
+    __slots__ = ("_armed", "_buckets", "_exact_below", "_handle", "_tick", "loop")
 
     def __init__(
         self, loop: _Loop, tick: float = TICK_SECONDS, exact_below: float = EXACT_BELOW_SECONDS
     ) -> None:
         if not tick > 0:
             raise ValueError("tick must be > 0")
-        self._loop = loop
+        #: The event loop whose time the wheel keeps, and whose timer it arms.
+        self.loop = loop
         self._tick = tick
         self._exact_below = exact_below
         self._buckets: dict[int, set[Expiry]] = {}
-        self._ticks: list[int] = []  # heap of the buckets' ticks
         self._armed: int | None = None  # the tick the loop's timer is set for
         self._handle: Any = None
 
@@ -94,31 +101,31 @@ class TimerWheel:
 
     @property
     def ticks(self) -> int:
-        """Ticks held (with a timeout, or emptied and not yet passed): the wheel's size."""
+        """Ticks holding a timeout: the wheel's size."""
         return len(self._buckets)
 
     def call_at(self, when: float, callback: Callable[[Any], object], arg: Any = None) -> Expiry:
         """``callback(arg)`` at ``when`` (loop time; on the wheel, its tick); ``cancel()`` drops it."""
-        return self._at(when, when - self._loop.time(), callback, arg)
+        return self._at(when, when - self.loop.time(), callback, arg)
 
     def call_later(self, delay: float, callback: Callable[[Any], object], arg: Any = None) -> Expiry:
         """``callback(arg)`` ``delay`` seconds from now (see ``call_at``)."""
-        return self._at(self._loop.time() + delay, delay, callback, arg)
+        return self._at(self.loop.time() + delay, delay, callback, arg)
 
     def _at(self, when: float, delay: float, callback: Callable[[Any], object], arg: Any) -> Expiry:
         if delay < self._exact_below:
-            expiry = Expiry(_EXACT, callback, arg)
-            expiry._handle = self._loop.call_at(when, expiry._run)
+            expiry = Expiry(_EXACT, 0, callback, arg)
+            expiry._handle = self.loop.call_at(when, expiry._run)
             return expiry
         tick = math.ceil(when / self._tick)
-        bucket = self._buckets.get(tick)
+        buckets = self._buckets
+        bucket = buckets.get(tick)
         if bucket is None:
-            bucket = self._buckets[tick] = set()
-            heapq.heappush(self._ticks, tick)
+            bucket = buckets[tick] = set()
             armed = self._armed
             if armed is None or tick < armed:
                 self._arm(tick)
-        expiry = Expiry(bucket, callback, arg)
+        expiry = Expiry(buckets, tick, callback, arg)
         bucket.add(expiry)
         return expiry
 
@@ -126,37 +133,32 @@ class TimerWheel:
         if self._handle is not None:
             self._handle.cancel()
         self._armed = tick
-        self._handle = self._loop.call_at(tick * self._tick, self._expire)
+        self._handle = self.loop.call_at(tick * self._tick, self._expire)
 
     def _expire(self) -> None:
-        """The loop's timer: fire what is due, then arm for the next tick still holding a timeout."""
+        """The loop's timer: fire what is due, then arm for the earliest tick still held."""
         armed = self._armed
         self._handle = self._armed = None
         # The loop runs a timer up to its clock's resolution early: the armed tick is due.
-        due = max(math.floor(self._loop.time() / self._tick), armed if armed is not None else 0)
-        ticks, buckets = self._ticks, self._buckets
-        while ticks:
-            tick = ticks[0]
-            bucket = buckets[tick]
-            if tick > due and bucket:
-                self._arm(tick)
-                return
-            heapq.heappop(ticks)
-            del buckets[tick]
-            if tick <= due:
-                self._fire(bucket)
-
-    def _fire(self, bucket: set[Expiry]) -> None:
-        # One by one, checked before each: a callback may cancel another of the same tick.
-        for expiry in list(bucket):
-            if expiry not in bucket:
-                continue
-            bucket.discard(expiry)
-            expiry.fired = True
-            try:
-                expiry.callback(expiry.arg)
-            except Exception as exc:  # one failing callback must not stop the others
-                handler = getattr(self._loop, "call_exception_handler", None)
-                if handler is None:
-                    raise
-                handler({"message": "timer wheel callback failed", "exception": exc})
+        due = max(math.floor(self.loop.time() / self._tick), armed if armed is not None else 0)
+        buckets = self._buckets
+        for tick in sorted(tick for tick in buckets if tick <= due):
+            bucket = buckets.get(tick)
+            # One at a time, each out of its bucket before its callback runs: a callback may
+            # cancel another of the tick (then it does not fire) or add one (then it does).
+            while bucket:
+                expiry = bucket.pop()
+                expiry.fired = True
+                try:
+                    expiry.callback(expiry.arg)
+                except Exception as exc:  # one failing callback must not stop the others
+                    handler = getattr(self.loop, "call_exception_handler", None)
+                    if handler is None:
+                        raise
+                    handler({"message": "timer wheel callback failed", "exception": exc})
+            if bucket is not None and buckets.get(tick) is bucket:
+                del buckets[tick]
+        if buckets:
+            earliest = min(buckets)
+            if self._armed is None or earliest < self._armed:  # a callback may have armed it
+                self._arm(earliest)

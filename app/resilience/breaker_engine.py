@@ -14,8 +14,9 @@ aiobreaker 1.2.0 has defects that this module wraps rather than leaks:
 * importing it imports redis (``aiobreaker.storage.redis`` checks for it at import), and
   redis in turn OpenTelemetry's metrics SDK and cryptography: about 9 MB of every
   process's memory, for a storage this project never uses (replicas share a breaker
-  through ``app.state``). It is imported here with redis hidden (``_import_aiobreaker``),
-  so its Redis storage reports no support; redis is imported only where shared state is on.
+  through ``app.state``). That storage's module is stood in for by one without redis
+  (``_stand_in_for_redis_storage``), whose ``CircuitRedisStorage`` raises ImportError;
+  redis is imported only where shared state is on.
 
 Here ``opened_at`` is whatever the owner stamps (a monotonic reading), half-open admits
 at most ``half_open_max_calls`` trials, a tripping call re-raises its own error, and an
@@ -30,28 +31,41 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from types import ModuleType
 from typing import Any, Literal, Protocol, TypeVar
 
 
-def _import_aiobreaker() -> None:
-    """Import aiobreaker without importing redis (see the module's docstring).
+class _NoRedisStorage:
+    """Stands for aiobreaker's ``CircuitRedisStorage``, which this project does not load."""
 
-    A ``None`` in ``sys.modules`` makes ``from redis.exceptions import ...`` raise
-    ImportError, which aiobreaker takes as "no redis". Once redis is imported (shared
-    state on), or aiobreaker already was, this is a plain import.
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise ImportError(
+            "aiobreaker's CircuitRedisStorage is not loaded here: replicas share a breaker "
+            "through app.state (circuit_breaker_shared)"
+        )
+
+
+def _stand_in_for_redis_storage() -> None:
+    """Before aiobreaker is imported: its Redis storage's module, without redis (see the module's docstring).
+
+    The storage's module is stood in for in ``sys.modules`` by one that has no redis,
+    so aiobreaker's package, imported below, takes that one. Nothing of redis's is touched: an import
+    of redis on another thread meanwhile goes on unaffected. With redis imported already
+    (shared state on), or aiobreaker, the real storage module is as cheap as the stand-in.
     """
     if "aiobreaker" in sys.modules or "redis" in sys.modules:
         return
-    sys.modules["redis"] = None  # type: ignore[assignment]
-    try:
-        import aiobreaker  # noqa: F401, PLC0415
-    finally:
-        del sys.modules["redis"]
+    stand_in = ModuleType(
+        _REDIS_STORAGE, "aiobreaker's Redis storage, not loaded (app.resilience.breaker_engine)."
+    )
+    stand_in.__dict__.update(HAS_REDIS_SUPPORT=False, CircuitRedisStorage=_NoRedisStorage)
+    sys.modules.setdefault(_REDIS_STORAGE, stand_in)
 
 
-_import_aiobreaker()
+_REDIS_STORAGE = "aiobreaker.storage.redis"
+_stand_in_for_redis_storage()
 
-from aiobreaker import CircuitBreaker, CircuitBreakerState  # noqa: E402 - after _import_aiobreaker() above
+from aiobreaker import CircuitBreaker, CircuitBreakerState  # noqa: E402 - after the stand-in above
 from aiobreaker.state import (  # noqa: E402
     CircuitBreakerBaseState,
     CircuitBreakerError,

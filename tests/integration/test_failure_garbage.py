@@ -11,45 +11,18 @@ refused connect, an aborted socket) are theirs and are not counted.
 from __future__ import annotations
 
 import asyncio
-import gc
-import types
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.clients import BaseServiceClient, BulkheadFullError, CircuitBreakerOpenError, ClientError
+from tests.support.garbage import our_garbage
 from tests.support.upstream import Upstream, delayed, json
 
 pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
 
-APP = str(Path(__file__).resolve().parents[2] / "app")
 CALLS = 5
-
-
-def _ours(obj: object) -> str | None:
-    """What ``obj`` is, when it is the framework's: a frame of app/, or an instance of a type of app/."""
-    if isinstance(obj, types.FrameType):
-        code = obj.f_code
-        return f"frame {code.co_name} ({code.co_filename})" if code.co_filename.startswith(APP) else None
-    module = type(obj).__module__
-    return f"{type(obj).__name__} ({module})" if module == "app" or module.startswith("app.") else None
-
-
-async def _our_garbage(calls: Callable[[], Awaitable[None]]) -> list[str]:
-    """What of ours the collector finds in cycles after ``calls()``, with the gc off meanwhile."""
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        await calls()
-        gc.collect()
-        return sorted({found for obj in gc.garbage if (found := _ours(obj)) is not None})
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
 
 
 async def _failing(call: Callable[[], Awaitable[Any]], expected: type[BaseException]) -> None:
@@ -77,7 +50,7 @@ async def test_a_failed_call_leaves_no_cycle(upstream: Upstream, make_client: An
         upstream.base_url, circuit_breaker_failure_threshold=10_000, **settings
     )
     await _failing(lambda: client.get("r"), ClientError)  # warm: connections, lazy state
-    assert await _our_garbage(lambda: _failing(lambda: client.get("r", **options), ClientError)) == []
+    assert await our_garbage(lambda: _failing(lambda: client.get("r", **options), ClientError)) == []
 
 
 async def test_a_timed_out_call_leaves_no_cycle(upstream: Upstream, make_client: Any) -> None:
@@ -85,7 +58,7 @@ async def test_a_timed_out_call_leaves_no_cycle(upstream: Upstream, make_client:
     upstream.route("slow", delayed(5, json({})))
     client: BaseServiceClient = make_client(upstream.base_url, max_retries=1)
     await _failing(lambda: client.get("slow", timeout=0.05), ClientError)
-    assert await _our_garbage(lambda: _failing(lambda: client.get("slow", timeout=0.05), ClientError)) == []
+    assert await our_garbage(lambda: _failing(lambda: client.get("slow", timeout=0.05), ClientError)) == []
 
 
 async def test_refusals_and_fallbacks_leave_no_cycle(upstream: Upstream, make_client: Any) -> None:
@@ -107,7 +80,7 @@ async def test_refusals_and_fallbacks_leave_no_cycle(upstream: Upstream, make_cl
             assert await broken.get("r", fallback="stale") == "stale"
 
     try:
-        assert await _our_garbage(calls) == []
+        assert await our_garbage(calls) == []
     finally:
         full.bulkhead.release()
 
@@ -134,4 +107,4 @@ async def test_a_call_failing_or_cancelled_in_its_own_task_leaves_no_cycle(
         assert all(task.cancelled() for task in cancelled)
         del failed, cancelled  # the tasks go: what they held is freed, or left in a cycle
 
-    assert await _our_garbage(calls) == []
+    assert await our_garbage(calls) == []

@@ -19,6 +19,7 @@ import pytest
 from app.clients import BaseServiceClient, ClientConfig, ClientTimeoutError
 from app.clients.timer_wheel import TICK_SECONDS, TimerWheel
 from tests.support import rawtcp
+from tests.support.garbage import our_garbage
 
 pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
 
@@ -88,5 +89,24 @@ async def test_a_cancel_in_the_same_loop_pass_as_the_timeout_stays_a_cancel(tran
             loop.call_at(armed.when(), call.cancel)  # due with it: both run before the task resumes
             await asyncio.wait([call])
             assert call.cancelled()
+        finally:
+            await client.close()
+
+
+async def test_a_timeout_fired_by_the_wheel_leaves_no_cycle(transport: str) -> None:
+    """Timed out by the wheel, in the caller's task or a task of its own: nothing of ours in a cycle."""
+    async with rawtcp.raw_server(rawtcp.hang) as url:
+        client, _ = _on_the_wheel(transport, url)
+        try:
+
+            async def calls() -> None:
+                with pytest.raises(ClientTimeoutError):
+                    await client.get("slow")
+                own = asyncio.ensure_future(client.get("slow"))
+                await asyncio.wait([own])
+                assert isinstance(own.exception(), ClientTimeoutError)
+                del own
+
+            assert await our_garbage(calls) == []
         finally:
             await client.close()

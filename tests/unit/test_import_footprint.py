@@ -43,17 +43,41 @@ def test_importing_the_client_loads_none_of_them() -> None:
 
 
 def test_aiobreaker_is_imported_without_redis_which_still_imports_after() -> None:
-    """The Redis storage of aiobreaker reports no support; redis itself imports and works afterwards."""
+    """The Redis storage of aiobreaker is a stand-in that refuses to be built; redis imports after."""
     seen = _fresh(
         """
         import json
         import app.resilience.breaker_engine
         import aiobreaker.storage.redis as storage
+        try:
+            storage.CircuitRedisStorage(None, None)
+            refused = ""
+        except ImportError as exc:
+            refused = str(exc)
         import redis.exceptions
-        print(json.dumps([storage.HAS_REDIS_SUPPORT, redis.exceptions.RedisError.__name__]))
+        print(json.dumps([storage.HAS_REDIS_SUPPORT, refused, redis.exceptions.RedisError.__name__]))
         """
     )
-    assert seen == [False, "RedisError"]
+    assert seen == [
+        False,
+        "aiobreaker's CircuitRedisStorage is not loaded here: replicas share a breaker through app.state"
+        " (circuit_breaker_shared)",
+        "RedisError",
+    ]
+
+
+def test_with_redis_imported_first_aiobreaker_is_left_whole() -> None:
+    """A process that imported redis before the client (shared state on) gets aiobreaker's own storage."""
+    seen = _fresh(
+        """
+        import json
+        import redis
+        import app.resilience.breaker_engine
+        import aiobreaker.storage.redis as storage
+        print(json.dumps([storage.HAS_REDIS_SUPPORT, storage.CircuitRedisStorage.__module__]))
+        """
+    )
+    assert seen == [True, "aiobreaker.storage.redis"]
 
 
 def test_each_feature_loads_its_library_when_used() -> None:

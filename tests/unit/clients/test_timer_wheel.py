@@ -123,27 +123,59 @@ def test_an_earlier_timeout_rearms_the_loop_timer() -> None:
     assert seen == ["early", "late"]
 
 
-def test_when_every_timeout_was_cancelled_nothing_stays_armed() -> None:
-    """The timer passes the emptied ticks, drops them, and arms for none: an idle loop has no timer."""
+def test_a_tick_goes_with_its_last_timeout_and_an_idle_wheel_arms_nothing() -> None:
+    """Cancelled timeouts take their ticks with them; the timer then moves to the earliest tick held."""
     loop = FakeLoop()
     wheel = TimerWheel(loop, tick=0.01, exact_below=0)
     seen, record = _recorder()
     expiries = [wheel.call_at(0.105 + i * 0.01, record, i) for i in range(50)]  # ticks 11 to 60
     last = wheel.call_at(0.895, record, "last")  # tick 90
+    assert wheel.ticks == 51
     for expiry in expiries:
         expiry.cancel()
-    assert wheel.ticks == 51
-    loop.advance_to(0.11)  # the first tick: empty; the timer skips to the last tick still held
-    assert [h.when for h in loop.pending()] == [pytest.approx(0.9)]
     assert wheel.ticks == 1
+    loop.advance_to(0.11)  # armed for tick 11: nothing due, so it moves to tick 90
+    assert [h.when for h in loop.pending()] == [pytest.approx(0.9)]
     last.cancel()
-    loop.advance_to(0.9)
-    assert loop.pending() == []
     assert wheel.ticks == 0
+    loop.advance_to(0.9)
+    assert loop.pending() == []  # an idle wheel keeps no timer of the loop's
     assert seen == []
     wheel.call_at(2.0, record, "again")  # and it arms again for a new one
     loop.advance_to(2.0)
     assert seen == ["again"]
+
+
+def test_long_timeouts_hold_no_more_ticks_than_timeouts() -> None:
+    """A call a millisecond with an hour's timeout, each done in 50 ms: the wheel holds the calls in flight."""
+    loop = FakeLoop()
+    wheel = TimerWheel(loop, tick=0.01, exact_below=0)
+    in_flight: list[tuple[float, Expiry]] = []
+    seen, record = _recorder()
+    for i in range(20_000):
+        loop.now = i * 0.001
+        in_flight.append((loop.now + 0.05, wheel.call_later(3600.0, record, i)))
+        while in_flight and in_flight[0][0] <= loop.now:
+            in_flight.pop(0)[1].cancel()
+        assert wheel.ticks <= 6  # 50 in flight, over the last 50 ms: five or six ticks
+    assert seen == []
+    assert len(loop.armed) == 1  # the first timeout's tick: an hour away, never re-armed
+
+
+def test_a_callback_may_add_a_timeout_already_due() -> None:
+    """A timeout added by a callback for a tick already due fires in the same pass."""
+    loop = FakeLoop()
+    wheel = TimerWheel(loop, tick=0.01, exact_below=0)
+    seen, record = _recorder()
+
+    def chain(_: object) -> None:
+        seen.append("first")
+        wheel.call_at(0.04, record, "added")
+
+    wheel.call_at(0.05, chain)
+    loop.advance_to(0.05)
+    assert seen == ["first", "added"]
+    assert wheel.ticks == 0
 
 
 def test_a_callback_that_cancels_another_of_its_tick_wins() -> None:
