@@ -196,14 +196,22 @@ class AiohttpTransport:
                     await resp.wait_for_close()
             raise ClientResponseError("too many redirects", status=record.status, **request.context)
         except asyncio.CancelledError:
-            if expiry.fired and task.uncancel() <= cancelling:  # the wheel's cancellation alone
-                raise timed_out(timeout, request.context) from TimeoutError(f"attempt over {timeout}s")
+            if expiry.fired:
+                expiry.fired = False  # its cancellation taken back here, once (see the finally)
+                if task.uncancel() <= cancelling:  # the wheel's cancellation alone
+                    raise timed_out(timeout, request.context) from TimeoutError(f"attempt over {timeout}s")
             raise
         except (TimeoutError, aiohttp.ClientError, RuntimeError) as exc:
             # Closed under the send: by our aclose(), or by the owner of an injected session.
             raise _below_http(exc, timeout, request.context, closed=self._closed or session.closed) from exc
         finally:
             expiry.cancel()
+            if expiry.fired:
+                # The wheel cancelled the task, and something below swallowed the cancellation
+                # (raised another error instead): take the request back all the same, or the
+                # caller's task would count a cancellation nobody asked for (asyncio.timeout()
+                # would then take its own expiry for one).
+                task.uncancel()
             # Its callback and this local hold the task, which holds a failed attempt's error
             # (when the attempt has a task of its own, as a hedged one), whose traceback holds
             # this frame: dropped, or each such failure is a reference cycle for the gc.
