@@ -181,16 +181,7 @@ class AiohttpTransport:
                             max_retry_after=self._cap,
                             context=request.context,
                         )
-                    return answer(
-                        status,
-                        resp.headers,
-                        resp.content_type,
-                        resp.charset,
-                        raw,
-                        self._cap,
-                        record,
-                        request.raw,
-                    )
+                    return answer(status, resp.headers, raw, self._cap, record, request.raw)
                 finally:
                     resp.release()
                     await resp.wait_for_close()

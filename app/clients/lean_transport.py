@@ -19,7 +19,6 @@ from typing import Any, NoReturn
 
 import aiohttp
 from aiohttp.client_reqrep import ConnectionKey
-from aiohttp.helpers import parse_content_type
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -66,15 +65,6 @@ class _DefaultTransport:
 
 #: ``BaseServiceClient.transport_factory``: LeanTransport when asked for and possible, else aiohttp.
 default_transport = _DefaultTransport()
-
-
-def _content_type(headers: CIMultiDictProxy[str]) -> tuple[str, str | None]:
-    """Media type and charset as aiohttp reads them (its own parser, cached)."""
-    raw = headers.get("Content-Type")
-    if raw is None:
-        return "application/octet-stream", None  # RFC 9110's default, as aiohttp's
-    media, params = parse_content_type(raw)
-    return media, params.get("charset")
 
 
 class LeanTransport:
@@ -168,8 +158,7 @@ class LeanTransport:
                     status, location, method=method, url=url, body=body, context=request.context
                 )
                 continue
-            content_type, charset = _content_type(answer_headers)
-            return answer(status, answer_headers, content_type, charset, raw, self._cap, record, request.raw)
+            return answer(status, answer_headers, raw, self._cap, record, request.raw)
         raise ClientResponseError("too many redirects", status=record.status, **request.context)
 
     async def _connection(

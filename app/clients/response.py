@@ -6,6 +6,7 @@ from typing import Any, NoReturn, Unpack
 
 import orjson
 from aiohttp import hdrs
+from aiohttp.helpers import parse_content_type
 from multidict import CIMultiDictProxy
 
 from app.clients.decoding import BodyDecodingError, BodyTooLargeError
@@ -22,6 +23,7 @@ __all__ = [
     "decode_body",
     "decode_error",
     "header_text",
+    "media_type",
     "status_error",
     "unreadable",
 ]
@@ -180,11 +182,22 @@ def decode_error(message: str, status: int, **context: Unpack[ErrorContext]) -> 
     return ResponseDecodeError(message, status=status, **context)
 
 
+def media_type(headers: CIMultiDictProxy[str]) -> tuple[str, str | None]:
+    """An answer's media type and charset, as aiohttp reads them (its own parser, cached).
+
+    One call for both, where aiohttp's ``content_type`` and ``charset`` properties each
+    look the header up and compare it with the one they parsed last.
+    """
+    raw = headers.get(hdrs.CONTENT_TYPE)
+    if raw is None:
+        return "application/octet-stream", None  # RFC 9110's default, as aiohttp's
+    media, params = parse_content_type(raw)
+    return media, params.get("charset")
+
+
 def answer(  # noqa: PLR0917 - once per call: positional arguments cost the least
     status: int,
     headers: CIMultiDictProxy[str],
-    content_type: str,
-    charset: str | None,
     body: bytes,
     max_retry_after: float,
     record: CallRecord,
@@ -195,7 +208,9 @@ def answer(  # noqa: PLR0917 - once per call: positional arguments cost the leas
     With ``whole`` (the request's ``raw``: ``RAW_BODY`` or ``RAW_CONDITIONAL``), a 2xx (and
     for ``RAW_CONDITIONAL`` a 304) comes back as a ``RawResponse``, its body not decoded.
     The error names the call from ``record`` (its context built only then, not per answer).
+    Both transports end here, so they read the media type and charset the same way.
     """
+    content_type, charset = media_type(headers)
     if whole and (200 <= status < 300 or (status == 304 and whole == RAW_CONDITIONAL)):
         return RawResponse.read(status, headers, content_type, charset, body)
     if not 200 <= status < 300:  # a final 1xx (or a status under 100) is no answer either
