@@ -40,7 +40,10 @@ class TransportAttempt(Attempt[Any]):
 
     def send(self, timeout: float) -> Any:
         """The transport's send (of this attempt's own headers when it has a deadline to forward)."""
-        return self.transport.send(self.out, self._headers(timeout), timeout)
+        out = self.out
+        # The call's own headers unless they need a copy (_headers), checked here: a frame
+        # fewer for the common attempt.
+        return self.transport.send(out, self._headers(timeout) if out.fresh_headers else out.headers, timeout)
 
     def _headers(self, timeout: float) -> CIMultiDict[str]:
         out = self.out

@@ -176,6 +176,14 @@ class _Outcomes(CircuitBreakerBaseState):  # type: ignore[misc]
 
 
 class _Closed(_Outcomes, CircuitClosedState):  # type: ignore[misc]
+    def succeeded(self) -> None:
+        """An attempt was answered: the failures in a row count from 0 again.
+
+        aiobreaker's ``on_success`` does nothing while closed: not called, a frame fewer
+        on the most common call.
+        """
+        self._breaker._state_storage.reset_counter()
+
     def on_failure(self, exception: Exception) -> None:
         breaker: BreakerEngine = self._breaker
         # A late failure from a call that began before the breaker opened must not
