@@ -120,7 +120,9 @@ class AiohttpTransport:
         """The session attempts go through, once there is one (None after ``aclose`` of its own)."""
         return self._session
 
-    async def send(self, request: Request, headers: Mapping[str, str], timeout: float) -> Any:
+    async def send(  # noqa: PLR0912 - one frame per attempt: its steps inline, none in a helper
+        self, request: Request, headers: Mapping[str, str], timeout: float
+    ) -> Any:
         """One attempt (see :class:`~app.clients.transport.Transport`)."""
         session = self._session
         if session is None:
@@ -156,6 +158,7 @@ class AiohttpTransport:
                     auto_decompress=False,
                     timeout=_NO_TIMEOUT,  # the wheel's, above; an injected session's too
                 )
+                read = False
                 try:
                     status = resp.status
                     record.status = status
@@ -171,6 +174,7 @@ class AiohttpTransport:
                         continue
                     try:
                         raw = await read_body(resp, self._limit)
+                        read = True
                     except (BodyTooLargeError, BodyDecodingError) as exc:
                         resp.close()  # drop the connection rather than drain a body we will not use
                         unreadable(
@@ -183,8 +187,14 @@ class AiohttpTransport:
                         )
                     return answer(status, resp.headers, raw, self._cap, record, request.raw)
                 finally:
-                    resp.release()
-                    await resp.wait_for_close()
+                    # An answer read whole gave its connection back at the body's end: aiohttp
+                    # releases it then, once the request's writer is done (it holds it until
+                    # then). Nothing is left to release or wait for: both skipped, 16k
+                    # instructions a call measured (two releases and a coroutine, each
+                    # release cleaning up a writer and a connection already gone).
+                    if not read or resp.connection is not None:
+                        resp.release()
+                        await resp.wait_for_close()
             raise ClientResponseError("too many redirects", status=record.status, **request.context)
         except asyncio.CancelledError:
             if expiry.fired:

@@ -1,0 +1,96 @@
+"""Each answer gives its kept-alive connection back: the next call goes out on the same one.
+
+The aiohttp transport skips its release and its wait for the request's writer when the
+answer was read whole and aiohttp has given the connection back already. These tests
+hold it to what that promises, on both transports: a run of calls of every kind of
+answer (JSON, text, empty, 204, HEAD, error statuses with a JSON body and without one) uses one
+connection, and a POST whose upload is not yet read when its answer arrives does not
+leave the next call without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from app.clients import BaseServiceClient, ClientError
+from tests.support.upstream import Handler, Upstream
+
+pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
+
+
+def _from_port(ports: list[int], answer: Callable[[], web.StreamResponse]) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        ports.append(request.transport.get_extra_info("peername")[1])
+        return answer()
+
+    return handler
+
+
+async def test_calls_of_every_kind_of_answer_share_one_connection(
+    upstream: Upstream, make_client: Callable[..., BaseServiceClient]
+) -> None:
+    """Twenty-four calls in turn, six kinds of answer: one connection, from the first to the last."""
+    ports: list[int] = []
+    upstream.route("json", _from_port(ports, lambda: web.json_response({"ok": True})))
+    upstream.route("text", _from_port(ports, lambda: web.Response(text="plain")))
+    upstream.route("empty", _from_port(ports, lambda: web.Response(status=204)))
+    upstream.route("missing", _from_port(ports, lambda: web.json_response({"detail": "no"}, status=404)))
+    upstream.route("bare", _from_port(ports, lambda: web.Response(status=500)))
+    client = make_client(upstream.base_url, max_retries=0)
+    try:
+        for _ in range(4):
+            assert await client.get("json") == {"ok": True}
+            assert await client.get("text") == "plain"
+            assert await client.get("empty") is None
+            assert await client.request("HEAD", "json") is None
+            with pytest.raises(ClientError) as missing:
+                await client.get("missing")
+            assert missing.value.status == 404
+            with pytest.raises(ClientError) as failing:
+                await client.get("bare")
+            assert failing.value.status == 500
+    finally:
+        await client.close()
+    assert len(ports) == 24
+    assert set(ports) == {ports[0]}  # a connection not given back would have made the next call open one
+
+
+# aiohttp's advice on a body past 1 MiB sent as bytes (use a stream): this test needs an
+# upload larger than the sockets' buffers, not yet read when its answer comes.
+@pytest.mark.filterwarnings("ignore:Sending a large body directly:ResourceWarning")
+async def test_an_answer_that_comes_before_the_upload_ends_leaves_a_connection_for_the_next_call(
+    make_client: Callable[..., BaseServiceClient],
+) -> None:
+    """A 4 MB POST answered before it is read (its upload still going): its answer, then the next call's."""
+    seen: list[int] = []
+
+    async def early(request: web.Request) -> web.StreamResponse:
+        # The whole answer goes out first, then the upload is read: a server that replies
+        # early and drains the body for keep-alive.
+        body = b'{"accepted": true}'
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body)
+        seen.append(len(await request.read()))
+        await response.write_eof()
+        return response
+
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", early)
+    async with TestServer(app, host="127.0.0.1") as server:
+        client = make_client(str(server.make_url("/")), max_retries=0, timeout_seconds=10.0)
+        try:
+            assert await client.post("upload", json={"blob": "x" * (4 * 1024 * 1024)}) == {"accepted": True}
+            assert await client.get("after") == {"accepted": True}
+        finally:
+            await client.close()
+    # The upload arrived whole and the GET had no body, in whichever order the server
+    # finished them (aiohttp hands the 4 MB to the socket's buffer and may send the GET on
+    # another connection while the first still drains).
+    assert sorted(seen) == [0, len(b'{"blob":""}') + 4 * 1024 * 1024]  # orjson's JSON: no spaces
