@@ -4,12 +4,14 @@ The aiohttp transport skips its release and its wait for the request's writer wh
 answer was read whole and aiohttp has given the connection back already. These tests
 hold it to what that promises, on both transports: a run of calls of every kind of
 answer (JSON, text, empty, 204, HEAD, error statuses with a JSON body and without one) uses one
-connection, and a POST whose upload is not yet read when its answer arrives does not
-leave the next call without one.
+connection; a POST whose upload is not yet read when its answer arrives does not
+leave the next call without one; and a body that comes after its head (not there yet
+when the head is read, so awaited) keeps its connection too.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -17,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from app.clients import BaseServiceClient, ClientError
+from tests.support import rawtcp
 from tests.support.upstream import Handler, Upstream
 
 pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
@@ -94,3 +97,34 @@ async def test_an_answer_that_comes_before_the_upload_ends_leaves_a_connection_f
     # finished them (aiohttp hands the 4 MB to the socket's buffer and may send the GET on
     # another connection while the first still drains).
     assert sorted(seen) == [0, len(b'{"blob":""}') + 4 * 1024 * 1024]  # orjson's JSON: no spaces
+
+
+async def test_a_body_that_comes_after_its_head_is_awaited_and_its_connection_kept(
+    make_client: Callable[..., BaseServiceClient],
+) -> None:
+    """Head, a pause, then the body, twice on one connection: both bodies read, one connection."""
+    connections: list[int] = []
+    body = b'{"late": true}'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+
+    async def split(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            writer.write(head)
+            await writer.drain()
+            await asyncio.sleep(0.05)  # the head alone first: the client has no body yet
+            writer.write(body)
+            await writer.drain()
+
+    async with rawtcp.raw_server(split) as url:
+        client = make_client(url, max_retries=0)
+        try:
+            assert await client.get("first") == {"late": True}
+            assert await client.get("second") == {"late": True}
+        finally:
+            await client.close()
+    assert len(connections) == 1
