@@ -374,8 +374,16 @@ class BaseServiceClient:
         # per-call set-up below (and costs a few microseconds, not tens).
         wait = self.breaker.seconds_until_half_open()
         if wait > 0 or self.bulkhead.full:
-            error = self._refusal(method, endpoint, wait)
-            reason: Rejection = "breaker_open" if wait > 0 else "bulkhead_full"
+            # The error built here, not in a helper: a frame fewer on every refused call.
+            reason: Rejection
+            error: ClientError
+            if wait > 0:  # an isolated breaker's wait is inf: no Retry-After to give
+                retry_after = None if wait == math.inf else wait
+                error = CircuitBreakerOpenError.refusal(self.service_name, method, endpoint, retry_after)
+                reason = "breaker_open"
+            else:
+                error = BulkheadFullError.refusal(self.service_name, method, endpoint, None)
+                reason = "bulkhead_full"
             if fallback is not NO_FALLBACK and falls_back(fallback, error):
                 return self._refused_fallback(method, endpoint, reason, error, fallback)
             self.observer.refused(method, endpoint, reason, error)
@@ -396,7 +404,15 @@ class BaseServiceClient:
             raise self._unsendable(record, str(exc)) from exc.__cause__
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS or idempotency_key is not None
-        deadline = self._deadline(timeout)
+        # _deadline's answer for the common call (no budget, none inbound), without its frame.
+        if (
+            timeout is None
+            and self.config.total_timeout_seconds is None
+            and inbound_deadline_var.get() is None
+        ):
+            deadline = self._unbounded
+        else:
+            deadline = self._deadline(timeout)
         out = Request(
             record=record,
             url=url,
@@ -621,13 +637,6 @@ class BaseServiceClient:
             # failed call would leave a reference cycle for the gc (every call, while an
             # upstream is down). The same goes for every frame the error passes.
             del error
-
-    def _refusal(self, method: str, endpoint: str, breaker_wait: float) -> ClientError:
-        """The error of a call refused before anything was sent (open breaker, full bulkhead)."""
-        if breaker_wait > 0:
-            retry_after = None if math.isinf(breaker_wait) else breaker_wait
-            return CircuitBreakerOpenError.refusal(self.service_name, method, endpoint, retry_after)
-        return BulkheadFullError.refusal(self.service_name, method, endpoint, None)
 
     def _refused_fallback(
         self, method: str, endpoint: str, reason: Rejection, error: ClientError, fallback: Any

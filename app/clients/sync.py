@@ -32,14 +32,11 @@ class LoopThread:
         self._name = name
         self._closed_error = closed_error or (lambda: RuntimeError(f"{name}: loop thread closed"))
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The loop, once started (None again after ``close``). An attribute, not a property:
+        #: every async call reads it (which transport serves the loop it runs on).
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The loop, once started (None again after ``close``)."""
-        return self._loop
 
     @staticmethod
     def _serve(loop: asyncio.AbstractEventLoop) -> None:
@@ -64,15 +61,15 @@ class LoopThread:
             if self._closed:
                 coro.close()  # never started: closing it avoids a "never awaited" warning
                 raise self._closed_error()
-            if self._loop is None:
+            if self.loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(
                     target=self._serve, args=(loop,), name=f"{self._name}-sync", daemon=True
                 )
                 thread.start()
-                self._loop, self._thread = loop, thread
+                self.loop, self._thread = loop, thread
             # Under the lock: close() cannot stop the loop between the check and this.
-            return asyncio.run_coroutine_threadsafe(coro, self._loop)
+            return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def run(self, fn: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` on the private loop and wait for its result."""
@@ -101,8 +98,8 @@ class LoopThread:
         """Stop the loop for good (pending work is cancelled) and join its thread."""
         with self._lock:
             self._closed = True
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
+            loop, thread = self.loop, self._thread
+            self.loop = self._thread = None
         if loop is None or thread is None:
             return
         loop.call_soon_threadsafe(loop.stop)
