@@ -12,7 +12,7 @@ from aiohttp import hdrs
 from app.clients.config import ClientConfig
 from app.clients.decoding import BodyDecoder, BodyDecodingError, BodyTooLargeError, is_identity
 from app.clients.response import answer, unreadable
-from app.clients.session import follow_bulkhead, new_session
+from app.clients.session import follow_bulkhead, is_plain, new_session
 from app.clients.timer_wheel import TimerWheel
 from app.clients.transport import Request
 from app.clients.urls import MAX_REDIRECTS, REDIRECT_STATUSES, RedirectGuard
@@ -33,11 +33,13 @@ _NO_TIMEOUT = aiohttp.ClientTimeout()
 _CHUNK = 64 * 1024
 
 
-async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_body(resp: aiohttp.ClientResponse, limit: int, plain: bool = False) -> bytes:
     """The decoded body, or ``BodyTooLargeError`` as soon as it passes ``limit`` bytes.
 
     The limit is on the body after its Content-Encoding is undone (the sessions leave
     decoding to us); ``BodyDecodingError`` when that coding is unknown or the stream corrupt.
+    ``plain``: the response's session has no per-body hooks (see ``is_plain``), so a small
+    body that came whole may be taken without ``ClientResponse.read()``.
     """
     if resp.status in _NO_BODY or resp.method == hdrs.METH_HEAD:
         # No body, whatever Content-Length says: a 304's is the full representation's
@@ -55,11 +57,14 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
             raise BodyTooLargeError
         if length <= _CHUNK:
             # The common small reply: one read. aiohttp stops at Content-Length.
-            content = resp.content
-            if content.is_eof():
-                # It came whole with its head (one packet, as most do): taken as it is, with
-                # no read to await (15k instructions a call measured: read()'s coroutines).
-                return content.read_nowait()
+            if plain:
+                content = resp.content
+                if content.is_eof():
+                    # It came whole with its head (one packet, as most do): taken as it is,
+                    # with no read to await (15k instructions a call measured: read()'s
+                    # coroutines). Not on a session of someone else's: read() is where
+                    # aiohttp fires its body trace hook, and a response class may extend it.
+                    return content.read_nowait()
             return await resp.read()
     chunks: list[bytes] = []
     size = 0
@@ -90,13 +95,17 @@ class AiohttpTransport:
     """
 
     __slots__ = (
-        "_cap", "_closed", "_config", "_follow", "_limit", "_owns", "_redirects", "_session", "_timers",
+        "_cap", "_closed", "_config", "_follow", "_limit", "_owns", "_plain", "_redirects", "_session",
+        "_timers",
     )  # fmt: skip
 
     def __init__(self, config: ClientConfig, *, session: aiohttp.ClientSession | None = None) -> None:
         self._config = config
         self._session = session
         self._owns = session is None  # an injected session belongs to whoever injected it
+        # Ours (new_session's, as the container's are), or one of someone else's that may
+        # hook into every body and response: then aiohttp reads and releases every answer.
+        self._plain = session is None or is_plain(session)
         self._closed = False
         self._limit = config.max_response_bytes
         self._cap = config.retry_max_delay
@@ -178,8 +187,8 @@ class AiohttpTransport:
                         )
                         continue
                     try:
-                        raw = await read_body(resp, self._limit)
-                        read = True
+                        raw = await read_body(resp, self._limit, self._plain)
+                        read = self._plain
                     except (BodyTooLargeError, BodyDecodingError) as exc:
                         resp.close()  # drop the connection rather than drain a body we will not use
                         unreadable(
@@ -196,7 +205,8 @@ class AiohttpTransport:
                     # releases it then, once the request's writer is done (it holds it until
                     # then). Nothing is left to release or wait for: both skipped, 16k
                     # instructions a call measured (two releases and a coroutine, each
-                    # release cleaning up a writer and a connection already gone).
+                    # release cleaning up a writer and a connection already gone). ``read``
+                    # only on a plain session: another's response class may extend both.
                     if not read or resp.connection is not None:
                         resp.release()
                         await resp.wait_for_close()

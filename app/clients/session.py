@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import weakref
+
 import aiohttp
 
 from app.clients.config import ClientConfig
 
-__all__ = ["follow_bulkhead", "new_session", "user_agent"]
+__all__ = ["follow_bulkhead", "is_plain", "new_session", "user_agent"]
+
+#: The sessions ``new_session`` made (weakly: a closed one may go).
+_MADE_HERE: weakref.WeakSet[aiohttp.ClientSession] = weakref.WeakSet()
 
 
 def user_agent(service_name: str) -> str:
@@ -36,7 +41,18 @@ def new_session(config: ClientConfig) -> aiohttp.ClientSession:
     # upstream and falsify attempt counts, retry budgets and the breaker's tally.
     # There is no public switch; tests/integration/test_error_table.py pins this.
     session._retry_connection = False
+    _MADE_HERE.add(session)
     return session
+
+
+def is_plain(session: aiohttp.ClientSession) -> bool:
+    """True for a session ``new_session`` made: no trace hooks, and aiohttp's own response class.
+
+    Its answers need none of ``ClientResponse.read()``'s extras (the body trace hook, a
+    ``response_class`` of someone else's): the transport may take a body that came whole
+    as it is, and skip the release of a connection aiohttp already gave back.
+    """
+    return session in _MADE_HERE
 
 
 def follow_bulkhead(session: aiohttp.ClientSession, old: ClientConfig, new: ClientConfig) -> None:

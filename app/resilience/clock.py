@@ -22,7 +22,12 @@ class Clock(Protocol):
 
 
 class MonotonicClock:
-    """The real clock: ``time.monotonic`` and ``asyncio.sleep``."""
+    """The real clock: ``time.monotonic`` and ``asyncio.sleep``.
+
+    ``now`` is ``time.monotonic`` itself, taken when this module is imported: patching
+    ``time.monotonic`` later does not reach it. A test that drives time injects a clock
+    of its own (``clock=``), as every policy takes one.
+    """
 
     __slots__ = ()
 

@@ -19,10 +19,22 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from app.clients import BaseServiceClient, ClientError
+from app.clients.aiohttp_transport import AiohttpTransport
+from app.clients.lean_transport import LeanTransport
 from tests.support import rawtcp
 from tests.support.upstream import Handler, Upstream
 
 pytestmark = pytest.mark.both_transports  # conftest: every test on aiohttp and on lean, same expectations
+
+
+def _held(client: BaseServiceClient) -> int:
+    """Connections the client's transport holds now: none between calls (a held one has leaked)."""
+    transport = client._transport
+    if isinstance(transport, AiohttpTransport):
+        session = transport.session
+        return 0 if session is None else len(session.connector._acquired)  # type: ignore[union-attr]
+    assert isinstance(transport, LeanTransport)
+    return transport._pool.busy
 
 
 def _from_port(ports: list[int], answer: Callable[[], web.StreamResponse]) -> Handler:
@@ -57,6 +69,7 @@ async def test_calls_of_every_kind_of_answer_share_one_connection(
             with pytest.raises(ClientError) as failing:
                 await client.get("bare")
             assert failing.value.status == 500
+            assert _held(client) == 0
     finally:
         await client.close()
     assert len(ports) == 24
@@ -90,7 +103,11 @@ async def test_an_answer_that_comes_before_the_upload_ends_leaves_a_connection_f
         client = make_client(str(server.make_url("/")), max_retries=0, timeout_seconds=10.0)
         try:
             assert await client.post("upload", json={"blob": "x" * (4 * 1024 * 1024)}) == {"accepted": True}
+            # Its upload was waited for (or never needed a task): nothing of it left running.
+            assert _held(client) == 0
+            assert not [t for t in asyncio.all_tasks() if "write_bytes" in repr(t.get_coro())]
             assert await client.get("after") == {"accepted": True}
+            assert _held(client) == 0
         finally:
             await client.close()
     # The upload arrived whole and the GET had no body, in whichever order the server
@@ -128,3 +145,40 @@ async def test_a_body_that_comes_after_its_head_is_awaited_and_its_connection_ke
         finally:
             await client.close()
     assert len(connections) == 1
+
+
+async def test_a_redirect_followed_before_its_body_ends_gives_its_connection_back(
+    make_client: Callable[..., BaseServiceClient],
+) -> None:
+    """A 302 whose 100-byte body comes in two parts, followed: the answer, and no connection left held.
+
+    aiohttp follows on the head, the body unread: that connection cannot be kept, and must
+    be given back (closed). The lean transport reads the body first and keeps it.
+    """
+    answer = b'{"there": true}'
+    redirect = b"HTTP/1.1 302 Found\r\nLocation: /api/v1/there\r\nContent-Length: 100\r\n\r\n"
+    found = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(answer)
+
+    async def moved(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            if head.startswith(b"GET /api/v1/moved "):
+                writer.write(redirect + b"x" * 10)
+                await writer.drain()
+                await asyncio.sleep(0.05)  # the rest of the body later
+                writer.write(b"x" * 90)
+            else:
+                writer.write(found + answer)
+            await writer.drain()
+
+    async with rawtcp.raw_server(moved) as url:
+        client = make_client(url, max_retries=0, follow_redirects=True)
+        try:
+            for _ in range(3):
+                assert await client.get("moved") == {"there": True}
+                assert _held(client) == 0
+        finally:
+            await client.close()

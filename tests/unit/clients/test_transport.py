@@ -12,6 +12,7 @@ import pytest
 
 from app.clients import BaseServiceClient, ClientClosedError, ClientConfig, ClientConnectionError, ServerError
 from app.clients.aiohttp_transport import AiohttpTransport
+from app.clients.session import is_plain
 from app.clients.transport import DEADLINE_HEADER, Request, Transport
 from tests.support.transports import seam_request
 from tests.support.upstream import Upstream, json
@@ -36,6 +37,7 @@ async def test_one_attempt_is_decoded_and_its_status_noted(upstream: Upstream) -
     assert request.record.status == 200
     session = transport.session
     assert session is not None
+    assert is_plain(session)  # its own (new_session's): answers may be taken without read()
     await transport.aclose()
     assert session.closed
     assert transport.session is None
@@ -93,6 +95,30 @@ async def test_an_injected_session_is_used_and_left_open(upstream: Upstream) -> 
         await transport.aclose()
         assert not session.closed
         assert transport.session is session
+
+
+async def test_an_injected_sessions_trace_hooks_see_the_body(upstream: Upstream) -> None:
+    """A session of someone else's, with aiohttp trace hooks: its body-chunk hook fires, as read() fires it.
+
+    The transport takes a body that came whole with its head without aiohttp's
+    ``read()`` only on the sessions it made itself, which have no hooks.
+    """
+    upstream.route("r", json({"n": 1}))
+    chunks: list[bytes] = []
+
+    async def on_chunk(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
+        chunks.append(params.chunk)
+
+    traces = aiohttp.TraceConfig()
+    traces.on_response_chunk_received.append(on_chunk)
+    async with aiohttp.ClientSession(trace_configs=[traces]) as session:
+        assert not is_plain(session)
+        transport = AiohttpTransport(_config(upstream.base_url), session=session)
+        for _ in range(3):
+            request = seam_request(f"{upstream.base_url}/r")
+            assert await transport.send(request, request.headers, 2.0) == {"n": 1}
+        await transport.aclose()
+    assert chunks == [b'{"n": 1}'] * 3
 
 
 async def test_a_closed_transport_refuses_with_client_closed(upstream: Upstream) -> None:
