@@ -413,14 +413,14 @@ class BaseServiceClient:
             deadline = self._unbounded
         else:
             deadline = self._deadline(timeout)
-        out = Request(
-            record=record,
-            url=url,
-            body=body,
-            headers=hdrs,
-            params=dict(params) if params else None,
-            forward_deadline=self.config.propagate_deadline and deadline.bounded,
-            traced=self.observer.call_started(record, url),
+        out = Request(  # record, url, body, headers, params, forward_deadline, traced
+            record,
+            url,
+            body,
+            hdrs,
+            dict(params) if params else None,
+            self.config.propagate_deadline and deadline.bounded,
+            self.observer.call_started(record, url),
         )
         if _conditional is not None:
             hdrs.update(_conditional)  # out.headers: the same dict

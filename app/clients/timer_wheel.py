@@ -106,13 +106,16 @@ class TimerWheel:
 
     def call_at(self, when: float, callback: Callable[[Any], object], arg: Any = None) -> Expiry:
         """``callback(arg)`` at ``when`` (loop time; on the wheel, its tick); ``cancel()`` drops it."""
-        return self._at(when, when - self.loop.time(), callback, arg)
+        return self.call_later(when - self.loop.time(), callback, arg)
 
     def call_later(self, delay: float, callback: Callable[[Any], object], arg: Any = None) -> Expiry:
-        """``callback(arg)`` ``delay`` seconds from now (see ``call_at``)."""
-        return self._at(self.loop.time() + delay, delay, callback, arg)
+        """``callback(arg)`` ``delay`` seconds from now (see ``call_at``).
 
-    def _at(self, when: float, delay: float, callback: Callable[[Any], object], arg: Any) -> Expiry:
+        The work is here, not in a helper both share: the aiohttp transport's attempts
+        come here, one frame fewer each. (``call_at``'s time, read back as a delay, may
+        come out a few microseconds later: never earlier.)
+        """
+        when = self.loop.time() + delay
         if delay < self._exact_below:
             expiry = Expiry(_EXACT, 0, callback, arg)
             expiry._handle = self.loop.call_at(when, expiry._run)

@@ -63,9 +63,8 @@ class Request:
         "url",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - once per call: request() passes them by position, the cheapest
         self,
-        *,
         record: CallRecord,
         url: URL,
         body: bytes | None,

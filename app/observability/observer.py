@@ -138,9 +138,7 @@ class CallObserver:
             sampled.quiet = False
             sampled.next_at = now + REFUSAL_LOG_INTERVAL
             record = CallRecord(self.service, method, endpoint, "")
-            self._log(
-                record, 0.0, outcome=outcome, error=error, sent=None, received=None, suppressed=suppressed
-            )
+            self._log(record, 0.0, outcome, error, None, None, suppressed)
 
     def hedged(self, record: CallRecord) -> None:
         """A backup attempt started alongside a slow one."""
@@ -223,13 +221,12 @@ class CallObserver:
             if fallback:
                 self.metrics.fallback()
         if self.log_calls and logger.isEnabledFor(_INFO):
-            self._log(record, seconds, outcome=outcome, error=error, sent=sent, received=received)
+            self._log(record, seconds, outcome, error, sent, received)  # by position: the cheapest
 
-    def _log(
+    def _log(  # noqa: PLR0917 - once per call: positional arguments cost the least
         self,
         record: CallRecord,
         seconds: float,
-        *,
         outcome: Outcome,
         error: ClientError | None,
         sent: Any,
