@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,9 @@ _NO_BODY = frozenset({204, 304})
 #: No timeout of aiohttp's: an attempt's is on the transport's timer wheel.
 _NO_TIMEOUT = aiohttp.ClientTimeout()
 _CHUNK = 64 * 1024
+#: The size past which aiohttp warns that a body given as bytes may block the loop
+#: (``aiohttp.payload.TOO_LARGE_BYTES_BODY``): such a body goes as a stream instead.
+_LARGE_BODY = 1024 * 1024
 
 
 async def read_body(resp: aiohttp.ClientResponse, limit: int, plain: bool = False) -> bytes:
@@ -164,7 +168,9 @@ class AiohttpTransport:
                 resp = await session.request(
                     method,
                     url,  # the query is already in it: encoded once per call, not per attempt
-                    data=body,
+                    # Past 1 MiB, aiohttp wants a stream (bytes would be written at once: a
+                    # ResourceWarning each time); a stream of its own for every attempt.
+                    data=body if body is None or len(body) <= _LARGE_BODY else io.BytesIO(body),
                     headers=headers,
                     allow_redirects=False,
                     # Bodies are decoded by read_body, in bounded steps: aiohttp's decoder
