@@ -83,6 +83,7 @@ class SharedBreaker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._prober: asyncio.TimerHandle | None = None
+        self._holding = False  # this replica took (or renewed) the probe lock last time it asked
         self._applying = False  # a change made on the fleet's word: not published back
         self._closed = False
         self.open_leases = 0
@@ -129,6 +130,8 @@ class SharedBreaker:
         if new == "open":
             # After the transition has finished: its break duration is set only then.
             loop.call_soon(self._schedule_probe, loop)
+        elif new == "closed":
+            self._holding = False  # its "close" lease op lets the probe lock go
         if self._applying:
             return
         if self._closed:
@@ -163,6 +166,12 @@ class SharedBreaker:
         remaining = self.breaker.seconds_until_half_open()
         if math.isinf(remaining):
             return  # isolated: no probe until reset
+        if self._holding:
+            # Its trial failed and it opened again: the lock is renewed now. Asked for only
+            # shortly before this new break ends, it would lapse first (it was taken a break
+            # before the trial), and another replica asking in that gap would probe next.
+            self._prober = loop.call_later(0, self._claim_probe)
+            return
         self._prober = loop.call_later(max(0.0, remaining - _PROBE_LEAD), self._claim_probe)
 
     def _claim_probe(self) -> None:
@@ -179,7 +188,9 @@ class SharedBreaker:
         try:
             mine = int(await self.state.call(lambda r: self._run(r, "probe", str(hold_ms)))) > 0
         except SharedStateUnavailable:
+            self._holding = False
             return  # on its own: its own probe
+        self._holding = mine
         if mine:
             # Held while its trial runs (half-open) or it is open again after a failed one;
             # released when it closes (the "close" lease op).

@@ -85,6 +85,39 @@ async def test_only_one_replica_probes_and_its_success_closes_the_fleet(redis_se
     await until(lambda: all(r.breaker.state_name == "closed" for r in replicas))
 
 
+async def test_a_prober_whose_trial_fails_keeps_the_probe_lock_through_its_next_break(
+    redis_server, closing
+) -> None:
+    """A slow trial fails and the prober opens again: the lock is its own, never free, until its next trial.
+
+    It took the lock a little before its break ended, for one break. Were the lock only
+    asked for again shortly before the new break ends, it would lapse first, by as long
+    as the trial took, and a replica asking in that gap would send the next trial.
+    """
+    from redis.asyncio import Redis  # noqa: PLC0415 - shared state's library, imported where used
+
+    replicas = await fleet(redis_server.url, quorum=1, reset=0.6)
+    closing.extend(replicas)
+    replicas[0].breaker.open()
+    await until(lambda: all(r.breaker.state_name == "open" for r in replicas))
+    await until(lambda: any(r.breaker.state_name == "half_open" for r in replicas), timeout=2.0)
+    prober = next(r for r in replicas if r.breaker.state_name == "half_open")
+    redis = Redis.from_url(redis_server.url)
+    try:
+        key = prober.shared._probe
+        assert await redis.get(key) == prober.state.replica_id.encode()
+        await asyncio.sleep(0.15)  # a slow trial
+        prober.breaker.open()  # it failed
+        holders: set[bytes | None] = set()
+        ends = time.monotonic() + 0.8  # past the new break's end, when the lock was taken a break ago
+        while time.monotonic() < ends:
+            holders.add(await redis.get(key))
+            await asyncio.sleep(0.01)
+    finally:
+        await redis.aclose()
+    assert holders == {prober.state.replica_id.encode()}
+
+
 async def test_isolate_and_reset_act_on_every_replica(redis_server, closing) -> None:
     replicas = await fleet(redis_server.url)
     closing.extend(replicas)
