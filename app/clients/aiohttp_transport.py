@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import hdrs
+from aiohttp.payload import TOO_LARGE_BYTES_BODY
 
 from app.clients.config import ClientConfig
 from app.clients.decoding import BodyDecoder, BodyDecodingError, BodyTooLargeError, is_identity
@@ -32,12 +33,9 @@ _NO_BODY = frozenset({204, 304})
 #: No timeout of aiohttp's: an attempt's is on the transport's timer wheel.
 _NO_TIMEOUT = aiohttp.ClientTimeout()
 _CHUNK = 64 * 1024
-#: The size past which aiohttp warns that a body given as bytes may block the loop
-#: (``aiohttp.payload.TOO_LARGE_BYTES_BODY``): such a body goes as a stream instead.
-_LARGE_BODY = 1024 * 1024
 
 
-async def read_body(resp: aiohttp.ClientResponse, limit: int, plain: bool = False) -> bytes:
+async def read_body(resp: aiohttp.ClientResponse, limit: int, plain: bool) -> bytes:
     """The decoded body, or ``BodyTooLargeError`` as soon as it passes ``limit`` bytes.
 
     The limit is on the body after its Content-Encoding is undone (the sessions leave
@@ -170,7 +168,7 @@ class AiohttpTransport:
                     url,  # the query is already in it: encoded once per call, not per attempt
                     # Past 1 MiB, aiohttp wants a stream (bytes would be written at once: a
                     # ResourceWarning each time); a stream of its own for every attempt.
-                    data=body if body is None or len(body) <= _LARGE_BODY else io.BytesIO(body),
+                    data=body if body is None or len(body) <= TOO_LARGE_BYTES_BODY else io.BytesIO(body),
                     headers=headers,
                     allow_redirects=False,
                     # Bodies are decoded by read_body, in bounded steps: aiohttp's decoder

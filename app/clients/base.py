@@ -419,7 +419,7 @@ class BaseServiceClient:
             body,
             hdrs,
             dict(params) if params else None,
-            self.config.propagate_deadline and deadline.at != math.inf,  # ``bounded``, without its call
+            self.config.propagate_deadline and deadline.bounded,
             self.observer.call_started(record, url),
         )
         if _conditional is not None:

@@ -16,11 +16,14 @@ class Deadline:
     changes once made, so calls may share one (every call without a budget, say).
     """
 
-    __slots__ = ("_clock", "at")
+    __slots__ = ("_clock", "at", "bounded")
 
     def __init__(self, clock: Clock, at: float) -> None:
         self._clock = clock
         self.at = at
+        #: True when the call has a budget at all. Stored, not a property: every call reads
+        #: it (whether to forward the deadline), and a deadline never changes.
+        self.bounded = at != math.inf
 
     @classmethod
     def after(cls, clock: Clock, seconds: float | None) -> Deadline:
@@ -31,11 +34,6 @@ class Deadline:
     def never(cls, clock: Clock) -> Deadline:
         """The deadline of a call without a budget."""
         return cls(clock, math.inf)
-
-    @property
-    def bounded(self) -> bool:
-        """True when the call has a budget at all."""
-        return self.at != math.inf
 
     def remaining(self) -> float:
         """Seconds left (``inf`` when unbounded, never below zero)."""
