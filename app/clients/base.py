@@ -265,6 +265,7 @@ class BaseServiceClient:
         await self._transport.aclose()
         if self._credentials is not None:
             await self._credentials.aclose()
+        self.observer.settle()  # the last second's refusals reach the metrics, whoever scrapes next
 
     def close_sync(self) -> None:
         """End every call in flight with ``ClientClosedError`` and close the sync twins' side.
@@ -285,6 +286,7 @@ class BaseServiceClient:
         bridge.close_blocking(functools.partial(inflight.end_here, _CLOSE_GRACE), 2 * _CLOSE_GRACE, here)
         if self._credentials is not None:
             self._credentials.close()  # a token fetch on another loop is cancelled there
+        self.observer.settle()
 
     def _closed_error(self, method: str, endpoint: str, attempts: int = 0) -> ClientClosedError:
         return ClientClosedError(

@@ -12,9 +12,11 @@ the convention's per-request ``http.client.request.duration`` measures.
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_left
 from collections.abc import Callable
 from threading import Lock
+from typing import Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
@@ -28,6 +30,7 @@ from app.observability.metrics_collector import (
 
 __all__ = [
     "BREAKER_STATE_VALUES",
+    "Batched",
     "CALL_LABELS",
     "ClientMetrics",
     "MetricFamilies",
@@ -53,6 +56,13 @@ _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 _UPPER_BOUNDS = upper_bounds(_BUCKETS)
 #: Where a duration cell keeps its sum: after one count per bucket.
 _SUM = len(_UPPER_BOUNDS)
+
+
+class Batched(Protocol):
+    """Adds to some families' cells in batches, and can add what it holds now."""
+
+    def settle(self) -> None:
+        """Add everything held so far."""
 
 
 class MetricFamilies:
@@ -193,6 +203,23 @@ class MetricFamilies:
         )
         self._locks: dict[str, Lock] = {}
         self._locks_mutex = Lock()
+        # Whoever adds to these families' cells in batches (an observer's refusal tally),
+        # settled before each of them is read: a scrape sees every refusal so far.
+        self._batched: weakref.WeakSet[Batched] = weakref.WeakSet()
+        for family in (self.requests, self.bulkhead_rejections, self.rejections, self.fallbacks):
+            family.before_collect = self.settle
+
+    def batching(self, source: Batched) -> None:
+        """Settle ``source`` (held weakly) before every scrape of the families it adds to."""
+        with self._locks_mutex:
+            self._batched.add(source)
+
+    def settle(self) -> None:
+        """Have every batching source add what it holds."""
+        with self._locks_mutex:  # a WeakSet is not safe to copy while another thread adds
+            sources = list(self._batched)
+        for source in sources:
+            source.settle()
 
     def lock(self, service: str) -> Lock:
         """The lock held while adding to ``service``'s pre-aggregated series (one per service)."""
@@ -337,29 +364,28 @@ class ClientMetrics:
             self._rejections[reason] = cells
         self._add_one(cells)
 
-    def refused(self, method: str, endpoint: str, reason: Rejection, outcome: Outcome) -> None:
-        """A call refused before it started: ``rejection(reason)`` and a call without attempts, in one go.
+    def refused(
+        self, method: str, endpoint: str, reason: Rejection, outcome: Outcome, count: int = 1
+    ) -> None:
+        """``count`` calls refused before they started: each a ``rejection(reason)`` and an attemptless call.
 
-        This runs for every call while a dependency is down: one lookup and one lock for
-        both families' cells, in the order the two methods would have made them.
+        While a dependency is down the observer tallies its refusals and adds them here
+        a second's worth at a time (and before every scrape): one lookup and one lock for
+        both families' cells, made in the order the two methods would have made them.
         """
         key = (method, endpoint, reason, outcome)
         cells = self._refused.get(key)
         if cells is None:
-            self.rejection(reason)  # makes (and counts) the rejection cells first, as before
+            self.rejection(reason)  # makes the rejection cells first, as before
             self.call(method, endpoint, outcome=outcome, status=None, seconds=0.0, attempts=0)
-            self._refused[key] = (
+            cells = self._refused[key] = (
                 *self._rejections[reason],
                 self._refusals[(method, endpoint, outcome, None)],
             )
-            return
-        lock = self._lock
-        lock.acquire()
-        try:
+            count -= 1  # the two calls above counted one
+        with self._lock:  # once a second, not once a refusal: the plain spelling
             for cell in cells:
-                cell[0] += 1
-        finally:
-            lock.release()
+                cell[0] += count
 
     def circuit(self, state: str) -> None:
         """Set the breaker-state gauge (also at start, so a healthy dependency shows as 0)."""
@@ -377,12 +403,17 @@ class ClientMetrics:
             cell = self._hedges = self.families.hedges.series((self.service,), self._lock)
         self._add_one((cell,))
 
-    def fallback(self) -> None:
-        """Count a call answered by its fallback."""
+    def fallback(self, count: int = 1) -> None:
+        """Count ``count`` calls answered by their fallback."""
         cell = self._fallbacks
         if cell is None:
             cell = self._fallbacks = self.families.fallbacks.series((self.service,), self._lock)
-        self._add_one((cell,))
+        lock = self._lock
+        lock.acquire()
+        try:
+            cell[0] += count
+        finally:
+            lock.release()
 
     def _add_one(self, cells: tuple[Cell, ...]) -> None:
         """One more in each of ``cells``, under the service's lock.

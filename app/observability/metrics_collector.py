@@ -55,6 +55,8 @@ class _Family:
         # the order series first appeared, which is the order prometheus_client exports them in.
         self._series: dict[tuple[str, ...], tuple[Cell, float, Lock]] = {}
         self._mutex = Lock()  # guards _series' shape (a new series, a scrape's copy), not the numbers
+        #: Called before each scrape reads the series: lets batched writers add what they hold.
+        self.before_collect: Callable[[], None] | None = None
         if registry is not None:
             registry.register(self)
 
@@ -77,6 +79,8 @@ class _Family:
         return found[0]
 
     def _snapshot(self) -> list[tuple[tuple[str, ...], tuple[Cell, float, Lock]]]:
+        if self.before_collect is not None:
+            self.before_collect()  # before the mutex: it may make new series
         with self._mutex:
             return list(self._series.items())
 

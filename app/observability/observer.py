@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import threading
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,26 +24,25 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
     from yarl import URL
 
-__all__ = ["CallObserver", "REFUSAL_LOG_INTERVAL"]
+__all__ = ["CallObserver"]
 
 logger = logging.getLogger("app.clients")
 _NAME = logger.name
 _INFO = logging.INFO
 _DEBUG = logging.DEBUG
 
-#: Seconds between two refusal lines of one client for one reason (breaker open, bulkhead full).
-REFUSAL_LOG_INTERVAL = 1.0
-
 
 class _RefusalLog:
-    """When the next refusal line for one reason may be written, and how many were left out since."""
+    """The refusal lines of one reason: the clock second of the last, and what was left out since."""
 
-    __slots__ = ("next_at", "quiet", "suppressed")
+    __slots__ = ("quiet", "second", "unlogged")
 
     def __init__(self) -> None:
-        self.next_at = float("-inf")
-        self.suppressed = 0
-        #: INFO was off when the current second began: its refusals were no lines left out.
+        self.second: int | None = None
+        #: Refusals since the last line, less that line's: added a second at a time, as the
+        #: tally settles (so -1 right after a line, until its second settles).
+        self.unlogged = 0
+        #: INFO was off when its second began: its refusals were no lines left out.
         self.quiet = False
 
 
@@ -55,12 +56,12 @@ class CallObserver:
     also keeps the call's spans (a CLIENT span per call, a child per attempt): with
     tracing off that costs one test of ``record.span`` per event.
 
-    Refusals (open breaker, full bulkhead) are logged at most once a second per reason,
-    on ``clock``: the first at once, the ones after it within the second only counted;
-    the next line for that reason once the second is over carries that count as
-    ``suppressed``. A burst's last count is therefore written with the next refusal
-    for its reason, whenever that comes (metrics and the rolling stats count every
-    refusal as it happens).
+    Refusals (open breaker, full bulkhead) are logged once per second of ``clock`` (whole
+    seconds) per reason: the first of a reason in a second at once, the rest of that
+    second only counted; the reason's next line carries that count as ``suppressed``.
+    A burst's last count is therefore written with the next refusal for its reason,
+    whenever that comes. Metrics and the rolling stats count every refusal: tallied
+    per second, and added before either is read (``settle``).
     """
 
     def __init__(
@@ -82,6 +83,17 @@ class CallObserver:
         self.log_response_body = log_response_body
         self._clock = clock
         self._refusal_logs: dict[str, _RefusalLog] = {}
+        # Refusals are tallied per clock second, (method, endpoint, reason, outcome) -> count,
+        # and added to the rolling stats and the metrics a second at a time, and before
+        # either is read: a dict increment under one lock per refusal instead of two
+        # locked updates (~8k instructions to ~2.5k; P5 of issue 16).
+        self._tally: dict[tuple[str, str, Rejection, Outcome], int] = {}
+        self._tally_second = 0
+        self._tally_until = -math.inf  # the first refusal starts a second
+        self._tally_lock = threading.Lock()  # sync twins refuse from their own thread
+        self.stats.before_read(self.settle)
+        if self.metrics is not None:
+            self.metrics.families.batching(self)
 
     # -- pipeline events ---------------------------------------------------------------
 
@@ -108,37 +120,87 @@ class CallObserver:
     ) -> None:
         """A call refused before it started (open breaker, full bulkhead): the lean path.
 
-        The same counts as ``rejected`` plus ``finished``, in one pass: this runs for
-        every call while a dependency is down, so it is kept to a few microseconds (its
-        call record is made only for a line that is written).
+        The same counts as ``rejected`` plus ``finished``: this runs for every call while
+        a dependency is down, so it is kept to a few microseconds. The counts go into
+        this second's tally (see ``settle``); the call record is made only for a line
+        that is written.
         """
         outcome: Outcome = "fallback" if fallback else error.outcome
-        self.stats.refused(outcome)
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.refused(method, endpoint, reason, outcome)
-            if fallback:
-                metrics.fallback()
-        if self.log_calls:
-            # While a dependency is down this runs for every call: one line a second per
-            # reason, the rest counted without building anything (nor asking the logger).
-            sampled = self._refusal_logs.get(reason)
-            if sampled is None:
-                sampled = self._refusal_logs[reason] = _RefusalLog()
+        key = (method, endpoint, reason, outcome)
+        lock = self._tally_lock
+        lock.acquire()
+        try:
             now = self._clock.now()
-            if now < sampled.next_at:
-                sampled.suppressed += 1
+            if now < self._tally_until:
+                try:
+                    self._tally[key] += 1
+                except KeyError:
+                    self._tally[key] = 1
+                else:
+                    # Not its key's first in this second, so not its reason's: that one
+                    # decided this second's line. The common refusal ends here.
+                    return
+            else:  # a new second: the last one's tally goes in first
+                self._settle()
+                second = self._tally_second = int(now)  # as RollingStats buckets it
+                self._tally_until = second + 1
+                self._tally[key] = 1
+            if not self.log_calls:
                 return
-            if not logger.isEnabledFor(_INFO):
-                # Asked again in a second, not at every refusal.
-                sampled.next_at = now + REFUSAL_LOG_INTERVAL
-                sampled.quiet = True
-                return
-            suppressed, sampled.suppressed = 0 if sampled.quiet else sampled.suppressed, 0
-            sampled.quiet = False
-            sampled.next_at = now + REFUSAL_LOG_INTERVAL
+            suppressed = self._refusal_line(reason)
+        finally:
+            lock.release()
+        if suppressed is not None:  # written outside the lock: a handler may be slow
             record = CallRecord(self.service, method, endpoint, "")
             self._log(record, 0.0, outcome, error, None, None, suppressed)
+
+    def _refusal_line(self, reason: Rejection) -> int | None:
+        """Whether this second's first refusal of ``reason`` is logged: its ``suppressed`` count, or None.
+
+        Called with the tally's lock held, for the first refusal of each key in a second:
+        the first of its reason writes the line (when INFO is on), the others nothing.
+        """
+        sampled = self._refusal_logs.get(reason)
+        if sampled is None:
+            sampled = self._refusal_logs[reason] = _RefusalLog()
+        if sampled.second == self._tally_second:
+            return None
+        sampled.second = self._tally_second
+        if not logger.isEnabledFor(_INFO):  # asked once a second per reason, not per refusal
+            sampled.quiet = True
+            return None
+        suppressed = 0 if sampled.quiet else sampled.unlogged
+        sampled.quiet = False
+        sampled.unlogged = -1  # this line's refusal is in the tally: it is not left out
+        return suppressed
+
+    def settle(self) -> None:
+        """Add the refusals tallied so far to the rolling stats and the metrics.
+
+        Their readers call it first (``RollingStats.snapshot``, a scrape of the metric
+        families), so what they show is exact; a refusal in a new second calls it too.
+        """
+        with self._tally_lock:
+            self._settle()
+
+    def _settle(self) -> None:
+        """``settle`` with the tally's lock held."""
+        tally = self._tally
+        if not tally:
+            return
+        self._tally = {}
+        second = self._tally_second
+        metrics = self.metrics
+        logs = self._refusal_logs
+        for (method, endpoint, reason, outcome), count in tally.items():
+            self.stats.refused(outcome, count, second)
+            sampled = logs.get(reason)
+            if sampled is not None:
+                sampled.unlogged += count
+            if metrics is not None:
+                metrics.refused(method, endpoint, reason, outcome, count)
+                if outcome == "fallback":
+                    metrics.fallback(count)
 
     def hedged(self, record: CallRecord) -> None:
         """A backup attempt started alongside a slow one."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from app.errors import FAILURE_OUTCOMES, OUTCOMES, Outcome
@@ -36,6 +38,11 @@ class RollingStats:
         self._clock = clock
         self._lock = threading.Lock()  # sync twins record from their own thread
         self._buckets: list[_Bucket] = []
+        self._before_read: weakref.WeakMethod[Callable[[], None]] | None = None
+
+    def before_read(self, settle: Callable[[], None]) -> None:
+        """Have ``snapshot`` call ``settle`` (a bound method, held weakly) first: the observer's tally."""
+        self._before_read = weakref.WeakMethod(settle)
 
     def _bucket(self) -> _Bucket:
         second = int(self._clock.now())
@@ -73,21 +80,38 @@ class RollingStats:
         finally:
             lock.release()
 
-    def refused(self, outcome: Outcome) -> None:
-        """One call refused by a policy before anything was sent: counted once, no latency."""
-        lock = self._lock
-        lock.acquire()
-        try:
-            second = int(self._clock.now())  # inside the lock: buckets are made in time order
-            buckets = self._buckets
-            bucket = buckets[-1] if buckets and buckets[-1].second == second else self._new_bucket(second)
-            try:
-                bucket.outcomes[outcome] += 1
-            except KeyError:  # the outcome of a caller's own ClientError subclass
-                bucket.outcomes[outcome] = 1
-            bucket.rejections += 1
-        finally:
-            lock.release()
+    def refused(self, outcome: Outcome, count: int = 1, second: int | None = None) -> None:
+        """``count`` calls refused by a policy before anything was sent, in ``second`` (default: now).
+
+        The observer tallies refusals per second and adds each second's here in one go,
+        possibly after a later second's calls were recorded: its bucket is found, or made
+        in its place, unless it has left the window already.
+        """
+        with self._lock:
+            if second is None:
+                second = int(self._clock.now())
+            bucket = self._bucket_at(second)
+            if bucket is None:
+                return
+            outcomes = bucket.outcomes
+            outcomes[outcome] = outcomes.get(outcome, 0) + count
+            bucket.rejections += count
+
+    def _bucket_at(self, second: int) -> _Bucket | None:
+        """The bucket of ``second``, made if need be; None when the window has moved past it."""
+        buckets = self._buckets
+        if not buckets or buckets[-1].second < second:
+            return self._new_bucket(second)
+        if second <= buckets[-1].second - self.window:
+            return None
+        at = len(buckets)
+        while at and buckets[at - 1].second >= second:
+            at -= 1
+        if at < len(buckets) and buckets[at].second == second:
+            return buckets[at]
+        bucket = _Bucket(second)
+        buckets.insert(at, bucket)
+        return bucket
 
     def retry(self) -> None:
         """One retry."""
@@ -101,6 +125,10 @@ class RollingStats:
 
     def snapshot(self) -> dict[str, Any]:
         """Rate, error %, counts, latency percentiles and a per-second series, for the status API."""
+        hook = self._before_read
+        settle = None if hook is None else hook()
+        if settle is not None:
+            settle()  # before the lock: the settling takes it
         now = int(self._clock.now())
         with self._lock:
             live = [b for b in self._buckets if b.second > now - self.window]

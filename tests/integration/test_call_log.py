@@ -20,12 +20,14 @@ from app.errors import BulkheadFullError, CircuitBreakerOpenError, ServerError
 from app.observability import logging as log_setup
 from app.observability.call_log import fields_of, write_line
 from app.observability.logging import BufferedLogHandler, JsonFormatter, configure_logging, stop_logging
-from app.observability.observer import REFUSAL_LOG_INTERVAL, CallObserver
+from app.observability.observer import CallObserver
 from app.observability.tracing import configure_tracing, tracing
 from app.redaction import register_secret
 from app.resilience.pipeline import CallRecord
 
 clients_logger = logging.getLogger("app.clients")
+#: Refusal lines come once per clock second per reason.
+SECOND = 1.0
 
 
 class ListHandler(logging.Handler):
@@ -206,7 +208,7 @@ def test_a_fast_line_equals_the_records_line_when_traced(out: io.StringIO, trace
     with tracing.tracer.start_as_current_span("inbound") as inbound:
 
         def refuse() -> None:
-            clock.advance(REFUSAL_LOG_INTERVAL)
+            clock.advance(SECOND)
             sampled.refused("GET", "x", "breaker_open", error)
 
         fast, slow = _both_ways(out, refuse)
@@ -461,11 +463,11 @@ def test_refusals_are_logged_once_a_second_per_reason(out: io.StringIO, monkeypa
     for _ in range(50):
         _refuse(observer)
     _refuse(observer, "bulkhead_full")  # another reason has its own second
-    clock.advance(REFUSAL_LOG_INTERVAL / 2)
+    clock.advance(SECOND / 2)
     for _ in range(10):
         _refuse(observer)
     assert len(built) == 2
-    clock.advance(REFUSAL_LOG_INTERVAL / 2)
+    clock.advance(SECOND / 2)
     _refuse(observer, fallback=True)  # the second is over: logged, with what was left out
     _refuse(observer)
     logged = lines(out)
@@ -476,9 +478,27 @@ def test_refusals_are_logged_once_a_second_per_reason(out: io.StringIO, monkeypa
     ]
     assert len(built) == 3
     assert observer.stats.snapshot()["rejections"] == 63  # every refusal counted all the same
-    clock.advance(REFUSAL_LOG_INTERVAL * 10)  # a burst's tail: carried by the next refusal, however late
+    clock.advance(SECOND * 10)  # a burst's tail: carried by the next refusal, however late
     _refuse(observer)
     assert lines(out)[-1]["suppressed"] == 1
+
+
+def test_a_reasons_line_is_per_clock_second_and_counts_every_endpoint(out: io.StringIO) -> None:
+    """Lines start at whole seconds: late in one and early in the next are two; the count spans keys."""
+    only_ours()
+    clock = FakeClock(1000.9)
+    observer = CallObserver("up", metrics=False, clock=clock)
+    error = CircuitBreakerOpenError(service_name="up", method="GET", endpoint="x", attempts=0)
+    for endpoint in ["x", "y", "x", "y", "y"]:  # y's first of the second writes nothing: x's did
+        observer.refused("GET", endpoint, "breaker_open", error)
+    clock.advance(0.1)  # 1001.0: a new second
+    observer.refused("POST", "z", "breaker_open", error)
+    for _ in range(3):
+        observer.refused("POST", "z", "breaker_open", error)
+    clock.advance(5)
+    observer.refused("GET", "y", "breaker_open", error)
+    logged = [(line["endpoint"], line.get("suppressed")) for line in lines(out)]
+    assert logged == [("x", None), ("z", 4), ("y", 3)]
 
 
 def test_with_info_off_a_refusal_asks_the_logger_once_a_second(out: io.StringIO, monkeypatch) -> None:
@@ -495,7 +515,7 @@ def test_with_info_off_a_refusal_asks_the_logger_once_a_second(out: io.StringIO,
         _refuse(observer)
     assert len(asked) == 1
     assert lines(out) == []
-    clock.advance(REFUSAL_LOG_INTERVAL)
+    clock.advance(SECOND)
     monkeypatch.setattr(logger, "level", logging.INFO)
     logger.manager._clear_cache()  # the level's cache, as setLevel() clears it
     _refuse(observer)
@@ -510,7 +530,7 @@ def test_sampled_refusals_through_records_too(monkeypatch, caplog) -> None:
     observer = _observer(clock=clock)
     for _ in range(5):
         _refuse(observer)
-    clock.advance(REFUSAL_LOG_INTERVAL)
+    clock.advance(SECOND)
     _refuse(observer)
     records = [r for r in caplog.records if r.name == "app.clients"]
     assert [getattr(r, "fields", {}).get("suppressed") for r in records] == [None, 4]

@@ -1,0 +1,149 @@
+"""The observer's refusal tally: counted a second at a time, exact whenever metrics or stats are read."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from app.clients import BaseServiceClient, ClientConfig
+from app.clients.policies import ClientPolicies
+from app.clients.testing import FakeClock
+from app.errors import BulkheadFullError, CircuitBreakerOpenError, ClientError
+from app.observability.metrics import MetricFamilies
+from app.observability.observer import CallObserver
+from app.observability.rolling import RollingStats
+
+OPEN = CircuitBreakerOpenError(service_name="up", method="GET", endpoint="x", attempts=0)
+FULL = BulkheadFullError(service_name="up", method="GET", endpoint="x", attempts=0)
+
+
+def _observer(clock: FakeClock, registry: CollectorRegistry) -> CallObserver:
+    return CallObserver("up", log_calls=False, families=MetricFamilies(registry), clock=clock)
+
+
+def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, {"peer_service": "up", **labels}) or 0.0
+
+
+def _refuse(observer: CallObserver, error: ClientError, n: int, *, fallback: bool = False) -> None:
+    reason = "breaker_open" if error is OPEN else "bulkhead_full"
+    for _ in range(n):
+        observer.refused("GET", "x", reason, error, fallback=fallback)
+
+
+def test_a_scrape_within_the_second_sees_every_refusal() -> None:
+    """Nothing has settled the second yet: the scrape itself does, and counts each family exactly."""
+    clock, registry = FakeClock(), CollectorRegistry()
+    observer = _observer(clock, registry)
+    _refuse(observer, OPEN, 7)
+    _refuse(observer, FULL, 3)
+    _refuse(observer, OPEN, 2, fallback=True)
+    requests = "service_client_requests_total"
+    base = {"http_request_method": "GET", "url_template": "x", "http_response_status_code": ""}
+    assert _sample(registry, requests, outcome="short_circuited", **base) == 7
+    assert _sample(registry, requests, outcome="rejected", **base) == 3
+    assert _sample(registry, requests, outcome="fallback", **base) == 2
+    assert _sample(registry, "service_client_rejections_total", reason="breaker_open") == 9
+    assert _sample(registry, "service_client_rejections_total", reason="bulkhead_full") == 3
+    assert _sample(registry, "service_client_bulkhead_rejections_total") == 3
+    assert _sample(registry, "service_client_fallbacks_total") == 2
+    _refuse(observer, OPEN, 1)  # same second, after a scrape settled it: added, not lost or doubled
+    assert _sample(registry, requests, outcome="short_circuited", **base) == 8
+    assert observer.stats.snapshot()["rejections"] == 13
+
+
+def test_each_second_lands_in_its_own_bucket_even_after_later_calls() -> None:
+    """A second's tally settled after a later second's calls were recorded still goes into its own second."""
+    clock = FakeClock(1000.0)
+    observer = _observer(clock, CollectorRegistry())
+    _refuse(observer, OPEN, 4)  # second 1000, still in the tally
+    clock.advance(2)
+    observer.stats.record("success", 0.01)  # second 1002 recorded first
+    clock.advance(1)  # 1003
+    snap = observer.stats.snapshot()
+    assert [point["requests"] for point in snap["series"][-4:]] == [4, 0, 1, 0]
+    assert snap["counts"]["short_circuited"] == 4
+    _refuse(observer, FULL, 2)  # 1003: a new second settles nothing left over, and counts these
+    clock.advance(0.5)
+    _refuse(observer, FULL, 1)
+    assert [point["requests"] for point in observer.stats.snapshot()["series"][-4:]] == [4, 0, 1, 3]
+
+
+def test_a_bucket_is_made_in_its_place_or_not_at_all() -> None:
+    """RollingStats.refused for an older second: inserted in time order; past the window, dropped."""
+    clock = FakeClock(1000.0)
+    stats = RollingStats(window=10, clock=clock)
+    stats.record("success", 0.01)
+    clock.advance(4)
+    stats.record("success", 0.01)  # buckets 1000 and 1004
+    stats.refused("short_circuited", 5, 1002)
+    stats.refused("short_circuited", 2, 1004)
+    stats.refused("short_circuited", 9, 994)  # 1004 - 10: out of the window already
+    assert [b.second for b in stats._buckets] == [1000, 1002, 1004]
+    snap = stats.snapshot()
+    assert [point["requests"] for point in snap["series"][-5:]] == [1, 0, 5, 0, 3]
+    assert snap["rejections"] == 7
+
+
+def test_refusals_from_two_threads_while_scraping_are_all_counted() -> None:
+    """The sync twins refuse from their own loop's thread: no increment lost to a scrape or the other thread."""
+    registry = CollectorRegistry()
+    observer = CallObserver("up", log_calls=False, families=MetricFamilies(registry))  # the real clock
+    per_thread = 20_000
+    done = threading.Event()
+
+    def scrape() -> None:
+        while not done.is_set():
+            registry.get_sample_value(
+                "service_client_rejections_total", {"peer_service": "up", "reason": "breaker_open"}
+            )
+
+    threads = [threading.Thread(target=_refuse, args=(observer, OPEN, per_thread)) for _ in range(2)]
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    scraper.join()
+    total = 2 * per_thread
+    assert _sample(registry, "service_client_rejections_total", reason="breaker_open") == total
+    assert observer.stats.snapshot()["counts"]["short_circuited"] == total
+
+
+async def test_a_closed_client_leaves_its_last_refusals_in_the_metrics() -> None:
+    """close() settles the tally: the counts are there once the client is gone, with no scrape before."""
+    registry = CollectorRegistry()
+    config = ClientConfig(base_url="http://127.0.0.1:9/api", service_name="up", enable_request_logging=False)
+    client = BaseServiceClient(
+        config, policies=ClientPolicies.from_config(config, families=MetricFamilies(registry))
+    )
+    client.breaker.isolate()
+    for _ in range(3):
+        with pytest.raises(CircuitBreakerOpenError):
+            await client.get("x")
+    await client.close()
+    gone = weakref.ref(client.observer)
+    del client
+    gc.collect()
+    assert gone() is None  # no scrape can settle it now
+    assert _sample(registry, "service_client_rejections_total", reason="breaker_open") == 3
+
+
+def test_the_tally_keeps_no_observer_alive() -> None:
+    """The stats' read hook and the families' list hold the observer weakly: it goes with its last reference."""
+    observer = _observer(FakeClock(), CollectorRegistry())
+    _refuse(observer, OPEN, 3)
+    assert observer.stats.snapshot()["rejections"] == 3
+    gone = weakref.ref(observer)
+    gc.disable()
+    try:
+        del observer
+        assert gone() is None  # freed by its count: no cycle for the collector to find
+    finally:
+        gc.enable()
