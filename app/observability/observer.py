@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import threading
+import weakref
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,7 @@ import orjson
 from app.errors import ClientError, Outcome, Rejection
 from app.observability.call_log import fields_of, write_line
 from app.observability.metrics import ClientMetrics, MetricFamilies, default_families
+from app.observability.refusals import RefusalLog, RefusalTally
 from app.observability.rolling import RollingStats
 from app.observability.tracing import end_cancelled, end_span, start_attempt_span, start_call_span, tracing
 from app.redaction import REDACTED, is_secret_key, redact, truncate
@@ -32,20 +32,6 @@ _INFO = logging.INFO
 _DEBUG = logging.DEBUG
 
 
-class _RefusalLog:
-    """The refusal lines of one reason: the clock second of the last, and what was left out since."""
-
-    __slots__ = ("quiet", "second", "unlogged")
-
-    def __init__(self) -> None:
-        self.second: int | None = None
-        #: Refusals since the last line, less that line's: added a second at a time, as the
-        #: tally settles (so -1 right after a line, until its second settles).
-        self.unlogged = 0
-        #: INFO was off when its second began: its refusals were no lines left out.
-        self.quiet = False
-
-
 class CallObserver:
     """Records what one client's calls did; the pipeline reports its events here too.
 
@@ -61,7 +47,7 @@ class CallObserver:
     second only counted; the reason's next line carries that count as ``suppressed``.
     A burst's last count is therefore written with the next refusal for its reason,
     whenever that comes. Metrics and the rolling stats count every refusal: tallied
-    per second, and added before either is read (``settle``).
+    per second, and added before either is read (``RefusalTally``).
     """
 
     def __init__(
@@ -82,18 +68,10 @@ class CallObserver:
         self.log_request_body = log_request_body
         self.log_response_body = log_response_body
         self._clock = clock
-        self._refusal_logs: dict[str, _RefusalLog] = {}
-        # Refusals are tallied per clock second, (method, endpoint, reason, outcome) -> count,
-        # and added to the rolling stats and the metrics a second at a time, and before
-        # either is read: a dict increment under one lock per refusal instead of two
-        # locked updates (~8k instructions to ~2.5k; P5 of issue 16).
-        self._tally: dict[tuple[str, str, Rejection, Outcome], int] = {}
-        self._tally_second = 0
-        self._tally_until = -math.inf  # the first refusal starts a second
-        self._tally_lock = threading.Lock()  # sync twins refuse from their own thread
-        self.stats.before_read(self.settle)
-        if self.metrics is not None:
-            self.metrics.families.batching(self)
+        # Refusals are counted per clock second, and added to the stats and metrics in
+        # batches (see RefusalTally); the rest are settled when this observer goes.
+        self._refusals = RefusalTally(self.stats, self.metrics)
+        weakref.finalize(self, self._refusals.settle).atexit = False
 
     # -- pipeline events ---------------------------------------------------------------
 
@@ -127,26 +105,25 @@ class CallObserver:
         """
         outcome: Outcome = "fallback" if fallback else error.outcome
         key = (method, endpoint, reason, outcome)
-        lock = self._tally_lock
+        tally = self._refusals
+        lock = tally.lock
         lock.acquire()
         try:
             now = self._clock.now()
-            if now < self._tally_until:
+            if tally.second <= now < tally.until:
                 try:
-                    self._tally[key] += 1
+                    tally.counts[key] += 1
                 except KeyError:
-                    self._tally[key] = 1
+                    tally.counts[key] = 1
                 else:
                     # Not its key's first in this second, so not its reason's: that one
                     # decided this second's line. The common refusal ends here.
                     return
-            else:  # a new second: the last one's tally goes in first
-                self._settle()
-                second = self._tally_second = int(now)  # as RollingStats buckets it
-                self._tally_until = second + 1
-                self._tally[key] = 1
-            if not self.log_calls:
-                return
+            else:  # a new second (or the clock went back): the last one's tally goes in first
+                tally.settle_locked()
+                second = tally.second = int(now)  # as RollingStats buckets it
+                tally.until = second + 1
+                tally.counts[key] = 1
             suppressed = self._refusal_line(reason)
         finally:
             lock.release()
@@ -158,16 +135,18 @@ class CallObserver:
         """Whether this second's first refusal of ``reason`` is logged: its ``suppressed`` count, or None.
 
         Called with the tally's lock held, for the first refusal of each key in a second:
-        the first of its reason writes the line (when INFO is on), the others nothing.
+        the first of its reason writes the line (when lines are on), the others nothing.
         """
-        sampled = self._refusal_logs.get(reason)
+        tally = self._refusals
+        sampled = tally.logs.get(reason)
         if sampled is None:
-            sampled = self._refusal_logs[reason] = _RefusalLog()
-        if sampled.second == self._tally_second:
+            sampled = tally.logs[reason] = RefusalLog()
+        if sampled.second == tally.second:
             return None
-        sampled.second = self._tally_second
-        if not logger.isEnabledFor(_INFO):  # asked once a second per reason, not per refusal
-            sampled.quiet = True
+        sampled.second = tally.second
+        # The logger's level is asked once a second per reason, not per refusal.
+        if not (self.log_calls and logger.isEnabledFor(_INFO)):
+            sampled.quiet = True  # what it leaves out is not counted on the next line
             return None
         suppressed = 0 if sampled.quiet else sampled.unlogged
         sampled.quiet = False
@@ -175,32 +154,8 @@ class CallObserver:
         return suppressed
 
     def settle(self) -> None:
-        """Add the refusals tallied so far to the rolling stats and the metrics.
-
-        Their readers call it first (``RollingStats.snapshot``, a scrape of the metric
-        families), so what they show is exact; a refusal in a new second calls it too.
-        """
-        with self._tally_lock:
-            self._settle()
-
-    def _settle(self) -> None:
-        """``settle`` with the tally's lock held."""
-        tally = self._tally
-        if not tally:
-            return
-        self._tally = {}
-        second = self._tally_second
-        metrics = self.metrics
-        logs = self._refusal_logs
-        for (method, endpoint, reason, outcome), count in tally.items():
-            self.stats.refused(outcome, count, second)
-            sampled = logs.get(reason)
-            if sampled is not None:
-                sampled.unlogged += count
-            if metrics is not None:
-                metrics.refused(method, endpoint, reason, outcome, count)
-                if outcome == "fallback":
-                    metrics.fallback(count)
+        """Add the refusals counted so far to the rolling stats and the metrics (see RefusalTally)."""
+        self._refusals.settle()
 
     def hedged(self, record: CallRecord) -> None:
         """A backup attempt started alongside a slow one."""

@@ -501,6 +501,24 @@ def test_a_reasons_line_is_per_clock_second_and_counts_every_endpoint(out: io.St
     assert logged == [("x", None), ("z", 4), ("y", 3)]
 
 
+def test_refusals_while_the_call_log_was_off_are_not_counted_as_left_out(out: io.StringIO) -> None:
+    """log_calls off (a reload) then on again: like INFO off, the quiet seconds add nothing to ``suppressed``."""
+    only_ours()
+    clock = FakeClock()
+    observer = CallObserver("up", metrics=False, clock=clock)
+    _refuse(observer)
+    observer.log_calls = False
+    for _ in range(5):
+        clock.advance(SECOND)
+        for _ in range(100):
+            _refuse(observer)
+    clock.advance(SECOND)
+    observer.log_calls = True
+    _refuse(observer)
+    assert [line.get("suppressed") for line in lines(out)] == [None, None]
+    assert observer.stats.snapshot()["rejections"] == 502
+
+
 def test_with_info_off_a_refusal_asks_the_logger_once_a_second(out: io.StringIO, monkeypatch) -> None:
     """INFO off: the level is asked at most once a second per reason; once it is on again, lines resume, counting none of the quiet."""
     only_ours()
