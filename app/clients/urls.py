@@ -57,15 +57,17 @@ class EndpointResolver:
     segments. Checked templates are cached; filling them is a string format.
     """
 
-    __slots__ = ("_base", "_plain", "_prefix", "_templates")
+    __slots__ = ("_base", "_prefix", "_templates", "plain_urls")
 
     def __init__(self, base_url: str) -> None:
         base = URL(base_url)
         self._prefix = str(base).rstrip("/") + "/"
         self._base = base
         self._templates: dict[str, tuple[str, frozenset[str]]] = {}
-        # Templates without placeholders resolve to the same URL every time: built once.
-        self._plain: dict[str, URL] = {}
+        #: Templates without placeholders resolve to the same URL every time: each built once,
+        #: here after its first ``resolve``. A caller may look one up first (the client's
+        #: hot path does, a method call fewer); only ``resolve`` adds to it.
+        self.plain_urls: dict[str, URL] = {}
 
     def _check(self, template: str) -> tuple[str, frozenset[str]]:
         checked = self._templates.get(template)
@@ -98,7 +100,7 @@ class EndpointResolver:
     def resolve(self, template: str, path_params: Mapping[str, object] | None = None) -> URL:
         """The absolute URL for ``template`` filled from ``path_params``."""
         if not path_params:
-            plain = self._plain.get(template)
+            plain = self.plain_urls.get(template)
             if plain is not None:
                 return plain
         fmt, names = self._check(template)
@@ -114,8 +116,8 @@ class EndpointResolver:
             url = fmt.format_map({k: _encode_segment_value(v) for k, v in given.items()})
         else:
             url = fmt.replace("{{", "{").replace("}}", "}")
-            if not names and len(self._plain) < 1024:
-                resolved = self._plain[template] = URL(url, encoded=True)
+            if not names and len(self.plain_urls) < 1024:
+                resolved = self.plain_urls[template] = URL(url, encoded=True)
                 return resolved
         # encoded=True: yarl must not decode %2F or %2E back into path structure.
         return URL(url, encoded=True)
