@@ -153,9 +153,11 @@ async def test_a_slow_instance_gets_under_a_tenth_of_the_calls(
     assert share < 0.10, share
     # The bulk of the calls see the fast instances' latency, not the slow one's. (The
     # slow one still gets a probe now and then, as its cost decays while idle, so that
-    # it is found again once it recovers; those few probes are the tail.)
+    # it is found again once it recovers; those few probes are the tail.) The bound is
+    # the slow one's delay, which no call sent there can beat: an absolute one (25 ms)
+    # failed on a loaded machine, where the fast instances' own answers slow down too.
     p95 = statistics.quantiles(latencies, n=100)[94]
-    assert p95 < 0.025, p95
+    assert p95 < 0.05, p95
 
 
 async def test_a_fast_failing_instance_does_not_attract_calls(
