@@ -65,6 +65,28 @@ class Batched(Protocol):
         """Add everything held so far."""
 
 
+class _Batches:
+    """The sources adding to some families in batches (held weakly); calling it settles them all."""
+
+    __slots__ = ("_lock", "_sources")
+
+    def __init__(self) -> None:
+        self._sources: weakref.WeakSet[Batched] = weakref.WeakSet()
+        self._lock = Lock()  # a WeakSet is not safe to copy while another thread adds
+
+    def add(self, source: Batched) -> None:
+        """Settle ``source`` too from now on."""
+        with self._lock:
+            self._sources.add(source)
+
+    def __call__(self) -> None:
+        """Have every source add what it holds."""
+        with self._lock:
+            sources = list(self._sources)
+        for source in sources:
+            source.settle()
+
+
 class MetricFamilies:
     """The metric families, registered once per registry."""
 
@@ -203,23 +225,21 @@ class MetricFamilies:
         )
         self._locks: dict[str, Lock] = {}
         self._locks_mutex = Lock()
-        # Whoever adds to these families' cells in batches (an observer's refusal tally),
-        # settled before each of them is read: a scrape sees every refusal so far.
-        self._batched: weakref.WeakSet[Batched] = weakref.WeakSet()
+        # Whoever adds to these families' cells in batches (a client's refusal tally),
+        # settled before each of them is read: a scrape sees every refusal so far. Not
+        # this object's bound method on each family: families and family would be a
+        # reference cycle, left for the gc with everything they hold.
+        self._batches = _Batches()
         for family in (self.requests, self.bulkhead_rejections, self.rejections, self.fallbacks):
-            family.before_collect = self.settle
+            family.before_collect = self._batches
 
     def batching(self, source: Batched) -> None:
         """Settle ``source`` (held weakly) before every scrape of the families it adds to."""
-        with self._locks_mutex:
-            self._batched.add(source)
+        self._batches.add(source)
 
     def settle(self) -> None:
         """Have every batching source add what it holds."""
-        with self._locks_mutex:  # a WeakSet is not safe to copy while another thread adds
-            sources = list(self._batched)
-        for source in sources:
-            source.settle()
+        self._batches()
 
     def lock(self, service: str) -> Lock:
         """The lock held while adding to ``service``'s pre-aggregated series (one per service)."""

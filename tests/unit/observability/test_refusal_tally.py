@@ -196,3 +196,18 @@ def test_the_tally_keeps_no_observer_alive() -> None:
         assert gone() is None  # freed by its count: no cycle for the collector to find
     finally:
         gc.enable()
+
+
+def test_the_families_settling_hook_makes_no_cycle() -> None:
+    """A registry's families, with an observer batching into them, go with their last reference."""
+    registry = CollectorRegistry()
+    families = MetricFamilies(registry)
+    observer = CallObserver("up", families=families)
+    _refuse(observer, OPEN, 1)
+    gone = weakref.ref(families)
+    gc.disable()
+    try:
+        del registry, families, observer
+        assert gone() is None  # each family's hook holds the sources, not the families
+    finally:
+        gc.enable()
