@@ -125,7 +125,7 @@ class LeanTransport:
         for _ in range(MAX_REDIRECTS + 1):
             conn = await self._connection(loop, ends, timeout, request)
             try:
-                waiter = conn.start(loop, head_only=method == "HEAD", limit=limit)
+                waiter = conn.start(loop, head_only=method == "HEAD", limit=limit, follow=self._follow)
                 transport = conn.transport
                 assert transport is not None  # noqa: S101 - acquire hands out connected ones only
                 # On the transport's timer wheel: a timer of the loop's own costs more (see TimerWheel).

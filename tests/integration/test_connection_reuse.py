@@ -153,8 +153,8 @@ async def test_a_redirect_followed_before_its_body_ends_gives_its_connection_bac
 ) -> None:
     """A 302 whose 100-byte body comes in two parts, followed: the answer, and no connection left held.
 
-    aiohttp follows on the head, the body unread: that connection cannot be kept, and must
-    be given back (closed). The lean transport reads the body first and keeps it.
+    Both transports follow on the head, the body unread: that connection cannot be kept,
+    and must be given back (closed).
     """
     answer = b'{"there": true}'
     redirect = b"HTTP/1.1 302 Found\r\nLocation: /api/v1/there\r\nContent-Length: 100\r\n\r\n"
@@ -183,3 +183,61 @@ async def test_a_redirect_followed_before_its_body_ends_gives_its_connection_bac
                 assert _held(client) == 0
         finally:
             await client.close()
+
+
+async def test_a_redirect_whose_body_never_ends_is_followed_at_once(
+    make_client: Callable[..., BaseServiceClient],
+) -> None:
+    """A 302 that sends its head and then nothing more: followed on its head, well within the timeout."""
+    answer = b'{"there": true}'
+    found = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(answer)
+    hung: list[asyncio.StreamWriter] = []
+
+    async def moved(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            if head.startswith(b"GET /api/v1/moved "):
+                writer.write(
+                    b"HTTP/1.1 302 Found\r\nLocation: /api/v1/there\r\nContent-Length: 100000\r\n\r\nxx"
+                )
+                hung.append(writer)
+                await reader.read()  # the rest never comes: held until the client lets go
+                return
+            writer.write(found + answer)
+            await writer.drain()
+
+    async with rawtcp.raw_server(moved) as url:
+        client = make_client(url, max_retries=0, follow_redirects=True, timeout_seconds=5)
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert await client.get("moved") == {"there": True}
+            assert loop.time() - started < 2.5  # not the attempt's 5 s timeout
+            assert _held(client) == 0
+            assert len(hung) == 1
+        finally:
+            await client.close()
+
+
+async def test_a_redirect_with_an_empty_body_keeps_its_connection(
+    upstream: Upstream, make_client: Callable[..., BaseServiceClient]
+) -> None:
+    """A 302 whose (empty) body is whole with its head: the hop and its target go out on one connection."""
+    ports: list[int] = []
+    there = f"{upstream.base_url}/there".split("//", 1)[1].split("/", 1)[1]
+    upstream.route(
+        "moved", _from_port(ports, lambda: web.Response(status=302, headers={"Location": f"/{there}"}))
+    )
+    upstream.route("there", _from_port(ports, lambda: web.json_response({"there": True})))
+    client = make_client(upstream.base_url, max_retries=0, follow_redirects=True)
+    try:
+        for _ in range(3):
+            assert await client.get("moved") == {"there": True}
+            assert _held(client) == 0
+    finally:
+        await client.close()
+    assert len(ports) == 6
+    assert set(ports) == {ports[0]}

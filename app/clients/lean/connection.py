@@ -11,6 +11,7 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from app.clients.decoding import BodyDecoder, BodyDecodingError, BodyTooLargeError, is_identity
+from app.clients.urls import REDIRECT_STATUSES
 
 __all__ = ["Broken", "CLOSED", "Connection", "Outcome", "TIMEOUT"]
 
@@ -67,9 +68,9 @@ class Connection(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_body", "_decoder", "_eof_body", "_failure", "_fields", "_head_only", "_interim", "_limit",
-        "_on_lost", "_parser", "_pending", "_reparse", "_size", "closed", "headers", "idle_since", "keep",
-        "status", "transport", "waiter",
+        "_body", "_decoder", "_eof_body", "_failure", "_fields", "_follow", "_head_only", "_interim",
+        "_limit", "_on_lost", "_parser", "_pending", "_reparse", "_size", "_skipping", "closed", "headers",
+        "idle_since", "keep", "status", "transport", "waiter",
     )  # fmt: skip
 
     def __init__(self, on_lost: Callable[[Connection], None]) -> None:
@@ -81,9 +82,9 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.keep = False
         self.idle_since = 0.0
-        self._reset(head_only=False, limit=0)
+        self._reset(head_only=False, limit=0, follow=False)
 
-    def _reset(self, *, head_only: bool, limit: int) -> None:
+    def _reset(self, *, head_only: bool, limit: int, follow: bool) -> None:
         self.status = 0
         self.headers: CIMultiDictProxy[str] | None = None
         self._fields: list[tuple[str, str]] = []
@@ -92,6 +93,10 @@ class Connection(asyncio.Protocol):
         self._limit = limit
         self._decoder: BodyDecoder | None = None
         self._head_only = head_only
+        #: A redirect will be followed: its answer ends at its head, its body unread.
+        self._follow = follow
+        #: Such a head was handed over, and its body is still coming (skipped).
+        self._skipping = False
         self._interim = False
         self._eof_body = False
         self._failure: Broken | None = None
@@ -100,14 +105,20 @@ class Connection(asyncio.Protocol):
     # -- the sender's side ---------------------------------------------------------------
 
     def start(
-        self, loop: asyncio.AbstractEventLoop, *, head_only: bool, limit: int
+        self, loop: asyncio.AbstractEventLoop, *, head_only: bool, limit: int, follow: bool = False
     ) -> asyncio.Future[Outcome]:
-        """Arm the connection for the next answer; the waiter ends with its ``Outcome``."""
+        """Arm the connection for the next answer; the waiter ends with its ``Outcome``.
+
+        ``follow``: a redirect (301, 302, 303, 307, 308) ends at its head, as aiohttp
+        follows one: its body is never read, so one that is slow, or never ends, does not
+        hold the call up. The connection is kept only when the body was whole by the time
+        the sender picks the answer up (in the same read, as an empty one is).
+        """
         if self._reparse:
             # After a HEAD the parser thinks a body follows (it cannot know the method).
             self._parser = httptools.HttpResponseParser(self)
             self._reparse = False
-        self._reset(head_only=head_only, limit=limit)
+        self._reset(head_only=head_only, limit=limit, follow=follow)
         self.keep = False
         waiter = self.waiter = loop.create_future()
         return waiter
@@ -227,6 +238,12 @@ class Connection(asyncio.Protocol):
             self.keep = self._parser.should_keep_alive()
             self._complete()
             return
+        if self._follow and status in REDIRECT_STATUSES:
+            # Not kept unless the body ends before the sender releases the connection
+            # (on_message_complete, from this same read).
+            self._skipping = True
+            self._wake(None)
+            return
         length = headers.get("Content-Length")
         if length is None:
             te = headers.get("Transfer-Encoding")
@@ -265,6 +282,9 @@ class Connection(asyncio.Protocol):
             self._interim = False
             return
         if self.waiter is None:
+            if self._skipping:  # a followed redirect's body, whole while it is still ours
+                self._skipping = False
+                self.keep = self._parser.should_keep_alive()
             return
         self.keep = self._parser.should_keep_alive()
         self._complete()
