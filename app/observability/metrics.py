@@ -237,10 +237,6 @@ class MetricFamilies:
         """Settle ``source`` (held weakly) before every scrape of the families it adds to."""
         self._batches.add(source)
 
-    def settle(self) -> None:
-        """Have every batching source add what it holds."""
-        self._batches()
-
     def lock(self, service: str) -> Lock:
         """The lock held while adding to ``service``'s pre-aggregated series (one per service)."""
         with self._locks_mutex:
