@@ -12,7 +12,7 @@ when the head is read, so awaited) keeps its connection too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -148,6 +148,43 @@ async def test_a_body_that_comes_after_its_head_is_awaited_and_its_connection_ke
     assert len(connections) == 1
 
 
+_THERE = b'{"there": true}'
+_FOUND = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+    len(_THERE),
+    _THERE,
+)
+_Moved = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
+
+
+def _redirecting(moved: _Moved) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A raw server: ``GET /api/v1/moved`` answered by ``moved`` (False: the connection is done), the rest 200."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            if head.startswith(b"GET /api/v1/moved "):
+                if not await moved(reader, writer):
+                    return
+            else:
+                writer.write(_FOUND)
+            await writer.drain()
+
+    return serve
+
+
+async def _follow_three_times(client: BaseServiceClient) -> None:
+    """Three calls of ``moved`` that follow its redirect, each leaving no connection held; then closes ``client``."""
+    try:
+        for _ in range(3):
+            assert await client.get("moved") == {"there": True}
+            assert _held(client) == 0
+    finally:
+        await client.close()
+
+
 async def test_a_redirect_followed_before_its_body_ends_gives_its_connection_back(
     make_client: Callable[..., BaseServiceClient],
 ) -> None:
@@ -156,60 +193,33 @@ async def test_a_redirect_followed_before_its_body_ends_gives_its_connection_bac
     Both transports follow on the head, the body unread: that connection cannot be kept,
     and must be given back (closed).
     """
-    answer = b'{"there": true}'
-    redirect = b"HTTP/1.1 302 Found\r\nLocation: /api/v1/there\r\nContent-Length: 100\r\n\r\n"
-    found = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(answer)
 
-    async def moved(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
-            if head.startswith(b"GET /api/v1/moved "):
-                writer.write(redirect + b"x" * 10)
-                await writer.drain()
-                await asyncio.sleep(0.05)  # the rest of the body later
-                writer.write(b"x" * 90)
-            else:
-                writer.write(found + answer)
-            await writer.drain()
+    async def moved(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(
+            b"HTTP/1.1 302 Found\r\nLocation: /api/v1/there\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
+        )
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the rest of the body later
+        writer.write(b"x" * 90)
+        return True
 
-    async with rawtcp.raw_server(moved) as url:
-        client = make_client(url, max_retries=0, follow_redirects=True)
-        try:
-            for _ in range(3):
-                assert await client.get("moved") == {"there": True}
-                assert _held(client) == 0
-        finally:
-            await client.close()
+    async with rawtcp.raw_server(_redirecting(moved)) as url:
+        await _follow_three_times(make_client(url, max_retries=0, follow_redirects=True))
 
 
 async def test_a_redirect_whose_body_never_ends_is_followed_at_once(
     make_client: Callable[..., BaseServiceClient],
 ) -> None:
     """A 302 that sends its head and then nothing more: followed on its head, well within the timeout."""
-    answer = b'{"there": true}'
-    found = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(answer)
     hung: list[asyncio.StreamWriter] = []
 
-    async def moved(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
-            if head.startswith(b"GET /api/v1/moved "):
-                writer.write(
-                    b"HTTP/1.1 302 Found\r\nLocation: /api/v1/there\r\nContent-Length: 100000\r\n\r\nxx"
-                )
-                hung.append(writer)
-                await reader.read()  # the rest never comes: held until the client lets go
-                return
-            writer.write(found + answer)
-            await writer.drain()
+    async def moved(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 302 Found\r\nLocation: /api/v1/there\r\nContent-Length: 100000\r\n\r\nxx")
+        hung.append(writer)
+        await reader.read()  # the rest never comes: held until the client lets go
+        return False
 
-    async with rawtcp.raw_server(moved) as url:
+    async with rawtcp.raw_server(_redirecting(moved)) as url:
         client = make_client(url, max_retries=0, follow_redirects=True, timeout_seconds=5)
         try:
             loop = asyncio.get_running_loop()
@@ -232,12 +242,6 @@ async def test_a_redirect_with_an_empty_body_keeps_its_connection(
         "moved", _from_port(ports, lambda: web.Response(status=302, headers={"Location": f"/{there}"}))
     )
     upstream.route("there", _from_port(ports, lambda: web.json_response({"there": True})))
-    client = make_client(upstream.base_url, max_retries=0, follow_redirects=True)
-    try:
-        for _ in range(3):
-            assert await client.get("moved") == {"there": True}
-            assert _held(client) == 0
-    finally:
-        await client.close()
+    await _follow_three_times(make_client(upstream.base_url, max_retries=0, follow_redirects=True))
     assert len(ports) == 6
     assert set(ports) == {ports[0]}

@@ -126,14 +126,20 @@ def test_refusals_from_two_threads_while_scraping_are_all_counted() -> None:
     assert observer.stats.snapshot()["counts"]["short_circuited"] == total
 
 
-async def test_a_closed_client_leaves_its_last_refusals_in_the_metrics() -> None:
-    """close() settles the tally: the counts are there once the client is gone, with no scrape before."""
-    registry = CollectorRegistry()
+def _isolated_client(registry: CollectorRegistry) -> BaseServiceClient:
+    """A client whose breaker is held open, its metrics in ``registry``."""
     config = ClientConfig(base_url="http://127.0.0.1:9/api", service_name="up", enable_request_logging=False)
     client = BaseServiceClient(
         config, policies=ClientPolicies.from_config(config, families=MetricFamilies(registry))
     )
     client.breaker.isolate()
+    return client
+
+
+async def test_a_closed_client_leaves_its_last_refusals_in_the_metrics() -> None:
+    """close() settles the tally: the counts are there once the client is gone, with no scrape before."""
+    registry = CollectorRegistry()
+    client = _isolated_client(registry)
     for _ in range(3):
         with pytest.raises(CircuitBreakerOpenError):
             await client.get("x")
@@ -148,11 +154,7 @@ async def test_a_closed_client_leaves_its_last_refusals_in_the_metrics() -> None
 def test_a_closed_sync_client_leaves_its_last_refusals_in_the_metrics() -> None:
     """close_sync() settles the tally too."""
     registry = CollectorRegistry()
-    config = ClientConfig(base_url="http://127.0.0.1:9/api", service_name="up", enable_request_logging=False)
-    client = BaseServiceClient(
-        config, policies=ClientPolicies.from_config(config, families=MetricFamilies(registry))
-    )
-    client.breaker.isolate()
+    client = _isolated_client(registry)
     for _ in range(2):
         with pytest.raises(CircuitBreakerOpenError):
             client.get_sync("x")
