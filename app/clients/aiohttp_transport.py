@@ -147,6 +147,7 @@ class AiohttpTransport:
         # would live as long as the attempt (~0.2 KB a call in flight).
         record = request.record
         method, url, body = request.method, request.url, request.body
+        follow = self._follow  # once: a reload mid-call does not change how this one is read
         # The attempt's timeout (connect, send, headers, body, every redirect) is an entry on
         # this transport's timer wheel, not aiohttp's own timeout (a loop timer an attempt).
         # When it fires, the wheel cancels this task, as aiohttp's timeout would, and the
@@ -180,7 +181,7 @@ class AiohttpTransport:
                 try:
                     status = resp.status
                     record.status = status
-                    if status in REDIRECT_STATUSES and self._follow:
+                    if status in REDIRECT_STATUSES and follow:
                         method, url, body = self._redirects.next_hop(
                             status,
                             resp.headers.get(hdrs.LOCATION),

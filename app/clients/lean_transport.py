@@ -121,11 +121,13 @@ class LeanTransport:
         loop = asyncio.get_running_loop()
         ends = loop.time() + timeout
         method, url, body = request.method, request.url, request.body
-        pool, limit = self._pool, self._limit
+        # Read once: a reload (reconfigure) mid-call must not change how this call's answers
+        # are read halfway (a redirect's head taken with follow on, then kept with it off).
+        pool, limit, follow = self._pool, self._limit, self._follow
         for _ in range(MAX_REDIRECTS + 1):
             conn = await self._connection(loop, ends, timeout, request)
             try:
-                waiter = conn.start(loop, head_only=method == "HEAD", limit=limit, follow=self._follow)
+                waiter = conn.start(loop, head_only=method == "HEAD", limit=limit, follow=follow)
                 transport = conn.transport
                 assert transport is not None  # noqa: S101 - acquire hands out connected ones only
                 # On the transport's timer wheel: a timer of the loop's own costs more (see TimerWheel).
@@ -152,7 +154,7 @@ class LeanTransport:
                 self._failed(outcome, status, answer_headers, timeout, method, url, request.context)
             raw = conn.body()
             pool.release(conn)
-            if status in REDIRECT_STATUSES and self._follow:
+            if status in REDIRECT_STATUSES and follow:
                 location = answer_headers.get("Location")
                 method, url, body = self._redirects.next_hop(
                     status, location, method=method, url=url, body=body, context=request.context
