@@ -6,7 +6,10 @@ hold it to what that promises, on both transports: a run of calls of every kind 
 answer (JSON, text, empty, 204, HEAD, error statuses with a JSON body and without one) uses one
 connection; a POST whose upload is not yet read when its answer arrives does not
 leave the next call without one; and a body that comes after its head (not there yet
-when the head is read, so awaited) keeps its connection too.
+when the head is read, so awaited) keeps its connection too. Redirects are followed on
+their head (a body that never ends holds nothing up; an empty one keeps the connection),
+as the call's start said, whatever a reload says meanwhile; and bytes of an answer
+nobody asked for never reach the next call.
 """
 
 from __future__ import annotations
@@ -245,3 +248,68 @@ async def test_a_redirect_with_an_empty_body_keeps_its_connection(
     await _follow_three_times(make_client(upstream.base_url, max_retries=0, follow_redirects=True))
     assert len(ports) == 6
     assert set(ports) == {ports[0]}
+
+
+async def test_a_reload_mid_call_does_not_change_how_its_redirect_is_read(
+    make_client: Callable[..., BaseServiceClient],
+) -> None:
+    """Redirects switched off while a call waits for its 302: that call still follows it; the next does not."""
+
+    async def moved(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(0.1)  # the reload comes first
+        body = b'{"detail": "moved for maintenance", "code": "MOVED"}'
+        writer.write(
+            b"HTTP/1.1 302 Found\r\nLocation: /api/v1/there\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        return True
+
+    async with rawtcp.raw_server(_redirecting(moved)) as url:
+        client = make_client(url, max_retries=0, follow_redirects=True)
+        try:
+            call = asyncio.ensure_future(client.get("moved"))
+            await asyncio.sleep(0.02)
+            client.reconfigure(client.config.model_copy(update={"follow_redirects": False}))
+            assert await call == {"there": True}
+            with pytest.raises(ClientError) as stopped:
+                await client.get("moved")
+            assert (stopped.value.status, stopped.value.code) == (302, "MOVED")
+            assert _held(client) == 0
+        finally:
+            await client.close()
+
+
+async def test_bytes_of_an_answer_nobody_asked_for_cost_the_connection_not_the_next_call(
+    make_client: Callable[..., BaseServiceClient],
+) -> None:
+    """An answer, then in the same write the start of another: the next call goes out on a new connection."""
+    answer = b'{"ok": true}'
+    whole = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(answer),
+        answer,
+    )
+    served: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(1)
+        first = len(served) == 1  # the first connection's first answer has the stray bytes
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            writer.write(whole + (b"HTTP/1.1 200 OK\r\nX-Stray: y\r\n" if first else b""))
+            first = False
+            await writer.drain()
+
+    async with rawtcp.raw_server(serve) as url:
+        client = make_client(url, max_retries=0)
+        try:
+            for _ in range(3):
+                assert await client.get("x") == {"ok": True}
+            assert _held(client) == 0
+        finally:
+            await client.close()
+    # aiohttp drops the stray bytes and keeps the connection; the lean transport drops the
+    # connection (its parser is inside the stray answer) and opens one more.
+    assert len(served) in (1, 2)

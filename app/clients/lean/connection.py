@@ -203,6 +203,13 @@ class Connection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        """An answer starts: one that nobody waits for (bytes after the last) leaves the connection unfit."""
+        if self.waiter is None:
+            # Its parser is now inside that answer: the next exchange would read it as its
+            # own, so the connection is dropped, not given back for reuse.
+            self.keep = False
+
     def on_status(self, status: bytes) -> None:
         """Refuse a reason phrase aiohttp would refuse as too long."""
         self._pending = 0
