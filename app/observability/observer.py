@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -69,9 +68,17 @@ class CallObserver:
         self.log_response_body = log_response_body
         self._clock = clock
         # Refusals are counted per clock second, and added to the stats and metrics in
-        # batches (see RefusalTally); the rest are settled when this observer goes.
+        # batches (see RefusalTally); the rest are settled when this observer goes (__del__).
         self._refusals = RefusalTally(self.stats, self.metrics)
-        weakref.finalize(self, self._refusals.settle).atexit = False
+
+    def __del__(self) -> None:
+        # The last second's refusals of a client dropped without close(). Not a
+        # weakref.finalize: its registry would hold the tally, and through it the metric
+        # families, until this observer went, so a registry's families (and prometheus_client's
+        # own cycles in them) would reach the gc one collection later than the observer.
+        tally = getattr(self, "_refusals", None)  # None: __init__ did not get that far
+        if tally is not None:
+            tally.settle()
 
     # -- pipeline events ---------------------------------------------------------------
 

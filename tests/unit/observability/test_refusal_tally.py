@@ -213,3 +213,32 @@ def test_the_families_settling_hook_makes_no_cycle() -> None:
         assert gone() is None  # each family's hook holds the sources, not the families
     finally:
         gc.enable()
+
+
+def test_an_observer_in_a_cycle_goes_with_its_families_in_one_collection() -> None:
+    """Settling a dropped observer holds nothing back: its families' cycles go in the same gc pass."""
+    registry = CollectorRegistry()
+    families = MetricFamilies(registry)
+    observer = CallObserver("up", families=families)
+    assert observer.metrics is not None
+    observer.metrics.watch(lambda: 1, lambda: 2, lambda: 3)  # gauge functions: prometheus_client's own cycles
+    observer.itself = observer  # type: ignore[attr-defined] - a cycle, as a client's breaker listener makes
+    _refuse(observer, OPEN, 2)
+    del registry, families, observer
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        left = sorted(
+            {
+                type(obj).__name__
+                for obj in gc.garbage
+                if type(obj).__module__.startswith(("app.", "prometheus"))
+            }
+        )
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
