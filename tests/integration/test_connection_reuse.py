@@ -178,7 +178,7 @@ def _redirecting(moved: _Moved) -> Callable[[asyncio.StreamReader, asyncio.Strea
     return serve
 
 
-async def _follow_three_times(client: BaseServiceClient) -> None:
+async def _check_three_hops(client: BaseServiceClient) -> None:
     """Three calls of ``moved`` that follow its redirect, each leaving no connection held; then closes ``client``."""
     try:
         for _ in range(3):
@@ -207,7 +207,7 @@ async def test_a_redirect_followed_before_its_body_ends_gives_its_connection_bac
         return True
 
     async with rawtcp.raw_server(_redirecting(moved)) as url:
-        await _follow_three_times(make_client(url, max_retries=0, follow_redirects=True))
+        await _check_three_hops(make_client(url, max_retries=0, follow_redirects=True))
 
 
 async def test_a_redirect_whose_body_never_ends_is_followed_at_once(
@@ -245,7 +245,7 @@ async def test_a_redirect_with_an_empty_body_keeps_its_connection(
         "moved", _from_port(ports, lambda: web.Response(status=302, headers={"Location": f"/{there}"}))
     )
     upstream.route("there", _from_port(ports, lambda: web.json_response({"there": True})))
-    await _follow_three_times(make_client(upstream.base_url, max_retries=0, follow_redirects=True))
+    await _check_three_hops(make_client(upstream.base_url, max_retries=0, follow_redirects=True))
     assert len(ports) == 6
     assert set(ports) == {ports[0]}
 
