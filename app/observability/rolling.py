@@ -44,15 +44,6 @@ class RollingStats:
         """Have ``snapshot`` call ``settle`` (a bound method, held weakly) first: the observer's tally."""
         self._before_read = weakref.WeakMethod(settle)
 
-    def _bucket(self) -> _Bucket:
-        second = int(self._clock.now())
-        buckets = self._buckets
-        if buckets:
-            last = buckets[-1]
-            if last.second == second:
-                return last
-        return self._new_bucket(second)
-
     def _new_bucket(self, second: int) -> _Bucket:
         buckets = self._buckets
         bucket = _Bucket(second)
@@ -61,8 +52,9 @@ class RollingStats:
             buckets.pop(0)
         return bucket
 
-    # The two per-call methods find the current bucket inline (a method call fewer each),
-    # and take the lock with acquire/release: ``with`` costs about twice as much.
+    # The per-call method finds the current bucket inline (a method call fewer; the others
+    # ask _bucket_at), and takes the lock with acquire/release: ``with`` costs about twice
+    # as much. Refusals come here a second's worth at a time (``refused``).
     def record(self, outcome: Outcome, seconds: float | None) -> None:
         """One finished logical call; ``seconds`` is None when nothing was sent."""
         lock = self._lock
@@ -116,12 +108,16 @@ class RollingStats:
     def retry(self) -> None:
         """One retry."""
         with self._lock:
-            self._bucket().retries += 1
+            bucket = self._bucket_at(int(self._clock.now()))
+            if bucket is not None:  # None only for a clock gone back past the window
+                bucket.retries += 1
 
     def rejection(self) -> None:
         """One call refused by a policy."""
         with self._lock:
-            self._bucket().rejections += 1
+            bucket = self._bucket_at(int(self._clock.now()))
+            if bucket is not None:  # None only for a clock gone back past the window
+                bucket.rejections += 1
 
     def snapshot(self) -> dict[str, Any]:
         """Rate, error %, counts, latency percentiles and a per-second series, for the status API."""

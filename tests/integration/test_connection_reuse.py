@@ -128,18 +128,16 @@ async def test_a_body_that_comes_after_its_head_is_awaited_and_its_connection_ke
     body = b'{"late": true}'
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
 
+    async def late(_head: bytes, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(head)
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the head alone first: the client has no body yet
+        writer.write(body)
+        return True
+
     async def split(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(1)
-        while True:
-            try:
-                await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
-            writer.write(head)
-            await writer.drain()
-            await asyncio.sleep(0.05)  # the head alone first: the client has no body yet
-            writer.write(body)
-            await writer.drain()
+        await rawtcp.keep_alive(late)(reader, writer)
 
     async with rawtcp.raw_server(split) as url:
         client = make_client(url, max_retries=0)
@@ -159,23 +157,16 @@ _FOUND = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 
 _Moved = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 
 
-def _redirecting(moved: _Moved) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+def _redirecting(moved: _Moved) -> rawtcp.Behaviour:
     """A raw server: ``GET /api/v1/moved`` answered by ``moved`` (False: the connection is done), the rest 200."""
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
-            if head.startswith(b"GET /api/v1/moved "):
-                if not await moved(reader, writer):
-                    return
-            else:
-                writer.write(_FOUND)
-            await writer.drain()
+    async def answer(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if head.startswith(b"GET /api/v1/moved "):
+            return await moved(reader, writer)
+        writer.write(_FOUND)
+        return True
 
-    return serve
+    return rawtcp.keep_alive(answer)
 
 
 async def _check_three_hops(client: BaseServiceClient) -> None:
@@ -293,14 +284,14 @@ async def test_bytes_of_an_answer_nobody_asked_for_cost_the_connection_not_the_n
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         served.append(1)
         first = len(served) == 1  # the first connection's first answer has the stray bytes
-        while True:
-            try:
-                await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
+
+        async def answer(_head: bytes, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+            nonlocal first
             writer.write(whole + (b"HTTP/1.1 200 OK\r\nX-Stray: y\r\n" if first else b""))
             first = False
-            await writer.drain()
+            return True
+
+        await rawtcp.keep_alive(answer)(reader, writer)
 
     async with rawtcp.raw_server(serve) as url:
         client = make_client(url, max_retries=0)

@@ -72,6 +72,28 @@ async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
             await asyncio.sleep(0.1)
 
 
+def keep_alive(
+    answer: Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]],
+) -> Behaviour:
+    """Read requests one after another on one connection; ``answer`` each (given its head).
+
+    ``answer`` writes what it likes; False ends the connection (it has written all it
+    will). The writer is drained after each answer; the peer's close ends the loop.
+    """
+
+    async def behaviour(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            if not await answer(head, reader, writer):
+                return
+            await writer.drain()
+
+    return behaviour
+
+
 def respond(
     head: bytes, body: bytes | Callable[[], Iterable[bytes]] = b"", *, chunked: bool = False
 ) -> Behaviour:

@@ -6,6 +6,7 @@ import gc
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -28,6 +29,16 @@ def _observer(clock: FakeClock, registry: CollectorRegistry) -> CallObserver:
 
 def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, {"peer_service": "up", **labels}) or 0.0
+
+
+def _freed_by_its_count(made: Callable[[], object]) -> bool:
+    """Whether what ``made`` returns (its only reference) is freed once dropped, with the gc off."""
+    gc.disable()
+    try:
+        gone = weakref.ref(made())
+        return gone() is None
+    finally:
+        gc.enable()
 
 
 def _refuse(observer: CallObserver, error: ClientError, n: int, *, fallback: bool = False) -> None:
@@ -188,31 +199,25 @@ def test_a_clock_gone_back_counts_in_the_second_it_reads() -> None:
 
 def test_the_tally_keeps_no_observer_alive() -> None:
     """The stats' read hook and the families' list hold the observer weakly: it goes with its last reference."""
-    observer = _observer(FakeClock(), CollectorRegistry())
-    _refuse(observer, OPEN, 3)
-    assert observer.stats.snapshot()["rejections"] == 3
-    gone = weakref.ref(observer)
-    gc.disable()
-    try:
-        del observer
-        assert gone() is None  # freed by its count: no cycle for the collector to find
-    finally:
-        gc.enable()
+
+    def made() -> CallObserver:
+        observer = _observer(FakeClock(), CollectorRegistry())
+        _refuse(observer, OPEN, 3)
+        assert observer.stats.snapshot()["rejections"] == 3
+        return observer
+
+    assert _freed_by_its_count(made)  # no cycle for the collector to find
 
 
 def test_the_families_settling_hook_makes_no_cycle() -> None:
     """A registry's families, with an observer batching into them, go with their last reference."""
-    registry = CollectorRegistry()
-    families = MetricFamilies(registry)
-    observer = CallObserver("up", families=families)
-    _refuse(observer, OPEN, 1)
-    gone = weakref.ref(families)
-    gc.disable()
-    try:
-        del registry, families, observer
-        assert gone() is None  # each family's hook holds the sources, not the families
-    finally:
-        gc.enable()
+
+    def made() -> MetricFamilies:
+        families = MetricFamilies(CollectorRegistry())
+        _refuse(CallObserver("up", families=families), OPEN, 1)
+        return families
+
+    assert _freed_by_its_count(made)  # each family's hook holds the sources, not the families
 
 
 def test_an_observer_in_a_cycle_goes_with_its_families_in_one_collection() -> None:
