@@ -13,8 +13,10 @@ the convention's per-request ``http.client.request.duration`` measures.
 from __future__ import annotations
 
 import weakref
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Callable
+from functools import reduce
+from operator import add
 from threading import Lock
 from typing import Protocol
 
@@ -317,26 +319,11 @@ class ClientMetrics:
         attempts: int,
     ) -> None:
         """Count one finished logical call."""
-        key = (method, endpoint, outcome, status)
         if attempts:
-            cells = self._calls.get(key)
-            if cells is None:
-                cells = self._calls[key] = self._call_cells(key)
-            requests, duration, sent = cells
-            # prometheus_client's Histogram puts ``seconds`` in the first bucket whose bound
-            # is >= it: bisect_left over the same bounds (+Inf last) gives that index.
-            bucket = bisect_left(_UPPER_BOUNDS, seconds)
-            lock = self._lock
-            lock.acquire()
-            try:
-                requests[0] += 1
-                duration[bucket] += 1
-                duration[_SUM] += seconds
-                sent[0] += attempts
-            finally:
-                lock.release()
+            self.finished(method, endpoint, outcome, status, [seconds], attempts)
             return
         # Refused before any attempt: no upstream latency to report.
+        key = (method, endpoint, outcome, status)
         refused = self._refusals.get(key)
         if refused is None:
             refused = self._refusals[key] = self._requests_cell(key)
@@ -344,6 +331,43 @@ class ClientMetrics:
         lock.acquire()
         try:
             refused[0] += 1
+        finally:
+            lock.release()
+
+    def finished(  # noqa: PLR0917 - the tally's batch, by position as call()'s
+        self,
+        method: str,
+        endpoint: str,
+        outcome: Outcome,
+        status: int | None,
+        latencies: list[float],
+        attempts: int,
+    ) -> None:
+        """Count ``len(latencies)`` finished calls of one kind that sent ``attempts`` attempts in all.
+
+        ``latencies`` holds each call's seconds, in the order the calls ended: the
+        observer's tally adds a second's worth at a time (see ``CallTally``). The
+        histogram gets what each call's own update gave it: prometheus_client puts a
+        value in the first bucket whose bound is >= it, so the calls at or below each
+        bound are ``bisect_right`` of the sorted seconds; the sum adds them in call order.
+        """
+        key = (method, endpoint, outcome, status)
+        cells = self._calls.get(key)
+        if cells is None:
+            cells = self._calls[key] = self._call_cells(key)
+        requests, duration, sent = cells
+        ordered = sorted(latencies)
+        at_or_below = [bisect_right(ordered, bound) for bound in _UPPER_BOUNDS]
+        lock = self._lock
+        lock.acquire()
+        try:
+            requests[0] += len(latencies)
+            below = 0
+            for bucket, count in enumerate(at_or_below):
+                duration[bucket] += count - below
+                below = count
+            duration[_SUM] = reduce(add, latencies, duration[_SUM])  # the float adding each gave
+            sent[0] += attempts
         finally:
             lock.release()
 

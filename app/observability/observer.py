@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from app.errors import ClientError, Outcome, Rejection
-from app.observability.call_log import fields_of, write_line
+from app.observability.call_log import CALLS_LOGGER, CallLines, call_line, fields_of, write_line
 from app.observability.metrics import ClientMetrics, MetricFamilies, default_families
-from app.observability.refusals import RefusalLog, RefusalTally
 from app.observability.rolling import RollingStats
+from app.observability.tally import CallTally, RefusalLog
 from app.observability.tracing import end_cancelled, end_span, start_attempt_span, start_call_span, tracing
 from app.redaction import REDACTED, is_secret_key, redact, truncate
 from app.resilience.clock import MONOTONIC, Clock
@@ -25,8 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CallObserver"]
 
-logger = logging.getLogger("app.clients")
-_NAME = logger.name
+logger = logging.getLogger(CALLS_LOGGER)
 _INFO = logging.INFO
 _DEBUG = logging.DEBUG
 
@@ -45,8 +44,8 @@ class CallObserver:
     seconds) per reason: the first of a reason in a second at once, the rest of that
     second only counted; the reason's next line carries that count as ``suppressed``.
     A burst's last count is therefore written with the next refusal for its reason,
-    whenever that comes. Metrics and the rolling stats count every refusal: tallied
-    per second, and added before either is read (``RefusalTally``).
+    whenever that comes. Metrics and the rolling stats count every call, finished or
+    refused: tallied per second, and added before either is read (``CallTally``).
     """
 
     def __init__(
@@ -67,16 +66,17 @@ class CallObserver:
         self.log_request_body = log_request_body
         self.log_response_body = log_response_body
         self._clock = clock
-        # Refusals are counted per clock second, and added to the stats and metrics in
-        # batches (see RefusalTally); the rest are settled when this observer goes (__del__).
-        self._refusals = RefusalTally(self.stats, self.metrics)
+        # Calls are counted per clock second, and added to the stats and metrics in
+        # batches (see CallTally); the rest are settled when this observer goes (__del__).
+        self._tally = CallTally(self.stats, self.metrics)
+        self._lines = CallLines()
 
     def __del__(self) -> None:
         # The last second's refusals of a client dropped without close(). Not a
         # weakref.finalize: its registry would hold the tally, and through it the metric
         # families, until this observer went, so a registry's families (and prometheus_client's
         # own cycles in them) would reach the gc one collection later than the observer.
-        tally = getattr(self, "_refusals", None)  # None: __init__ did not get that far
+        tally = getattr(self, "_tally", None)  # None: __init__ did not get that far
         if tally is not None:
             tally.settle()
 
@@ -112,7 +112,7 @@ class CallObserver:
         """
         outcome: Outcome = "fallback" if fallback else error.outcome
         key = (method, endpoint, reason, outcome)
-        tally = self._refusals
+        tally = self._tally
         lock = tally.lock
         lock.acquire()
         try:
@@ -127,9 +127,7 @@ class CallObserver:
                     # decided this second's line. The common refusal ends here.
                     return
             else:  # a new second (or the clock went back): the last one's tally goes in first
-                tally.settle_locked()
-                second = tally.second = int(now)  # as RollingStats buckets it
-                tally.until = second + 1
+                tally.start_second(now)
                 tally.counts[key] = 1
             suppressed = self._refusal_line(reason)
         finally:
@@ -144,7 +142,7 @@ class CallObserver:
         Called with the tally's lock held, for the first refusal of each key in a second:
         the first of its reason writes the line (when lines are on), the others nothing.
         """
-        tally = self._refusals
+        tally = self._tally
         sampled = tally.logs.get(reason)
         if sampled is None:
             sampled = tally.logs[reason] = RefusalLog()
@@ -161,8 +159,8 @@ class CallObserver:
         return suppressed
 
     def settle(self) -> None:
-        """Add the refusals counted so far to the rolling stats and the metrics (see RefusalTally)."""
-        self._refusals.settle()
+        """Add the calls counted so far to the rolling stats and the metrics (see CallTally)."""
+        self._tally.settle()
 
     def hedged(self, record: CallRecord) -> None:
         """A backup attempt started alongside a slow one."""
@@ -237,13 +235,32 @@ class CallObserver:
         if record.span is not None:
             end_span(record.span, record, error)
         outcome: Outcome = "fallback" if fallback else "success" if error is None else error.outcome
-        self.stats.record(outcome, seconds if record.attempts else None)
-        if self.metrics is not None:
-            self.metrics.call(  # by position: keywords cost more, once per call
-                record.method, record.endpoint, outcome, record.status, seconds, record.attempts
-            )
-            if fallback:
-                self.metrics.fallback()
+        attempts = record.attempts
+        if attempts:
+            # Into this second's tally (see CallTally), inline: its kind's attempts added
+            # up and its seconds kept, for the stats and metrics to take in one batch.
+            key = (record.method, record.endpoint, outcome, record.status)
+            tally = self._tally
+            lock = tally.lock
+            lock.acquire()
+            try:
+                now = self._clock.now()
+                if not tally.second <= now < tally.until:  # a new second, or the clock went back
+                    tally.start_second(now)
+                try:
+                    entry = tally.calls[key]
+                except KeyError:
+                    entry = tally.calls[key] = [0]
+                entry[0] += attempts
+                entry.append(seconds)
+            finally:
+                lock.release()
+        else:  # nothing sent (a policy refused it in the pipeline): no latency, counted at once
+            self.stats.record(outcome, None)
+            if self.metrics is not None:
+                self.metrics.call(record.method, record.endpoint, outcome, record.status, seconds, 0)
+                if fallback:
+                    self.metrics.fallback()
         if self.log_calls and logger.isEnabledFor(_INFO):
             self._log(record, seconds, outcome, error, sent, received)  # by position: the cheapest
 
@@ -257,48 +274,39 @@ class CallObserver:
         received: Any,
         suppressed: int = 0,
     ) -> None:
-        # The whole line: its head (time stamp to come), then the fields, as the JSON
-        # formatter orders them, so that the fast path renders this dict as it is.
-        line: dict[str, Any] = {
-            "ts": None,
-            "level": "INFO",
-            "logger": _NAME,
-            "message": f"call {record.method} {record.endpoint} {outcome}",  # "call %s %s %s" % ...
-            "peer.service": record.service,  # OpenTelemetry's name for the service called
-            "method": record.method,
-            "endpoint": record.endpoint,
-            "status": record.status,
-            # Milliseconds to the microsecond: round(ms, 3)'s value (but within a rounding
-            # error of a half-microsecond tie) at a tenth of its cost (it goes through a
-            # decimal string), the hot path's price for a call inline.
-            "duration_ms": int(seconds * 1_000_000 + 0.5) / 1000,
-            "attempts": record.attempts,
-            "outcome": outcome,
-            "error": None if error is None else type(error).__name__,
-            "request_id": record.request_id,
-        }
-        if record.instance is not None:  # the upstream has several: the last attempt's
-            line["server.address"] = record.instance
-        if record.span is not None:
-            context = record.span.get_span_context()
-            line["trace_id"] = format(context.trace_id, "032x")
-            line["span_id"] = format(context.span_id, "016x")
-        if self.log_request_body and sent is not None:
-            line["request_body"] = truncate(orjson.dumps(redact(sent), default=str).decode())
-        if self.log_response_body and received is not None:
-            line["response_body"] = truncate(orjson.dumps(redact(received), default=str).decode())
-        if suppressed:
-            line["suppressed"] = suppressed  # refusals left out of the log since the last line
-        if not write_line(logger, _INFO, line):
-            fields = fields_of(line)
-            logger.info("call %s %s %s", record.method, record.endpoint, outcome, extra={"fields": fields})
+        # The common line (no span of its own, no bodies, nothing suppressed) from the
+        # cached pieces of its kind (CallLines); any other from its dict.
+        plain = (
+            record.span is None
+            and not suppressed
+            and (sent is None or not self.log_request_body)
+            and (received is None or not self.log_response_body)
+        )
+        if plain and write_line(logger, _INFO, (record, seconds, outcome, error), self._lines.render):
+            return
+        line = call_line(record, seconds, outcome, error)
+        if not plain:
+            if record.span is not None:
+                context = record.span.get_span_context()
+                line["trace_id"] = format(context.trace_id, "032x")
+                line["span_id"] = format(context.span_id, "016x")
+            if self.log_request_body and sent is not None:
+                line["request_body"] = truncate(orjson.dumps(redact(sent), default=str).decode())
+            if self.log_response_body and received is not None:
+                line["response_body"] = truncate(orjson.dumps(redact(received), default=str).decode())
+            if suppressed:
+                line["suppressed"] = suppressed  # refusals left out of the log since the last line
+            if write_line(logger, _INFO, line):
+                return
+        fields = fields_of(line)
+        logger.info("call %s %s %s", record.method, record.endpoint, outcome, extra={"fields": fields})
 
 
 def _log_attempt(record: CallRecord, params: Mapping[str, Any] | None) -> None:
     line = {
         "ts": None,
         "level": "DEBUG",
-        "logger": _NAME,
+        "logger": CALLS_LOGGER,
         "message": f"attempt {record.method} {record.endpoint}",  # "attempt %s %s" % ...
         "peer.service": record.service,
         "method": record.method,

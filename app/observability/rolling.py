@@ -72,6 +72,23 @@ class RollingStats:
         finally:
             lock.release()
 
+    def finished(self, outcome: Outcome, latencies: list[float], second: int) -> None:
+        """Calls of ``second`` that ended with ``outcome`` after an attempt, their seconds in ``latencies``.
+
+        The observer tallies its calls per second and adds each second's here in one go
+        (see ``CallTally``), as ``refused`` below: the bucket is found, or made in its
+        place, unless it has left the window already.
+        """
+        with self._lock:
+            bucket = self._bucket_at(second)
+            if bucket is None:
+                return
+            outcomes = bucket.outcomes
+            outcomes[outcome] = outcomes.get(outcome, 0) + len(latencies)
+            room = _MAX_SAMPLES - len(bucket.latencies)
+            if room > 0:
+                bucket.latencies.extend(latencies[:room])
+
     def refused(self, outcome: Outcome, count: int = 1, second: int | None = None) -> None:
         """``count`` calls refused by a policy before anything was sent, in ``second`` (default: now).
 

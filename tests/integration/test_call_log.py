@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import random
 import threading
 from collections.abc import Iterator
 
@@ -18,7 +19,7 @@ from yarl import URL
 from app.clients.testing import FakeClock
 from app.errors import BulkheadFullError, CircuitBreakerOpenError, ServerError
 from app.observability import logging as log_setup
-from app.observability.call_log import fields_of, write_line
+from app.observability.call_log import CallLines, call_line, fields_of, write_line
 from app.observability.logging import BufferedLogHandler, JsonFormatter, configure_logging, stop_logging
 from app.observability.observer import CallObserver
 from app.observability.tracing import configure_tracing, tracing
@@ -214,6 +215,60 @@ def test_a_fast_line_equals_the_records_line_when_traced(out: io.StringIO, trace
         fast, slow = _both_ways(out, refuse)
     assert without_ts(fast) == without_ts(slow)
     assert orjson.loads(fast)["span_id"] == format(inbound.get_span_context().span_id, "016x")
+
+
+def _kinds() -> list[CallRecord]:
+    """Records whose lines escape something, or leave a field out, or hold one of several kinds of value."""
+    plain = CallRecord("up", "GET", "items/{id}", "0123456789abcdef0123456789abcdef")
+    odd = CallRecord('up "quoted" \\ é', "POST", 'say/"hi"\n\t\x01', 'rid "1" \\ é\x7f')
+    odd.instance = "10.0.0.7:8001"
+    unsent = CallRecord("up", "DELETE", "x", "")  # a refusal's record: no id
+    many = CallRecord("up", "PUT", "ünïcode/✓", "ÄBC123")  # alphanumeric outside ASCII: written as it is
+    many.attempts, many.status, many.instance = 3, None, "[::1]:8443"
+    for record in (plain, odd):
+        record.attempts, record.status = 1, 200
+    return [plain, odd, unsent, many]
+
+
+@pytest.mark.parametrize("record", _kinds(), ids=["plain", "escaped", "unsent", "unicode"])
+@pytest.mark.parametrize("error", [None, ServerError("HTTP 500", status=500)], ids=["ok", "error"])
+def test_a_call_line_from_cached_pieces_equals_the_records_line(
+    out: io.StringIO, record: CallRecord, error: ServerError | None
+) -> None:
+    """The common line (no span, no bodies), once its kind's pieces are made and again from them."""
+    observer = _observer()
+    for seconds in (0.01234, 2.5):  # the second line of the kind from its cached pieces
+        out.truncate(0)
+        out.seek(0)
+        fast, slow = _both_ways(out, lambda: observer.call_ended(record, seconds, error))  # noqa: B023
+        assert without_ts(fast) == without_ts(slow)
+        assert orjson.loads(fast)["duration_ms"] == int(seconds * 1_000_000 + 0.5) / 1000
+
+
+def test_every_duration_and_id_is_written_as_orjson_writes_it() -> None:
+    """Byte for byte the dict's line: durations across the range (and past it, and negative), ids of any kind."""
+    lines = CallLines()
+    record = CallRecord("up", "GET", "x", "")
+    record.attempts, record.status = 1, 200
+    rng = random.Random(16)
+    micros = [*range(3000), *(rng.randrange(10**e) for e in range(1, 19) for _ in range(300))]
+    seconds = [m / 1_000_000 for m in micros] + [-0.5, -1e-7, 1e9, 1e12, 123456789.0001]
+    ids = ["", "abc", "ABCdef0123", 'a"b', "a\\b", "tab\there", "é", "ü✓", "\x00", "1-2_3.4"]
+    for i, value in enumerate(seconds):
+        record.request_id = ids[i % len(ids)]
+        line = call_line(record, value, "success", None)
+        line["ts"] = "2026-01-01T00:00:00.000Z"
+        assert lines.render((record, value, "success", None), line["ts"]) == log_setup.render_line(line)
+
+
+def test_the_cached_pieces_start_over_past_their_bound(monkeypatch) -> None:
+    """A caller formatting ids into endpoints does not grow a client's cache of kinds without bound."""
+    monkeypatch.setattr(CallLines, "MAX_KINDS", 3)
+    lines = CallLines()
+    for n in range(10):
+        record = CallRecord("up", "GET", f"items/{n}", "rid")
+        lines.render((record, 0.01, "success", None), "ts")
+        assert len(lines._pieces) <= 3
 
 
 def test_a_registered_secret_is_masked_on_the_fast_path(out: io.StringIO) -> None:

@@ -1,4 +1,4 @@
-"""The observer's refusal tally: counted a second at a time, exact whenever metrics or stats are read."""
+"""The observer's call tally: finished and refused calls counted a second at a time, exact whenever read."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ import weakref
 from collections.abc import Callable
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 
 from app.clients import BaseServiceClient, ClientConfig
 from app.clients.policies import ClientPolicies
 from app.clients.testing import FakeClock
-from app.errors import BulkheadFullError, CircuitBreakerOpenError, ClientError
+from app.errors import BulkheadFullError, CircuitBreakerOpenError, ClientError, ServerError
 from app.observability.metrics import MetricFamilies
 from app.observability.observer import CallObserver
 from app.observability.rolling import RollingStats
+from app.resilience.pipeline import CallRecord
 
 OPEN = CircuitBreakerOpenError(service_name="up", method="GET", endpoint="x", attempts=0)
 FULL = BulkheadFullError(service_name="up", method="GET", endpoint="x", attempts=0)
@@ -45,6 +46,131 @@ def _refuse(observer: CallObserver, error: ClientError, n: int, *, fallback: boo
     reason = "breaker_open" if error is OPEN else "bulkhead_full"
     for _ in range(n):
         observer.refused("GET", "x", reason, error, fallback=fallback)
+
+
+def _finish(
+    observer: CallObserver,
+    seconds: float,
+    status: int | None = 200,
+    attempts: int = 1,
+    error: ClientError | None = None,
+    endpoint: str = "x",
+) -> None:
+    record = CallRecord("up", "GET", endpoint, "rid")
+    record.attempts, record.status = attempts, status
+    observer.call_ended(record, seconds, error)
+
+
+#: Durations on and around the histogram's bounds (prometheus_client puts a value equal
+#: to a bound in that bound's bucket), below the first, past the last, and in between.
+DURATIONS = [
+    0.0,
+    0.0004,
+    0.001,
+    0.0010001,
+    0.0025,
+    0.003,
+    0.1,
+    0.1 + 1e-12,
+    0.7,
+    1.0,
+    29.9,
+    30.0,
+    31.0,
+    500.0,
+]
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+DURATION = "service_client_request_duration_seconds"
+ENDPOINT = {"http_request_method": "GET", "url_template": "x"}
+
+
+def _histogram(registry: CollectorRegistry, name: str, labels: dict[str, str]) -> dict[str, float]:
+    """A histogram's bucket counts (by ``le``), count and sum in ``registry``."""
+    out: dict[str, float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if (
+                sample.name.startswith(name)
+                and not sample.name.endswith("_created")
+                and all(sample.labels.get(k) == v for k, v in labels.items())
+            ):
+                out[sample.labels.get("le", sample.name.rpartition("_")[2])] = sample.value
+    return out
+
+
+def test_a_seconds_batch_counts_as_each_call_updating_the_histogram_would() -> None:
+    """Buckets, count and sum (the same float) of a second's calls: prometheus_client's Histogram fed each in turn."""
+    clock, registry = FakeClock(1000.0), CollectorRegistry()
+    observer = _observer(clock, registry)
+    reference = CollectorRegistry()
+    each = Histogram("ref", "each call observed", buckets=BUCKETS, registry=reference)
+    for seconds in [*DURATIONS, *reversed(DURATIONS), 0.123456789, 1 / 3, 0.1 + 0.2]:
+        _finish(observer, seconds, attempts=2)
+        each.observe(seconds)
+    expected = _histogram(reference, "ref", {})
+    assert _histogram(registry, DURATION, ENDPOINT) == expected  # the scrape settles the second first
+    assert _sample(registry, "service_client_attempts_total", **ENDPOINT) == 2 * expected["count"]
+    _finish(observer, 0.002)  # the same second, after a scrape settled it: added, not lost or doubled
+    each.observe(0.002)
+    assert _histogram(registry, DURATION, ENDPOINT) == _histogram(reference, "ref", {})
+    requests = {"outcome": "success", "http_response_status_code": "200", **ENDPOINT}
+    assert _sample(registry, "service_client_requests_total", **requests) == expected["count"] + 1
+
+
+def test_calls_of_several_kinds_in_one_second_are_each_counted_in_their_series() -> None:
+    """Outcomes and statuses apart, each counted; the endpoint's histogram has them all; stats see them too."""
+    clock, registry = FakeClock(1000.0), CollectorRegistry()
+    observer = _observer(clock, registry)
+    for seconds in DURATIONS:
+        _finish(observer, seconds)
+        _finish(observer, seconds / 2, status=503, attempts=3, error=ServerError("HTTP 503", status=503))
+    _finish(observer, 0.01, status=None, error=ServerError("reset", status=None))
+    requests = "service_client_requests_total"
+    assert _sample(registry, requests, outcome="success", http_response_status_code="200", **ENDPOINT) == 14
+    assert (
+        _sample(registry, requests, outcome="server_error", http_response_status_code="503", **ENDPOINT) == 14
+    )
+    assert _sample(registry, requests, outcome="server_error", http_response_status_code="", **ENDPOINT) == 1
+    histogram = _histogram(registry, DURATION, ENDPOINT)
+    assert histogram["count"] == 29
+    assert histogram["sum"] == pytest.approx(sum(DURATIONS) * 1.5 + 0.01)  # kinds summed apart: to rounding
+    assert _sample(registry, "service_client_attempts_total", **ENDPOINT) == 14 + 14 * 3 + 1
+    snap = observer.stats.snapshot()
+    assert (snap["counts"]["success"], snap["counts"]["server_error"]) == (14, 15)
+    assert snap["latency_ms"]["max"] == 500_000.0
+
+
+def test_finished_calls_land_in_their_own_second() -> None:
+    """Each second's calls settle into its bucket when the next second starts, or when read, in time order."""
+    clock = FakeClock(1000.0)
+    observer = _observer(clock, CollectorRegistry())
+    _finish(observer, 0.01)
+    _finish(observer, 0.03)
+    clock.advance(1)
+    _finish(observer, 0.02)  # second 1001 starts: 1000's tally goes in first
+    _refuse(observer, OPEN, 2)
+    clock.advance(2)
+    _finish(observer, 0.05)
+    snap = observer.stats.snapshot()  # 1003's call is still in the tally: the read settles it
+    assert [point["requests"] for point in snap["series"][-4:]] == [2, 3, 0, 1]
+    assert [point["p90_ms"] for point in snap["series"][-4:]] == [30.0, 20.0, None, 50.0]
+    assert snap["counts"]["success"] == 4
+
+
+def test_a_buckets_latency_samples_stay_bounded_when_added_in_batches() -> None:
+    """RollingStats.finished keeps at most its samples per bucket, and counts every call."""
+    stats = RollingStats(clock=FakeClock(1000.0))
+    stats.finished("success", [0.001] * 1500, 1000)
+    stats.finished("success", [0.002] * 1500, 1000)
+    assert sum(b.outcomes["success"] for b in stats._buckets) == 3000
+    assert len(stats._buckets[0].latencies) == 2048
+
+
+def test_finished_calls_without_metrics_still_reach_the_stats() -> None:
+    """Metrics off: the tally settles into the rolling stats alone."""
+    observer = CallObserver("up", metrics=False, log_calls=False, clock=FakeClock())
+    _finish(observer, 0.01)
+    assert observer.stats.snapshot()["counts"]["success"] == 1
 
 
 def test_a_scrape_within_the_second_sees_every_refusal() -> None:
@@ -101,8 +227,8 @@ def test_a_bucket_is_made_in_its_place_or_not_at_all() -> None:
     assert snap["rejections"] == 7
 
 
-def test_refusals_from_two_threads_while_scraping_are_all_counted() -> None:
-    """The sync twins refuse from their own loop's thread: no increment lost to a scrape or the other thread.
+def test_calls_from_two_threads_while_scraping_are_all_counted() -> None:
+    """The sync twins call from their own loop's thread: nothing lost to a scrape or the other thread.
 
     Without the tally's lock, a settle that took the counts in more than one step loses
     some here (checked: 100 to 500 of 40,000).
@@ -118,7 +244,12 @@ def test_refusals_from_two_threads_while_scraping_are_all_counted() -> None:
                 "service_client_rejections_total", {"peer_service": "up", "reason": "breaker_open"}
             )
 
-    threads = [threading.Thread(target=_refuse, args=(observer, OPEN, per_thread)) for _ in range(2)]
+    def both(n: int) -> None:  # finished calls and refusals, one tally
+        for _ in range(n):
+            _refuse(observer, OPEN, 1)
+            _finish(observer, 0.001)
+
+    threads = [threading.Thread(target=both, args=(per_thread,)) for _ in range(2)]
     scraper = threading.Thread(target=scrape)
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # threads take turns as often as they can: a scrape lands mid-refusal
@@ -135,6 +266,8 @@ def test_refusals_from_two_threads_while_scraping_are_all_counted() -> None:
     total = 2 * per_thread
     assert _sample(registry, "service_client_rejections_total", reason="breaker_open") == total
     assert observer.stats.snapshot()["counts"]["short_circuited"] == total
+    assert observer.stats.snapshot()["counts"]["success"] == total
+    assert _sample(registry, f"{DURATION}_count", **ENDPOINT) == total
 
 
 def _isolated_client(registry: CollectorRegistry) -> BaseServiceClient:
