@@ -44,9 +44,11 @@ class CallTally:
     (``RollingStats.snapshot``, a scrape of the metric families: they hold this tally
     weakly and settle it first), and when its client closes or its observer is collected.
     So every reader sees every call, each in the second it ended, and the same numbers:
-    a histogram's buckets and count as each call's own update gave them, its sum added
-    in call order (the same float). A second's seconds are held until it is settled: at
-    most what the process can call in a second (some tens of thousands of floats).
+    a histogram's buckets and count as each call's own update gave them, and its sum
+    (each kind's seconds added in call order: the same float for one kind, within
+    rounding for kinds that share an endpoint's histogram). A second's seconds are held
+    until it is settled: at most what the process can call in a second (some tens of
+    thousands of floats).
 
     The observer writes ``calls``, ``counts``, ``second`` and ``until`` itself, under
     ``lock``: the per-call paths are its own, inline. ``logs`` is the observer's
