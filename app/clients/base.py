@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Any, ClassVar, ParamSpec, Self, TypedDict, TypeVar, Unpack, cast
+from typing import Any, ClassVar, ParamSpec, Self, TypedDict, TypeVar, Unpack
 
 import aiohttp
 
@@ -381,7 +381,8 @@ class BaseServiceClient:
         # Fast refusals: an open breaker or a full bulkhead answers before any of the
         # per-call set-up below (and costs a few microseconds, not tens).
         wait = self.breaker.seconds_until_half_open()
-        if wait > 0 or self.bulkhead.full:
+        bulkhead = self.bulkhead  # full only at its limit: the property asked only then
+        if wait > 0 or (bulkhead.in_flight >= bulkhead.max_concurrent and bulkhead.full):
             # The error built here, not in a helper: a frame fewer on every refused call.
             reason: Rejection
             error: ClientError
@@ -436,7 +437,8 @@ class BaseServiceClient:
         elif response_model is not None and self.config.response_validation != "off":
             out.raw = RAW_BODY  # validated from the bytes: no decode to Python objects first
         started = self.clock.now()
-        task = cast("asyncio.Task[Any]", asyncio.current_task(loop))  # a coroutine runs in a task
+        # A coroutine runs in a task: an annotation, not cast() (a call on every call).
+        task: asyncio.Task[Any] = asyncio.current_task(loop)  # type: ignore[assignment]
         self._calls.add(task)
         try:
             if self._closed:  # closed by another thread between the check above and here

@@ -44,7 +44,7 @@ def decode_body(status: int, content_type: str, charset: str | None, body: bytes
     """
     if status == 204 or not body:
         return None
-    if _is_json(content_type):
+    if content_type == "application/json" or _is_json(content_type):  # the common one without a call
         return orjson.loads(body)
     if charset:
         try:

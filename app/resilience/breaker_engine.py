@@ -76,6 +76,7 @@ from aiobreaker.state import (  # noqa: E402
 
 __all__ = [
     "BreakerEngine",
+    "BreakerEngineClosed",
     "BreakerOutcomes",
     "BreakerOwner",
     "BreakerRejectedError",
@@ -175,14 +176,20 @@ class _Outcomes(CircuitBreakerBaseState):  # type: ignore[misc]
         self.on_success()
 
 
-class _Closed(_Outcomes, CircuitClosedState):  # type: ignore[misc]
+class BreakerEngineClosed(_Outcomes, CircuitClosedState):  # type: ignore[misc]
+    """The engine's closed state, whose outcomes the fast path reports (see ``Breaker.fast_state``)."""
+
     def succeeded(self) -> None:
         """An attempt was answered: the failures in a row count from 0 again.
 
         aiobreaker's ``on_success`` does nothing while closed: not called, a frame fewer
-        on the most common call.
+        on the most common call. Nor is the storage's ``reset_counter()`` while its
+        counter is 0 already: the engine's memory storage (the one it ever has), read
+        as its own method does.
         """
-        self._breaker._state_storage.reset_counter()
+        storage = self._breaker._state_storage
+        if storage._fail_counter:
+            storage.reset_counter()
 
     def on_failure(self, exception: Exception) -> None:
         breaker: BreakerEngine = self._breaker
@@ -231,7 +238,7 @@ class _HalfOpen(_Outcomes, CircuitHalfOpenState):  # type: ignore[misc]
 
 
 _STATES: dict[CircuitBreakerState, type[Any]] = {
-    CircuitBreakerState.CLOSED: _Closed,
+    CircuitBreakerState.CLOSED: BreakerEngineClosed,
     CircuitBreakerState.OPEN: _Open,
     CircuitBreakerState.HALF_OPEN: _HalfOpen,
 }
@@ -278,11 +285,6 @@ class BreakerEngine(CircuitBreaker):  # type: ignore[misc]
             self.owner.state_changed(_NAMES[prev_state.state] if prev_state is not None else "closed", name)
         self.phase = name
         return state
-
-    def closed_state(self) -> BreakerOutcomes | None:
-        """The live closed state, whose outcome handling the fast path calls; None when not closed."""
-        state = self._state  # the state object itself: ``phase`` moves a moment before it
-        return state if state.__class__ is _Closed else None
 
     def call(self, func: Callable[..., Awaitable[T]], *args: Any) -> Awaitable[T]:
         """``func(*args)`` through the current state, which is read now, not when awaited."""

@@ -29,26 +29,23 @@ class Bulkhead:
     another loop are woken through that loop.
     """
 
-    __slots__ = ("_in_flight", "_lock", "_waiters", "max_concurrent", "max_waiting", "rejections")
+    __slots__ = ("_lock", "_waiters", "in_flight", "max_concurrent", "max_waiting", "rejections")
 
     def __init__(self, max_concurrent: int = 100, max_waiting: int = 100) -> None:
         _check(max_concurrent, max_waiting)
         self.max_concurrent = max_concurrent
         self.max_waiting = max_waiting
         self.rejections = 0
-        self._in_flight = 0
+        #: Calls holding a slot now (read-only outside: a plain attribute, not a property,
+        #: so that the client's check for a full bulkhead costs no call on every call).
+        self.in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._lock = threading.Lock()
 
     @property
-    def in_flight(self) -> int:
-        """Calls holding a slot now."""
-        return self._in_flight
-
-    @property
     def full(self) -> bool:
         """True when a call now would be refused: every slot taken and the queue full."""
-        return self._in_flight >= self.max_concurrent and len(self._waiters) >= self.max_waiting
+        return self.in_flight >= self.max_concurrent and len(self._waiters) >= self.max_waiting
 
     @property
     def queued(self) -> int:
@@ -61,8 +58,8 @@ class Bulkhead:
         lock = self._lock
         lock.acquire()
         try:
-            if self._in_flight < self.max_concurrent and not self._waiters:
-                self._in_flight += 1
+            if self.in_flight < self.max_concurrent and not self._waiters:
+                self.in_flight += 1
                 return True
             return False
         finally:
@@ -75,8 +72,8 @@ class Bulkhead:
         ``TimeoutError`` when the wait outlives ``timeout``.
         """
         with self._lock:
-            if self._in_flight < self.max_concurrent and not self._waiters:
-                self._in_flight += 1
+            if self.in_flight < self.max_concurrent and not self._waiters:
+                self.in_flight += 1
                 return
             if len(self._waiters) >= self.max_waiting or timeout <= 0:
                 self.rejections += 1
@@ -122,10 +119,10 @@ class Bulkhead:
         woken = []
         with self._lock:
             self.max_concurrent = max(1, limit)
-            while self._waiters and self._in_flight < self.max_concurrent:
+            while self._waiters and self.in_flight < self.max_concurrent:
                 waiter = self._waiters.popleft()
                 if not waiter.done():
-                    self._in_flight += 1
+                    self.in_flight += 1
                     woken.append(waiter)
         for waiter in woken:
             self._wake(waiter)
@@ -138,12 +135,12 @@ class Bulkhead:
         lock.acquire()
         try:
             # Over a lowered limit, the slot is retired instead of handed on.
-            while self._waiters and self._in_flight <= self.max_concurrent:
+            while self._waiters and self.in_flight <= self.max_concurrent:
                 waiter = self._waiters.popleft()
                 if not waiter.done():
                     break
             else:
-                self._in_flight -= 1
+                self.in_flight -= 1
                 return
         finally:
             lock.release()
@@ -175,5 +172,5 @@ class Bulkhead:
     def __repr__(self) -> str:
         return (
             f"Bulkhead(max_concurrent={self.max_concurrent}, max_waiting={self.max_waiting}, "
-            f"in_flight={self._in_flight}, queued={len(self._waiters)})"
+            f"in_flight={self.in_flight}, queued={len(self._waiters)})"
         )

@@ -9,6 +9,7 @@ cuts retries short; no retry sleeps past the deadline; and each attempt gets
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
@@ -279,7 +280,7 @@ class Pipeline:
         ):
             return None
         state = self.breaker.fast_state()
-        left = deadline.remaining()
+        left = deadline.remaining() if deadline.bounded else math.inf  # no call for the common call
         if state is None or left <= 0 or not self.bulkhead.try_acquire():
             return None
         if self.budget is not None:
