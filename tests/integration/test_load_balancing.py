@@ -25,6 +25,7 @@ from app.observability.metrics import MetricFamilies
 from app.observability.tracing import configure_tracing
 from app.resilience.clock import MONOTONIC
 from tests.support.clock import FakeClock
+from tests.support.heap import frozen_heap
 from tests.support.transports import transport_closed
 from tests.support.upstream import Upstream, delayed, json
 
@@ -148,7 +149,10 @@ async def test_a_slow_instance_gets_under_a_tenth_of_the_calls(
 
     await asyncio.gather(*(caller(10) for _ in range(8)))  # warm-up
     before, latencies[:] = _hits(slow), []
-    await asyncio.gather(*(caller(100) for _ in range(8)))
+    # Peak-EWMA takes a slow sample at once: a full collection of the test process's heap
+    # inside the window (80 ms) made the fast instances look slower than the slow one.
+    with frozen_heap():
+        await asyncio.gather(*(caller(100) for _ in range(8)))
     share = (_hits(slow) - before) / 800
     assert share < 0.10, share
     # The bulk of the calls see the fast instances' latency, not the slow one's. (The
@@ -182,7 +186,8 @@ async def test_a_fast_failing_instance_does_not_attract_calls(
     assert status is not None
     refused_before = next(r["requests"] for r in status["instances"] if r["url"].startswith(dead))
     answered_before = _hits(fleet[0]) + _hits(fleet[1])
-    await asyncio.gather(*(caller(50) for _ in range(8)))
+    with frozen_heap():  # the penalty decays in wall time: a collection's pause would shorten it
+        await asyncio.gather(*(caller(50) for _ in range(8)))
     status = client.policies.fleet_status()
     assert status is not None
     refused = next(r["requests"] for r in status["instances"] if r["url"].startswith(dead)) - refused_before

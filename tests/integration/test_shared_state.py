@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import math
 import random
@@ -18,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from app.state import GlobalRateLimiter, SharedState, SharedStateSettings
+from tests.support.heap import frozen_heap
 from tests.support.redis import LatencyProxy, RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,11 +216,7 @@ async def test_500_callers_with_a_slow_redis_keep_the_loop_responsive(redis_serv
                 await asyncio.sleep(rng.uniform(0.02, 0.05))
 
         lags = []
-        # The process's own heap (every test module imported so far) would make a full
-        # collection a pause of tens of ms: frozen, as a server freezes it after start-up.
-        gc.collect()
-        gc.freeze()
-        try:
+        with frozen_heap():  # a full collection of the test process's heap would be a pause of its own
             # Best of three: a spike from another process on this shared machine is not
             # ours; a block of ours would be in every run.
             for _ in range(3):
@@ -231,8 +227,6 @@ async def test_500_callers_with_a_slow_redis_keep_the_loop_responsive(redis_serv
                 lags.append(lag.worst)
                 if lag.worst < 0.005:
                     break
-        finally:
-            gc.unfreeze()
     assert min(lags) < 0.005, lags
     # Each caller cut at its own deadline, then local; the margin is the loop's own
     # scheduling of 500 callers on a loaded 2-core CI machine (15 ms was exceeded by 2 ms).
