@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
@@ -10,6 +11,7 @@ from app.auth import Credentials
 from app.clients.transport import DEADLINE_HEADER, Request, Transport
 from app.clients.wire_errors import closed_in_flight
 from app.errors import ClientClosedError, ClientConnectionError, ClientError, ClientTimeoutError
+from app.observability.call_log import CALLS_LOGGER
 from app.observability.context import attempt_span_var
 from app.resilience.pipeline import Attempt, raise_settled
 
@@ -19,6 +21,9 @@ if TYPE_CHECKING:
     from app.clients.base import BaseServiceClient
 
 __all__ = ["AuthorizedAttempt", "TransportAttempt"]
+
+_calls_logger = logging.getLogger(CALLS_LOGGER)
+_DEBUG = logging.DEBUG
 
 
 class TransportAttempt(Attempt[Any]):
@@ -55,9 +60,14 @@ class TransportAttempt(Attempt[Any]):
         return headers
 
     def answered(self) -> None:
-        """A bare send was answered: the observer told."""
-        out = self.out
-        self.client.observer.attempt_ended(out.record, None, None, out.params)
+        """A bare send was answered: the observer told, when it has something to do with it.
+
+        A bare attempt has no span: the observer's only work is the DEBUG line, so its
+        level is asked here, and the common attempt pays no call of the observer's.
+        """
+        if _calls_logger.isEnabledFor(_DEBUG):
+            out = self.out
+            self.client.observer.attempt_ended(out.record, None, None, out.params)
 
     def failed(self, error: BaseException) -> BaseException:
         """A bare send raised ``error``: the observer told, and the error to raise."""

@@ -121,7 +121,7 @@ def write_line(
 def _render(line: dict[str, Any], ts: str) -> str:
     """``line`` stamped ``ts``, as the formatter renders it: span ids when tracing is on, secrets masked."""
     line["ts"] = ts
-    if tracing.enabled:
+    if tracing.is_enabled():
         return _traced(line)
     # The formatter's dict is the head and then the fields: this one already is.
     try:
@@ -212,7 +212,7 @@ class CallLines:
     def render(self, call: CallEnd, ts: str) -> str:
         """The line of ``call`` stamped ``ts`` (a ``write_line`` renderer)."""
         record, seconds, outcome, error = call
-        if tracing.enabled:
+        if tracing.is_enabled():
             return _render(call_line(record, seconds, outcome, error), ts)
         attempts = record.attempts  # few values: part of the kind, not formatted per line
         kind = (

@@ -181,7 +181,7 @@ class CallObserver:
     @staticmethod
     def call_started(record: CallRecord, url: URL) -> bool:
         """A call is about to run: its span opens when tracing is on. True when it did."""
-        if not tracing.enabled:
+        if not tracing.is_enabled():
             return False
         record.span = start_call_span(record, url)
         return True
@@ -261,7 +261,13 @@ class CallObserver:
                 self.metrics.call(record.method, record.endpoint, outcome, record.status, seconds, 0)
                 if fallback:
                     self.metrics.fallback()
-        if self.log_calls and logger.isEnabledFor(_INFO):
+        # isEnabledFor(INFO) as it answers itself, without its call: not disabled, then its
+        # per-level cache (which logging clears on every level change), else the call.
+        if (
+            self.log_calls
+            and not logger.disabled
+            and (logger._cache.get(_INFO) or logger.isEnabledFor(_INFO))  # type: ignore[attr-defined]
+        ):
             self._log(record, seconds, outcome, error, sent, received)  # by position: the cheapest
 
     def _log(  # noqa: PLR0917 - once per call: positional arguments cost the least
