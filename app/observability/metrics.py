@@ -15,9 +15,8 @@ from __future__ import annotations
 import weakref
 from bisect import bisect_right
 from collections.abc import Callable
-from functools import reduce
-from operator import add
-from threading import Lock
+from math import isnan
+from threading import Lock, RLock
 from typing import Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
@@ -34,9 +33,11 @@ __all__ = [
     "BREAKER_STATE_VALUES",
     "Batched",
     "CALL_LABELS",
+    "Calls",
     "ClientMetrics",
     "MetricFamilies",
     "PEER",
+    "Refusals",
     "SERVER",
     "default_families",
 ]
@@ -58,6 +59,13 @@ _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 _UPPER_BOUNDS = upper_bounds(_BUCKETS)
 #: Where a duration cell keeps its sum: after one count per bucket.
 _SUM = len(_UPPER_BOUNDS)
+
+
+#: A call tally's finished calls: (method, endpoint, outcome, status) -> [attempts in all,
+#: then each call's seconds, in the order they ended].
+Calls = dict[tuple[str, str, Outcome, int | None], list[float]]
+#: A call tally's refused calls: (method, endpoint, reason, outcome) -> how many.
+Refusals = dict[tuple[str, str, Rejection, Outcome], int]
 
 
 class Batched(Protocol):
@@ -225,26 +233,39 @@ class MetricFamilies:
             [PEER],
             registry=registry,
         )
-        self._locks: dict[str, Lock] = {}
+        self._locks: dict[str, RLock] = {}
         self._locks_mutex = Lock()
-        # Whoever adds to these families' cells in batches (a client's refusal tally),
-        # settled before each of them is read: a scrape sees every refusal so far. Not
-        # this object's bound method on each family: families and family would be a
-        # reference cycle, left for the gc with everything they hold.
+        # Whoever adds to these families' cells in batches (a client's call tally),
+        # settled before each of them is read, alone or in a scrape: every call so far is
+        # seen. Not this object's bound method on each family: families and family would
+        # be a reference cycle, left for the gc with everything they hold.
         self._batches = _Batches()
-        for family in (self.requests, self.bulkhead_rejections, self.rejections, self.fallbacks):
+        for family in (
+            self.requests,
+            self.duration,
+            self.attempts,
+            self.bulkhead_rejections,
+            self.rejections,
+            self.fallbacks,
+        ):
             family.before_collect = self._batches
 
     def batching(self, source: Batched) -> None:
         """Settle ``source`` (held weakly) before every scrape of the families it adds to."""
         self._batches.add(source)
 
-    def lock(self, service: str) -> Lock:
-        """The lock held while adding to ``service``'s pre-aggregated series (one per service)."""
+    def lock(self, service: str) -> RLock:
+        """The lock held while adding to ``service``'s pre-aggregated series (one per service).
+
+        Re-entrant: a client's observer dropped unsettled adds its counts from its
+        ``__del__``, which the gc may run in this very thread inside a region holding it
+        (a collection starts at any allocation of a tracked object). The regions that
+        write cells make no such allocation, so such a nested add lands between them.
+        """
         with self._locks_mutex:
             found = self._locks.get(service)
             if found is None:
-                found = self._locks[service] = Lock()
+                found = self._locks[service] = RLock()
             return found
 
 
@@ -334,6 +355,18 @@ class ClientMetrics:
         finally:
             lock.release()
 
+    def add(self, calls: Calls, refusals: Refusals) -> None:
+        """A call tally's counts (see ``CallTally``): finished calls, then refused ones, by kind."""
+        for (method, endpoint, outcome, status), entry in calls.items():
+            latencies = entry[1:]
+            self.finished(method, endpoint, outcome, status, latencies, int(entry[0]))
+            if outcome == "fallback":
+                self.fallback(len(latencies))
+        for (method, endpoint, reason, outcome), count in refusals.items():
+            self.refused(method, endpoint, reason, outcome, count)
+            if outcome == "fallback":
+                self.fallback(count)
+
     def finished(  # noqa: PLR0917 - the tally's batch, by position as call()'s
         self,
         method: str,
@@ -350,23 +383,31 @@ class ClientMetrics:
         histogram gets what each call's own update gave it: prometheus_client puts a
         value in the first bucket whose bound is >= it, so the calls at or below each
         bound are ``bisect_right`` of the sorted seconds; the sum adds them in call order.
+        A NaN (a custom clock's) goes in no bucket and into the sum, as prometheus_client's.
+
+        Under the lock nothing is made that the gc tracks (only ints, floats and range
+        iterators): a collection cannot start there and run a finalizer that wants it.
         """
         key = (method, endpoint, outcome, status)
         cells = self._calls.get(key)
         if cells is None:
             cells = self._calls[key] = self._call_cells(key)
         requests, duration, sent = cells
-        ordered = sorted(latencies)
+        ordered = sorted([seconds for seconds in latencies if not isnan(seconds)])
         at_or_below = [bisect_right(ordered, bound) for bound in _UPPER_BOUNDS]
         lock = self._lock
         lock.acquire()
         try:
             requests[0] += len(latencies)
             below = 0
-            for bucket, count in enumerate(at_or_below):
+            for bucket in range(_SUM):
+                count = at_or_below[bucket]
                 duration[bucket] += count - below
                 below = count
-            duration[_SUM] = reduce(add, latencies, duration[_SUM])  # the float adding each gave
+            total = duration[_SUM]
+            for at in range(len(latencies)):
+                total += latencies[at]  # in call order: the float adding each in turn gave
+            duration[_SUM] = total
             sent[0] += attempts
         finally:
             lock.release()
@@ -424,8 +465,8 @@ class ClientMetrics:
             )
             count -= 1  # the two calls above counted one
         with self._lock:  # once a second, not once a refusal: the plain spelling
-            for cell in cells:
-                cell[0] += count
+            for at in range(len(cells)):  # a range, not the tuple's iterator: see MetricFamilies.lock
+                cells[at][0] += count
 
     def circuit(self, state: str) -> None:
         """Set the breaker-state gauge (also at start, so a healthy dependency shows as 0)."""
@@ -464,8 +505,8 @@ class ClientMetrics:
         lock = self._lock
         lock.acquire()
         try:
-            for cell in cells:
-                cell[0] += 1
+            for at in range(len(cells)):  # a range, not the tuple's iterator: see MetricFamilies.lock
+                cells[at][0] += 1
         finally:
             lock.release()
 

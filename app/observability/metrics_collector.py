@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from threading import Lock
+from threading import Lock, RLock
 from time import time
 
 from prometheus_client import CollectorRegistry
@@ -53,8 +53,11 @@ class _Family:
         self.labelnames = tuple(labelnames)
         # Label values -> (cell, creation time, the lock its writers hold). Insertion order is
         # the order series first appeared, which is the order prometheus_client exports them in.
-        self._series: dict[tuple[str, ...], tuple[Cell, float, Lock]] = {}
-        self._mutex = Lock()  # guards _series' shape (a new series, a scrape's copy), not the numbers
+        self._series: dict[tuple[str, ...], tuple[Cell, float, Lock | RLock]] = {}
+        # Guards _series' shape (a new series, a scrape's copy), not the numbers. Re-entrant,
+        # and nothing the gc tracks is made while it is held, for the same reason as the
+        # service locks (MetricFamilies.lock): a dropped observer's __del__ may add series.
+        self._mutex = RLock()
         #: Called before each scrape reads the series: lets batched writers add what they hold.
         self.before_collect: Callable[[], None] | None = None
         if registry is not None:
@@ -63,7 +66,7 @@ class _Family:
     def _size(self) -> int:
         return 1
 
-    def series(self, labelvalues: Sequence[object], lock: Lock) -> Cell:
+    def series(self, labelvalues: Sequence[object], lock: Lock | RLock) -> Cell:
         """The cell of one label set, made on first use (and kept: a series never disappears).
 
         Whoever adds to the cell holds ``lock`` while doing so; the same label set always
@@ -72,17 +75,17 @@ class _Family:
         key = tuple(str(v) for v in labelvalues)
         if len(key) != len(self.labelnames):
             raise ValueError(f"{self.name}: expected {len(self.labelnames)} label values, got {len(key)}")
+        made: tuple[Cell, float, Lock | RLock] = ([0] * self._size(), time(), lock)  # before the mutex
         with self._mutex:
-            found = self._series.get(key)
-            if found is None:
-                found = self._series[key] = ([0] * self._size(), time(), lock)
+            found = self._series.setdefault(key, made)
         return found[0]
 
-    def _snapshot(self) -> list[tuple[tuple[str, ...], tuple[Cell, float, Lock]]]:
+    def _snapshot(self) -> list[tuple[tuple[str, ...], tuple[Cell, float, Lock | RLock]]]:
         if self.before_collect is not None:
             self.before_collect()  # before the mutex: it may make new series
         with self._mutex:
-            return list(self._series.items())
+            series = self._series.copy()
+        return list(series.items())
 
     def describe(self) -> list[Metric]:
         """The family without samples: the registry reserves its names (and refuses duplicates)."""

@@ -13,7 +13,7 @@ from app.errors import ClientError, Outcome, Rejection
 from app.observability.call_log import CALLS_LOGGER, CallLines, call_line, fields_of, write_line
 from app.observability.metrics import ClientMetrics, MetricFamilies, default_families
 from app.observability.rolling import RollingStats
-from app.observability.tally import CallTally, RefusalLog
+from app.observability.tally import HELD_PER_KIND, CallTally, RefusalLog
 from app.observability.tracing import end_cancelled, end_span, start_attempt_span, start_call_span, tracing
 from app.redaction import REDACTED, is_secret_key, redact, truncate
 from app.resilience.clock import MONOTONIC, Clock
@@ -72,13 +72,14 @@ class CallObserver:
         self._lines = CallLines()
 
     def __del__(self) -> None:
-        # The last second's refusals of a client dropped without close(). Not a
+        # The last second's calls of a client dropped without close(), left for the next
+        # scrape (CallTally.leave: the gc may run this inside any of our locks). Not a
         # weakref.finalize: its registry would hold the tally, and through it the metric
         # families, until this observer went, so a registry's families (and prometheus_client's
         # own cycles in them) would reach the gc one collection later than the observer.
         tally = getattr(self, "_tally", None)  # None: __init__ did not get that far
         if tally is not None:
-            tally.settle()
+            tally.leave()
 
     # -- pipeline events ---------------------------------------------------------------
 
@@ -253,6 +254,8 @@ class CallObserver:
                     entry = tally.calls[key] = [0]
                 entry[0] += attempts
                 entry.append(seconds)
+                if len(entry) > HELD_PER_KIND:  # a busy second settles in slices (see CallTally)
+                    tally.settle_locked()
             finally:
                 lock.release()
         else:  # nothing sent (a policy refused it in the pipeline): no latency, counted at once

@@ -6,13 +6,18 @@ import math
 import threading
 from typing import TYPE_CHECKING
 
-from app.errors import Outcome, Rejection
+from app.observability.metrics import Calls, Refusals
 
 if TYPE_CHECKING:
     from app.observability.metrics import ClientMetrics
     from app.observability.rolling import RollingStats
 
-__all__ = ["CallTally", "RefusalLog"]
+__all__ = ["CallTally", "HELD_PER_KIND", "RefusalLog"]
+
+#: Calls of one kind held before the tally is settled within its second: the settling
+#: runs on the call that ends the batch, so what it sorts stays small (~0.1 ms of work,
+#: not the milliseconds a whole busy second's would take, once a second).
+HELD_PER_KIND = 1024
 
 
 class RefusalLog:
@@ -46,9 +51,9 @@ class CallTally:
     So every reader sees every call, each in the second it ended, and the same numbers:
     a histogram's buckets and count as each call's own update gave them, and its sum
     (each kind's seconds added in call order: the same float for one kind, within
-    rounding for kinds that share an endpoint's histogram). A second's seconds are held
-    until it is settled: at most what the process can call in a second (some tens of
-    thousands of floats).
+    rounding for kinds that share an endpoint's histogram). A kind's seconds are held
+    until it is settled, at most ``HELD_PER_KIND`` of them: a busy second is settled in
+    slices of that many.
 
     The observer writes ``calls``, ``counts``, ``second`` and ``until`` itself, under
     ``lock``: the per-call paths are its own, inline. ``logs`` is the observer's
@@ -58,9 +63,9 @@ class CallTally:
     __slots__ = ("__weakref__", "calls", "counts", "lock", "logs", "metrics", "second", "stats", "until")
 
     def __init__(self, stats: RollingStats, metrics: ClientMetrics | None) -> None:
-        #: Finished calls that sent an attempt: [attempts in all, seconds of each call...].
-        self.calls: dict[tuple[str, str, Outcome, int | None], list[float]] = {}
-        self.counts: dict[tuple[str, str, Rejection, Outcome], int] = {}
+        #: Finished calls that sent an attempt, by kind: [attempts in all, each call's seconds...].
+        self.calls: Calls = {}
+        self.counts: Refusals = {}
         #: The clock second counted (``int(now)``, as RollingStats buckets it), and its end.
         self.second = 0
         self.until = -math.inf  # the first call starts a second
@@ -85,28 +90,37 @@ class CallTally:
 
     def settle_locked(self) -> None:
         """``settle`` with ``lock`` held."""
-        second = self.second
-        metrics = self.metrics
-        calls = self.calls
-        if calls:
-            self.calls = {}
-            for (method, endpoint, outcome, status), entry in calls.items():
-                latencies = entry[1:]
-                self.stats.finished(outcome, latencies, second)
-                if metrics is not None:
-                    metrics.finished(method, endpoint, outcome, status, latencies, int(entry[0]))
-                    if outcome == "fallback":
-                        metrics.fallback(len(latencies))
-        counts = self.counts
-        if counts:
-            self.counts = {}
-            logs = self.logs
-            for (method, endpoint, reason, outcome), count in counts.items():
-                self.stats.refused(outcome, count, second)
-                sampled = logs.get(reason)
-                if sampled is not None:
-                    sampled.unlogged += count
-                if metrics is not None:
-                    metrics.refused(method, endpoint, reason, outcome, count)
-                    if outcome == "fallback":
-                        metrics.fallback(count)
+        calls, refusals = self.calls, self.counts
+        if not calls and not refusals:
+            return
+        self.calls, self.counts = {}, {}
+        second, stats, logs = self.second, self.stats, self.logs
+        for (_, _, outcome, _), entry in calls.items():
+            stats.finished(outcome, entry[1:], second)
+        for (_, _, reason, outcome), count in refusals.items():
+            stats.refused(outcome, count, second)
+            sampled = logs.get(reason)
+            if sampled is not None:
+                sampled.unlogged += count
+        if self.metrics is not None:
+            self.metrics.add(calls, refusals)
+
+    def leave(self) -> None:
+        """Its observer is going: what it counted goes into the metrics, this tally's lock only tried.
+
+        The observer's ``__del__`` calls this, and the gc may run that inside a region
+        holding this very lock, in this thread (a collection starts at any allocation of
+        a tracked object): waiting for it would be for ever. If anyone holds it, they
+        are settling (a going observer makes no calls) and take every count. The
+        metrics' locks are re-entrant, for the same reason (``MetricFamilies.lock``).
+        The rolling stats go with the observer: nothing can read them any more.
+        """
+        if not self.lock.acquire(blocking=False):
+            return
+        try:
+            calls, refusals = self.calls, self.counts
+            self.calls, self.counts = {}, {}
+        finally:
+            self.lock.release()
+        if (calls or refusals) and self.metrics is not None:
+            self.metrics.add(calls, refusals)

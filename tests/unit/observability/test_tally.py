@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import sys
 import threading
 import weakref
@@ -18,6 +19,7 @@ from app.errors import BulkheadFullError, CircuitBreakerOpenError, ClientError, 
 from app.observability.metrics import MetricFamilies
 from app.observability.observer import CallObserver
 from app.observability.rolling import RollingStats
+from app.observability.tally import HELD_PER_KIND
 from app.resilience.pipeline import CallRecord
 
 OPEN = CircuitBreakerOpenError(service_name="up", method="GET", endpoint="x", attempts=0)
@@ -380,3 +382,86 @@ def test_an_observer_in_a_cycle_goes_with_its_families_in_one_collection() -> No
         gc.garbage.clear()
         gc.enable()
     assert left == []
+
+
+def test_each_family_read_alone_sees_the_seconds_calls() -> None:
+    """The histogram and the attempts counter settle the tally too when collected without the others."""
+    registry = CollectorRegistry()
+    families = MetricFamilies(registry)
+    observer = CallObserver("up", log_calls=False, families=families, clock=FakeClock(1000.0))
+    _finish(observer, 0.01, attempts=2)
+    (duration,) = families.duration.collect()
+    assert [s.value for s in duration.samples if s.name.endswith("_count")] == [1.0]
+    _finish(observer, 0.02, attempts=3)
+    (attempts,) = families.attempts.collect()
+    assert [s.value for s in attempts.samples if s.name.endswith("_total")] == [5.0]
+    restricted = registry.restricted_registry([f"{DURATION}_count"])  # a filtered scrape (?name[]=)
+    _finish(observer, 0.03)
+    counts = [s.value for m in restricted.collect() for s in m.samples if s.name == f"{DURATION}_count"]
+    assert counts == [3.0]
+
+
+def test_a_nan_duration_goes_in_no_bucket_and_moves_no_other() -> None:
+    """As prometheus_client's Histogram: the NaN (a custom clock's) only in the sum; the rest where they belong."""
+    registry, reference = CollectorRegistry(), CollectorRegistry()
+    observer = _observer(FakeClock(1000.0), registry)
+    each = Histogram("ref", "each call observed", buckets=BUCKETS, registry=reference)
+    for seconds in (0.5, math.nan, 0.002, 3.0, 0.0001):
+        _finish(observer, seconds)
+        each.observe(seconds)
+    got, expected = _histogram(registry, DURATION, ENDPOINT), _histogram(reference, "ref", {})
+    assert math.isnan(got.pop("sum"))
+    assert math.isnan(expected.pop("sum"))
+    assert got == expected
+
+
+def test_a_busy_second_is_settled_in_slices() -> None:
+    """Past HELD_PER_KIND calls of a kind the tally settles within the second: what one call sorts stays small."""
+    observer = _observer(FakeClock(1000.0), CollectorRegistry())
+    for _ in range(HELD_PER_KIND * 2 + 5):
+        _finish(observer, 0.001)
+        assert len(observer._tally.calls.get(("GET", "x", "success", 200), [0])) <= HELD_PER_KIND + 1
+    assert observer.stats.snapshot()["counts"]["success"] == HELD_PER_KIND * 2 + 5
+
+
+def _in_a_thread(work: Callable[[], None]) -> bool:
+    """Whether ``work`` finished (in a thread of its own) within a few seconds: False is a hang."""
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    return not thread.is_alive()
+
+
+def test_an_observer_collected_inside_its_services_lock_adds_its_counts_without_a_hang() -> None:
+    """The gc may run a dropped observer's __del__ where this thread holds the service's metrics lock."""
+    registry = CollectorRegistry()
+    families = MetricFamilies(registry)
+
+    def work() -> None:
+        dropped = CallObserver("up", log_calls=False, families=families, clock=FakeClock(1000.0))
+        dropped.itself = dropped  # type: ignore[attr-defined] - in a cycle: only the gc frees it
+        _finish(dropped, 0.01)
+        _refuse(dropped, OPEN, 2)
+        del dropped
+        with families.lock("up"):  # as ClientMetrics holds it while adding to the cells
+            gc.collect()  # a collection that started at an allocation in there
+
+    assert _in_a_thread(work)
+    assert _sample(registry, f"{DURATION}_count", **ENDPOINT) == 1
+    assert _sample(registry, "service_client_rejections_total", reason="breaker_open") == 2
+
+
+def test_an_observer_collected_while_its_own_tally_is_held_does_not_hang() -> None:
+    """Its tally's lock held in this thread (a settle the gc interrupted): __del__ leaves it to that settle."""
+    registry = CollectorRegistry()
+
+    def work() -> None:
+        dropped = _observer(FakeClock(1000.0), registry)
+        dropped.itself = dropped  # type: ignore[attr-defined]
+        _finish(dropped, 0.01)
+        lock = dropped._tally.lock
+        del dropped
+        with lock:
+            gc.collect()
+
+    assert _in_a_thread(work)
