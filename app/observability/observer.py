@@ -72,8 +72,9 @@ class CallObserver:
         self._lines = CallLines()
 
     def __del__(self) -> None:
-        # The last second's calls of a client dropped without close(), left for the next
-        # scrape (CallTally.leave: the gc may run this inside any of our locks). Not a
+        # The last second's calls of a client dropped without close(), into the metrics
+        # (CallTally.leave: the gc may run this inside any lock of ours, so none is waited
+        # for; the rolling stats go with the observer). Not a
         # weakref.finalize: its registry would hold the tally, and through it the metric
         # families, until this observer went, so a registry's families (and prometheus_client's
         # own cycles in them) would reach the gc one collection later than the observer.
