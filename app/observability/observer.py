@@ -69,7 +69,8 @@ class CallObserver:
         # Calls are counted per clock second, and added to the stats and metrics in
         # batches (see CallTally); the rest are settled when this observer goes (__del__).
         self._tally = CallTally(self.stats, self.metrics)
-        self._lines = CallLines()
+        # The renderer of this client's common lines, bound once: not a bound method per call.
+        self._render_line = CallLines().render
 
     def __del__(self) -> None:
         # The last second's calls of a client dropped without close(), into the metrics
@@ -292,7 +293,7 @@ class CallObserver:
             and (sent is None or not self.log_request_body)
             and (received is None or not self.log_response_body)
         )
-        if plain and write_line(logger, _INFO, (record, seconds, outcome, error), self._lines.render):
+        if plain and write_line(logger, _INFO, (record, seconds, outcome, error), self._render_line):
             return
         line = call_line(record, seconds, outcome, error)
         if not plain:

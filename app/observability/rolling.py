@@ -80,11 +80,9 @@ class RollingStats:
         place, unless it has left the window already.
         """
         with self._lock:
-            bucket = self._bucket_at(second)
+            bucket = self._counted(outcome, len(latencies), second)
             if bucket is None:
                 return
-            outcomes = bucket.outcomes
-            outcomes[outcome] = outcomes.get(outcome, 0) + len(latencies)
             room = _MAX_SAMPLES - len(bucket.latencies)
             if room > 0:
                 bucket.latencies.extend(latencies[:room])
@@ -97,14 +95,17 @@ class RollingStats:
         in its place, unless it has left the window already.
         """
         with self._lock:
-            if second is None:
-                second = int(self._clock.now())
-            bucket = self._bucket_at(second)
-            if bucket is None:
-                return
+            bucket = self._counted(outcome, count, int(self._clock.now()) if second is None else second)
+            if bucket is not None:
+                bucket.rejections += count
+
+    def _counted(self, outcome: Outcome, count: int, second: int) -> _Bucket | None:
+        """With the lock held: ``count`` calls of ``outcome`` in ``second``'s bucket (None: it has left)."""
+        bucket = self._bucket_at(second)
+        if bucket is not None:
             outcomes = bucket.outcomes
             outcomes[outcome] = outcomes.get(outcome, 0) + count
-            bucket.rejections += count
+        return bucket
 
     def _bucket_at(self, second: int) -> _Bucket | None:
         """The bucket of ``second``, made if need be; None when the window has moved past it."""
