@@ -65,7 +65,12 @@ class TransportAttempt(Attempt[Any]):
         A bare attempt has no span: the observer's only work is the DEBUG line, so its
         level is asked here, and the common attempt pays no call of the observer's.
         """
-        if _calls_logger.isEnabledFor(_DEBUG):
+        # isEnabledFor(DEBUG) as it answers itself: logging's per-level cache first (it
+        # clears it on every level change), the call only when the level is not in it.
+        enabled = _calls_logger._cache.get(_DEBUG)  # type: ignore[attr-defined]
+        if enabled is None:
+            enabled = _calls_logger.isEnabledFor(_DEBUG)
+        if enabled and not _calls_logger.disabled:
             out = self.out
             self.client.observer.attempt_ended(out.record, None, None, out.params)
 

@@ -51,6 +51,7 @@ from app.errors import (
 )
 from app.observability.context import inbound_deadline_var, request_id_var
 from app.observability.request_ids import new_request_id
+from app.observability.tracing import tracing
 from app.resilience.clock import MONOTONIC, Clock
 from app.resilience.deadline import Deadline
 from app.resilience.pipeline import CallRecord, Pipeline
@@ -429,7 +430,8 @@ class BaseServiceClient:
             hdrs,
             dict(params) if params else None,
             self.config.propagate_deadline and deadline.bounded,
-            self.observer.call_started(record, url),
+            # Tracing asked here first: with it off (the common case) no observer call.
+            tracing.is_enabled() and self.observer.call_started(record, url),
         )
         if _conditional is not None:
             hdrs.update(_conditional)  # out.headers: the same dict
