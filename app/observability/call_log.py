@@ -27,7 +27,6 @@ CALLS_LOGGER = "app.clients"
 
 _root = logging.root
 _LogRecord = logging.LogRecord
-_NoneType = type(None)
 L = TypeVar("L")
 #: ".0", ".001" to ".999" without trailing zeros: whole milliseconds' fractions as repr writes them.
 _FRACTIONS = (".0", *(f".{micros:03d}".rstrip("0") for micros in range(1, 1000)))
