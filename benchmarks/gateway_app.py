@@ -3,7 +3,8 @@
 ``python -m benchmarks.gateway_app PORT UPSTREAM`` serves it with uvicorn, one worker.
 
 * ``/bench/framework``: the upstream called through the framework, the client injected
-  by the container (``Depends(AsyncProvide[...])`` and ``@inject``).
+  by the container (``Depends(AsyncProvide[...])`` and ``@inject``), on the gateway's
+  route class (``InjectedRoute``, as its own routers are); the other routes take none.
 * ``/bench/raw``: the same route by hand: one module-level aiohttp session, no DI.
 """
 
@@ -20,13 +21,14 @@ from fastapi import APIRouter, Request, Response
 
 from app.api.deps import AnalysisEngineDep
 from app.api.responses import JsonBytesResponse
+from app.api.routing import InjectedRoute
 from app.clients import ClientConfig
 from app.containers import Container
 from app.main import create_app
 from app.observability.logging import configure_logging
 from settings import Settings
 
-router = APIRouter()
+router = APIRouter(route_class=InjectedRoute)
 _session: aiohttp.ClientSession | None = None
 _upstream = ""
 

@@ -2,5 +2,6 @@
 
 from app.api.errors import install_error_handlers, status_for
 from app.api.middleware import RequestContextMiddleware
+from app.api.routing import InjectedRoute
 
-__all__ = ["RequestContextMiddleware", "install_error_handlers", "status_for"]
+__all__ = ["InjectedRoute", "RequestContextMiddleware", "install_error_handlers", "status_for"]

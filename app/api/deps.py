@@ -39,7 +39,8 @@ def UpstreamClient(name: str) -> Any:  # noqa: N802 - a marker, capitalised like
 
     For an upstream of your own: ``PricingDep = Annotated[PricingClient, UpstreamClient("pricing")]``
     and a route parameter ``client: PricingDep``, with ``@inject`` innermost, in a module
-    ``create_app`` wires (pass its router in ``routers=``). The client is the one the
+    ``create_app`` wires (pass its router in ``routers=``; ``route_class=InjectedRoute``
+    on that router saves FastAPI's and ``@inject``'s work per request). The client is the one the
     lifespan opened, an instance of the class bound to ``name`` (``@upstream_client``);
     ``app.clients.testing.override_client`` swaps it.
     """

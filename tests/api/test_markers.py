@@ -11,34 +11,36 @@ import pytest
 from dependency_injector import providers
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, Depends, FastAPI, WebSocket
+from fastapi.routing import APIRoute, APIWebSocketRoute
 
 from app.api import deps
 from app.api.deps import AnalysisEngineDep, LifecycleDep, UpstreamClient
 from app.api.markers import AsyncProvide
+from app.api.routing import InjectedRoute
 from app.clients import AnalysisEngineClient
 from app.clients.testing import override_client
 from app.containers import Container
 from app.main import create_app
 from tests.support.asgi import serve
 
-router = APIRouter()
+plain = APIRouter()
 
 
-@router.get("/which")
+@plain.get("/which")
 @inject
 async def which(client: AnalysisEngineDep) -> dict[str, Any]:
     """The injected client's identity."""
     return {"id": id(client), "type": type(client).__name__}
 
 
-@router.get("/which-by-name")
+@plain.get("/which-by-name")
 @inject
 async def which_by_name(client: AnalysisEngineClient = UpstreamClient("analysis_engine")) -> dict[str, Any]:  # noqa: B008
     """The same client through the by-name marker."""
     return {"id": id(client)}
 
 
-@router.websocket("/ws")
+@plain.websocket("/ws")
 @inject
 async def ws(websocket: WebSocket, lifecycle: LifecycleDep) -> None:
     """A WebSocket route: FastAPI hands markers a WebSocket, not a Request."""
@@ -47,7 +49,7 @@ async def ws(websocket: WebSocket, lifecycle: LifecycleDep) -> None:
     await websocket.close()
 
 
-@router.get("/lifecycle")
+@plain.get("/lifecycle")
 @inject
 async def lifecycle_route(lifecycle: LifecycleDep) -> dict[str, Any]:
     """What the container's ``lifecycle`` provides, by class name."""
@@ -59,13 +61,34 @@ async def lifecycle_of(lifecycle: LifecycleDep) -> AsyncIterator[Any]:
     yield lifecycle
 
 
-@router.get("/lifecycle-twice")
+@plain.get("/lifecycle-twice")
 @inject
 async def lifecycle_twice(
     lifecycle: LifecycleDep, via: Annotated[Any, Depends(lifecycle_of)]
 ) -> dict[str, Any]:
     """The alias twice in one request: directly and through a generator dependency."""
     return {"same": lifecycle is via, "type": type(lifecycle).__name__}
+
+
+def _copied(routes: APIRouter, route_class: type[APIRoute]) -> APIRouter:
+    """``routes``' endpoints again, on a router of ``route_class``."""
+    copy = APIRouter(route_class=route_class)
+    for route in routes.routes:
+        if isinstance(route, APIRoute):
+            copy.add_api_route(route.path, route.endpoint, methods=list(route.methods))
+        elif isinstance(route, APIWebSocketRoute):
+            copy.add_api_websocket_route(route.path, route.endpoint)
+    return copy
+
+
+#: Every test here runs on FastAPI's own routes and on the gateway's InjectedRoute.
+ROUTERS = {"APIRoute": plain, "InjectedRoute": _copied(plain, InjectedRoute)}
+
+
+@pytest.fixture(params=sorted(ROUTERS))
+def router(request: pytest.FixtureRequest) -> APIRouter:
+    """The test routes, on each route class."""
+    return ROUTERS[request.param]
 
 
 class Fake:
@@ -100,7 +123,9 @@ async def _get(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
         return body
 
 
-async def test_routes_get_the_lifespan_client_and_overrides(container: Container, http: Any) -> None:
+async def test_routes_get_the_lifespan_client_and_overrides(
+    container: Container, http: Any, router: APIRouter
+) -> None:
     app: FastAPI = create_app(container, routers=[router])
     async with serve(app) as base:
         opened = await container.analysis_engine.client()
@@ -114,7 +139,7 @@ async def test_routes_get_the_lifespan_client_and_overrides(container: Container
         assert (await _get(http, f"{base}/which"))["id"] == id(opened)
 
 
-async def test_no_task_per_request_for_injection(container: Container, http: Any) -> None:
+async def test_no_task_per_request_for_injection(container: Container, http: Any, router: APIRouter) -> None:
     """dependency-injector's own resolution of an async Resource wraps it in a task and a gather."""
     app = create_app(container, routers=[router])
     loop = asyncio.get_running_loop()
@@ -132,7 +157,7 @@ async def test_no_task_per_request_for_injection(container: Container, http: Any
 
 @pytest.mark.parametrize("state", ["missing", "none"])
 async def test_an_app_without_a_container_falls_back_to_inject(
-    container: Container, http: Any, state: str
+    container: Container, http: Any, state: str, router: APIRouter
 ) -> None:
     """A wired route mounted on an app of one's own (no ``app.state.container``) still gets its client."""
     create_app(container, routers=[router])  # wires this module to ``container``
@@ -145,7 +170,7 @@ async def test_an_app_without_a_container_falls_back_to_inject(
         assert (await _get(http, f"{base}/which"))["id"] == id(opened)
 
 
-async def test_websocket_routes_get_their_dependencies(container: Container) -> None:
+async def test_websocket_routes_get_their_dependencies(container: Container, router: APIRouter) -> None:
     """Driven over ASGI directly: the test server (uvicorn) has no WebSocket library here."""
     app = create_app(container, routers=[router])
     incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -169,7 +194,7 @@ async def test_websocket_routes_get_their_dependencies(container: Container) -> 
 
 
 async def test_an_override_that_answers_every_attribute_is_not_awaited(
-    container: Container, http: Any
+    container: Container, http: Any, router: APIRouter
 ) -> None:
     app = create_app(container, routers=[router])
     async with serve(app) as base:
@@ -188,7 +213,7 @@ class Counted:
 
 
 async def test_a_request_scoped_generator_dependency_shares_the_markers_value(
-    container: Container, http: Any
+    container: Container, http: Any, router: APIRouter
 ) -> None:
     """A generator dependency of the default scope may depend on an alias, sharing its value.
 
@@ -210,7 +235,9 @@ async def _fake() -> Fake:
     return Fake()
 
 
-async def test_an_override_answering_a_coroutine_is_awaited(container: Container, http: Any) -> None:
+async def test_an_override_answering_a_coroutine_is_awaited(
+    container: Container, http: Any, router: APIRouter
+) -> None:
     """Not only a Resource's finished future: any awaitable answer is awaited."""
     app = create_app(container, routers=[router])
     async with serve(app) as base:

@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from app.api.deps import BearerDep, DependencyViewsDep, SettingsDep
 from app.api.errors import ERROR_RESPONSES, error_responses
 from app.api.responses import JsonBytesResponse
+from app.api.routing import InjectedRoute
 from app.api.schemas import BreakerAction
 from app.observability.status import DependencyView
 from app.state import SharedStateUnavailable
@@ -24,6 +25,7 @@ __all__ = ["router"]
 # create_app includes this router only when the settings enable it (admin_active):
 # otherwise these paths do not exist, and answer 404 like any unknown path.
 router = APIRouter(
+    route_class=InjectedRoute,
     prefix="/api/v1/resilience",
     tags=["admin"],
     responses={

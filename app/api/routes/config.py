@@ -8,12 +8,13 @@ from fastapi import APIRouter, Response
 
 from app.api.deps import ConfigStoreDep, SharedStateDep
 from app.api.responses import JsonBytesResponse
+from app.api.routing import InjectedRoute
 from app.api.schemas import ConfigView
 from app.live_config import replica_versions
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["observability"])
+router = APIRouter(route_class=InjectedRoute, tags=["observability"])
 
 
 @router.get("/api/v1/config", response_model=ConfigView)

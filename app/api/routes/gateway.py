@@ -14,13 +14,14 @@ from app.api.deps import AnalysisEngineDep, MLWorkbenchDep, SettingsDep
 from app.api.errors import ERROR_RESPONSES, request_error
 from app.api.indicators import INDICATORS_PATTERN, parse_indicators
 from app.api.responses import JsonBytesResponse
+from app.api.routing import InjectedRoute
 from app.api.schemas import Signal
 from app.api.signals import INDICATORS_ENDPOINT, REGIME_ENDPOINT, build_signal
 from app.clients.contracts import MAX_CANDLES, IndicatorsResponse, RegimeResponse, Timeframe
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["gateway"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=InjectedRoute, prefix="/api/v1", tags=["gateway"], responses=ERROR_RESPONSES)
 
 Symbol = Annotated[
     str,

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Response
 
 from app.api.deps import DependencyViewsDep, LifecycleDep
 from app.api.responses import JsonBytesResponse
+from app.api.routing import InjectedRoute
 from app.api.schemas import Health, Readiness
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=InjectedRoute, tags=["health"])
 
 
 @router.get("/health", response_model=Health)

@@ -16,13 +16,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from app.api.deps import ConfigStoreDep, DependencyViewsDep, LifecycleDep
 from app.api.responses import JsonBytesResponse
+from app.api.routing import InjectedRoute
 from app.api.schemas import ResilienceStatus
 from app.observability.status import DependencyView
 from settings import ConfigStore
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["observability"])
+router = APIRouter(route_class=InjectedRoute, tags=["observability"])
 
 #: The page is one file with its script and styles inline: nothing is fetched from outside.
 DASHBOARD_HTML = files("app.api").joinpath("dashboard.html").read_text(encoding="utf-8")
