@@ -47,12 +47,23 @@ class InjectedRoute(APIRoute):
     ``@inject`` knows of has been resolved to a value (otherwise through it, as before).
 
     Everything else is FastAPI's own handler: parameters, body, 422s, other dependencies
-    (router-level ones too), background tasks, the response model. A marker FastAPI would
-    share with another dependency (it appears twice in the route's tree) is left to
-    FastAPI. A request while ``app.dependency_overrides`` holds anything takes FastAPI's
-    unchanged handler: an override may replace a marker, or depend on one. Overriding the
-    container's provider (``container.x.override()``) needs neither: the marker calls the
-    provider, which honours it.
+    (router-level ones too), background tasks, the response model. Left to FastAPI, as
+    declared: a marker it would share with another dependency (it appears twice in the
+    route's tree), one under ``max_concurrency``, and a subclass asking for more than the
+    connection (or sync). A request while ``app.dependency_overrides`` holds anything (read
+    as the request starts) takes FastAPI's unchanged handler: an override may replace a
+    marker, or depend on one. Overriding the container's provider (``container.x.override()``)
+    needs neither: the marker calls the provider, which honours it.
+
+    What differs from FastAPI's route, on purpose:
+
+    * the markers are resolved last, after the parameters are validated and the other
+      dependencies solved (FastAPI: in declaration order, before the parameters), so a bad
+      request gets its 422 without a provider being called;
+    * so FastAPI's own tracing counts a provider's time in the endpoint's span, not the
+      dependencies', and its telemetry's values hold the request, not the markers' values;
+    * a validation error names the route's own function and file (FastAPI's route names
+      ``@inject``'s wrapper's file, in dependency-injector).
 
     Use it as a router's ``route_class`` (the gateway's routers do).
     """
@@ -108,35 +119,91 @@ def _without_markers(dependant: Dependant) -> Dependant | None:
     markers: list[tuple[str, AsyncProvide]] = []
     kept: list[Dependant] = []
     for sub in dependant.dependencies:
-        marker = sub.call
         # Once in the tree: FastAPI would share a marker's value between its uses.
-        if isinstance(marker, AsyncProvide) and sub.name is not None and sum(c is marker for c in calls) == 1:
-            markers.append((sub.name, marker))
+        handed = _handed(sub)
+        if handed is not None and sum(c is sub.call for c in calls) == 1:
+            markers.append(handed)
         else:
             kept.append(sub)
     if not markers:
         return None
-    own_request = dependant.request_param_name
-    key = own_request or _REQUEST
+    key = dependant.request_param_name or _REQUEST
+    if key == _REQUEST and key in _names(dependant):
+        return None
+    return dataclasses.replace(
+        dependant, dependencies=kept, call=_stand_in(endpoint, tuple(markers), key), request_param_name=key
+    )
+
+
+def _handed(sub: Dependant) -> tuple[str, AsyncProvide] | None:
+    """``sub``'s name and marker, if the stand-in can resolve it as FastAPI would: nothing else asked."""
+    marker, name = sub.call, sub.name
+    if name is None or not isinstance(marker, AsyncProvide) or sub.concurrency is not None:
+        return None  # concurrency: Depends(max_concurrency=...), FastAPI's semaphore
+    # A subclass may ask for more than the connection, which only FastAPI's solving supplies,
+    # or be sync (FastAPI runs it in its threadpool).
+    fields = (sub.path_params, sub.query_params, sub.header_params, sub.cookie_params, sub.body_params)
+    specials = (sub.websocket_param_name, sub.response_param_name, sub.background_tasks_param_name)
+    if any(fields) or any(specials) or sub.security_scopes_param_name or sub.dependencies:
+        return None
+    if (sub.http_connection_param_name is None) == (sub.request_param_name is None):
+        return None  # not exactly one parameter for the connection
+    if not inspect.iscoroutinefunction(type(marker).__call__):
+        return None
+    return name, marker
+
+
+def _names(dependant: Dependant) -> set[str | None]:
+    """Every name ``dependant`` gives the values its endpoint is called with."""
+    fields = [*dependant.path_params, *dependant.query_params, *dependant.header_params]
+    fields += [*dependant.cookie_params, *dependant.body_params]
+    specials = [
+        dependant.websocket_param_name,
+        dependant.http_connection_param_name,
+        dependant.response_param_name,
+    ]
+    specials += [dependant.background_tasks_param_name, dependant.security_scopes_param_name]
+    return {f.name for f in fields} | {sub.name for sub in dependant.dependencies} | set(specials)
+
+
+#: One stand-in per endpoint, markers and request key: kept, so that rebuilding a route (every
+#: app, every inclusion) reuses it, and FastAPI's error contexts, cached by a callable's id,
+#: never meet a freed stand-in's id again.
+_STAND_INS: dict[
+    tuple[Callable[..., Any], tuple[tuple[str, AsyncProvide], ...], str], Callable[..., Any]
+] = {}
+
+
+def _stand_in(
+    endpoint: Callable[..., Any], markers: tuple[tuple[str, AsyncProvide], ...], key: str
+) -> Callable[..., Any]:
+    """The endpoint's stand-in: resolves ``markers`` with the request under ``key``, then calls it."""
+    memo = (endpoint, markers, key)
+    known = _STAND_INS.get(memo)
+    if known is not None:
+        return known
+    own_request = key != _REQUEST
     direct = _past_inject(endpoint, {name for name, _ in markers})
-    resolved = tuple(markers)
 
     async def stand_in(**values: Any) -> Any:
         request = values[key] if own_request else values.pop(key)
         target = direct
-        for name, marker in resolved:
+        for name, marker in markers:
             value = await marker(request)
             if value is marker:  # no container in the app's state: @inject resolves it, as before
                 target = None
             values[name] = value
         return await (target or endpoint)(**values)
 
+    # FastAPI's tracing and error messages name the callable they are given: the endpoint's names.
+    stand_in.__module__ = getattr(endpoint, "__module__", stand_in.__module__)
     stand_in.__name__ = getattr(endpoint, "__name__", stand_in.__name__)
     stand_in.__qualname__ = getattr(endpoint, "__qualname__", stand_in.__qualname__)
     stand_in.__doc__ = endpoint.__doc__
     if _ENDPOINT_CONTEXTS is not None:
         _ENDPOINT_CONTEXTS[id(stand_in)] = fastapi_routing._extract_endpoint_context(inspect.unwrap(endpoint))
-    return dataclasses.replace(dependant, dependencies=kept, call=stand_in, request_param_name=key)
+    _STAND_INS[memo] = stand_in
+    return stand_in
 
 
 def _past_inject(endpoint: Callable[..., Any], resolved: set[str]) -> Callable[..., Any] | None:

@@ -8,15 +8,17 @@ from typing import Annotated, Any, get_args
 
 import aiohttp
 import pytest
-from dependency_injector import wiring
+from dependency_injector import providers, wiring
 from dependency_injector.wiring import inject
-from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Header, Query, Request
 from fastapi import routing as fastapi_routing
 from fastapi.dependencies import utils as fastapi_dependencies
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.requests import HTTPConnection
 
+from app.api import routing
 from app.api.deps import AnalysisEngineDep, LifecycleDep
 from app.api.markers import AsyncProvide
 from app.api.routing import InjectedRoute
@@ -45,6 +47,82 @@ async def item_route(
     """Path and query parameters, the route's own request, a background task and a marker."""
     background.add_task(calls.append, "background")
     return {"item": item, "limit": limit, "path": request.url.path, "client": id(client)}
+
+
+class Tagged(AsyncProvide):  # type: ignore[misc] - Provide is untyped
+    """A marker subclass asking FastAPI for a header of its own."""
+
+    async def __call__(self, connection: HTTPConnection, x_tag: Annotated[str, Header()] = "none") -> Any:
+        return f"{type(await super().__call__(connection)).__name__}@{x_tag}"
+
+
+@injected.get("/tagged")
+@inject
+async def tagged_route(tagged: Annotated[str, Depends(Tagged[Container.lifecycle], scope="request")]) -> str:
+    """A marker subclass with a parameter of its own."""
+    return tagged
+
+
+class Synchronous(AsyncProvide):  # type: ignore[misc] - Provide is untyped
+    """A marker subclass with a sync ``__call__``: FastAPI runs it in its threadpool."""
+
+    def __call__(self, request: Request) -> Any:  # type: ignore[override] - sync on purpose
+        return f"sync:{request.url.path}"
+
+
+class Bare(AsyncProvide):  # type: ignore[misc] - Provide is untyped
+    """A marker subclass asking for nothing, not even the connection."""
+
+    async def __call__(self) -> Any:  # type: ignore[override] - no connection on purpose
+        return "bare"
+
+
+class OwnCall(AsyncProvide):  # type: ignore[misc] - Provide is untyped
+    """A marker subclass asking for the request alone: the stand-in calls it, as FastAPI would."""
+
+    async def __call__(self, request: Request) -> Any:
+        return f"own:{type(await super().__call__(request)).__name__}"
+
+
+@injected.get("/synchronous")
+@inject
+async def synchronous_route(
+    value: Annotated[str, Depends(Synchronous[Container.lifecycle], scope="request")],
+) -> str:
+    """A sync marker subclass."""
+    return value
+
+
+@injected.get("/bare")
+@inject
+async def bare_route(value: Annotated[str, Depends(Bare[Container.lifecycle], scope="request")]) -> str:
+    """A marker subclass without a connection parameter."""
+    return value
+
+
+@injected.get("/own-call")
+@inject
+async def own_call_route(
+    value: Annotated[str, Depends(OwnCall[Container.lifecycle], scope="request")],
+) -> str:
+    """A marker subclass the stand-in can call."""
+    return value
+
+
+@injected.get("/limited")
+@inject
+async def limited_route(
+    limited: Annotated[Any, Depends(AsyncProvide[Container.lifecycle], scope="request", max_concurrency=1)],
+) -> str:
+    """A marker under FastAPI's concurrency limit."""
+    return type(limited).__name__
+
+
+@injected.get("/key-taken")
+@inject
+async def key_taken_route(lifecycle: LifecycleDep, _injected_route_request: str = "") -> str:
+    """A query parameter named as the stand-in's key for the request."""
+    return f"{type(lifecycle).__name__}:{_injected_route_request}"
 
 
 @injected.get("/sync")
@@ -87,8 +165,10 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     return counts
 
 
-async def _json(http: aiohttp.ClientSession, url: str, status: int = 200) -> Any:
-    async with http.get(url) as resp:
+async def _json(
+    http: aiohttp.ClientSession, url: str, status: int = 200, headers: dict[str, str] | None = None
+) -> Any:
+    async with http.get(url, headers=headers) as resp:
         assert resp.status == status, await resp.text()
         return await resp.json()
 
@@ -189,3 +269,84 @@ def test_the_gateways_routers_use_it() -> None:
     api_routes = [r for r in routes if isinstance(r, APIRoute)]
     assert api_routes, "no routes found"
     assert {type(r) for r in api_routes} == {InjectedRoute}
+
+
+@pytest.mark.parametrize(
+    ("path", "answer"),
+    [
+        ("/tagged", "Lifecycle@acme"),
+        ("/synchronous", "sync:/synchronous"),
+        ("/bare", "bare"),
+        ("/limited", "Lifecycle"),
+        ("/key-taken?_injected_route_request=mine", "Lifecycle:mine"),
+    ],
+)
+async def test_markers_that_ask_for_more_are_left_to_fastapi(
+    container: Container, http: aiohttp.ClientSession, spies: dict[str, int], path: str, answer: str
+) -> None:
+    """A subclass with parameters of its own, a concurrency limit, a name taken: FastAPI solves the marker."""
+    app = create_app(container, routers=[injected])
+    async with serve(app) as base:
+        assert await _json(http, f"{base}{path}", headers={"X-Tag": "acme"}) == answer
+    assert spies["marker solved by FastAPI"] == 1
+
+
+async def test_a_bad_request_is_refused_before_any_marker_runs(
+    container: Container, http: aiohttp.ClientSession
+) -> None:
+    """Unlike FastAPI's order (dependencies, then parameters): a 422 never calls a provider."""
+    made: list[Fake] = []
+
+    def counted() -> Fake:
+        made.append(Fake())
+        return made[-1]
+
+    app = create_app(container, routers=[injected])
+    async with serve(app) as base:
+        with container.analysis_engine.client.override(providers.Callable(counted)):
+            await _json(http, f"{base}/items/1?limit=0", status=422)
+            assert made == []
+            assert (await _json(http, f"{base}/items/1"))["client"] == id(made[0])
+
+
+async def test_a_subclass_asking_for_the_request_alone_is_handed(
+    container: Container, http: aiohttp.ClientSession, spies: dict[str, int]
+) -> None:
+    app = create_app(container, routers=[injected])
+    async with serve(app) as base:
+        assert await _json(http, f"{base}/own-call") == "own:Lifecycle"
+    assert spies["marker solved by FastAPI"] == 0
+
+
+async def _unknown_path(app: FastAPI) -> None:
+    """One request for a path no route has, straight through ``app`` (no server, no lifespan)."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": "/unknown", "raw_path": b"/unknown", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"gateway")], "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 404
+
+
+async def test_rebuilt_routes_share_their_stand_in(container: Container) -> None:
+    """Every app builds its routes' handlers again: the stand-ins, and FastAPI's cache of their contexts, do not grow."""
+    await _unknown_path(create_app(container, routers=[injected]))
+    stand_ins, contexts = dict(routing._STAND_INS), len(fastapi_routing._endpoint_context_cache)
+    for _ in range(5):
+        # FastAPI builds an included route's handler at the first request the app routes.
+        await _unknown_path(create_app(container, routers=[injected]))
+    assert stand_ins == routing._STAND_INS
+    assert all(routing._STAND_INS[memo] is stand_in for memo, stand_in in stand_ins.items())
+    assert len(fastapi_routing._endpoint_context_cache) == contexts
+    # FastAPI's tracing names the callable it is given: the stand-in carries the endpoint's names.
+    (item_stand_in,) = [f for (endpoint, _, _), f in stand_ins.items() if endpoint is item_route]
+    assert (item_stand_in.__module__, item_stand_in.__qualname__) == (__name__, "item_route")
