@@ -426,10 +426,16 @@ def instructions_report(r: dict[str, Any]) -> str:
     breakdown = ""
     if {"route-framework", "route-nodi", "route-raw"} <= set(ir):
         a, nodi, b = ir["route-framework"], ir["route-nodi"], ir["route-raw"]
+        head = (
+            f"\nThe route through the container costs {_k(a - b)} instructions more than the hand-written one"
+        )
         breakdown = (
-            f"\nThe route through the container costs {_k(a - b)} instructions more than the hand-written one: "
-            f"{_k(a - nodi)} of them per-request dependency injection (route (a) against the same client "
-            f"taken from the container by hand), {_k(nodi - b)} the framework's client against raw aiohttp.\n"
+            f"{head}: {_k(a - nodi)} of them per-request dependency injection (route (a) against the same "
+            f"client taken from the container by hand), {_k(nodi - b)} the framework's client against raw aiohttp.\n"
+            if a >= nodi
+            else f"{head}, all of it the framework's client against raw aiohttp: dependency injection costs "
+            f"nothing per request (route (a) is {_k(nodi - a)} under the same client taken from the container "
+            f"by hand, at {_k(nodi - b)} over the hand-written route).\n"
         )
     target_rows = "\n".join(
         f"| {name} | {need} | {got} | {'met' if ok else '**missed**'} |"
