@@ -4,7 +4,8 @@
 
 * ``/bench/framework``: the upstream called through the framework, the client injected
   by the container (``Depends(AsyncProvide[...])`` and ``@inject``), on the gateway's
-  route class (``InjectedRoute``, as its own routers are); the other routes take none.
+  route class (``InjectedRoute``, as its own routers are; the other routes take no
+  marker, so it leaves them as FastAPI builds them).
 * ``/bench/raw``: the same route by hand: one module-level aiohttp session, no DI.
 """
 

@@ -142,9 +142,7 @@ def _handed(sub: Dependant) -> tuple[str, AsyncProvide] | None:
         return None  # concurrency: Depends(max_concurrency=...), FastAPI's semaphore
     # A subclass may ask for more than the connection, which only FastAPI's solving supplies,
     # or be sync (FastAPI runs it in its threadpool).
-    fields = (sub.path_params, sub.query_params, sub.header_params, sub.cookie_params, sub.body_params)
-    specials = (sub.websocket_param_name, sub.response_param_name, sub.background_tasks_param_name)
-    if any(fields) or any(specials) or sub.security_scopes_param_name or sub.dependencies:
+    if _fields(sub) or any(_specials(sub)) or sub.dependencies:
         return None
     if (sub.http_connection_param_name is None) == (sub.request_param_name is None):
         return None  # not exactly one parameter for the connection
@@ -153,17 +151,30 @@ def _handed(sub: Dependant) -> tuple[str, AsyncProvide] | None:
     return name, marker
 
 
+def _fields(dependant: Dependant) -> list[Any]:
+    """``dependant``'s parameters read from the request: path, query, headers, cookies, body."""
+    d = dependant
+    return [*d.path_params, *d.query_params, *d.header_params, *d.cookie_params, *d.body_params]
+
+
+def _specials(dependant: Dependant) -> list[str | None]:
+    """The names of ``dependant``'s parameters FastAPI fills itself, but for the request and connection."""
+    return [
+        dependant.websocket_param_name,
+        dependant.response_param_name,
+        dependant.background_tasks_param_name,
+        dependant.security_scopes_param_name,
+    ]
+
+
 def _names(dependant: Dependant) -> set[str | None]:
     """Every name ``dependant`` gives the values its endpoint is called with."""
-    fields = [*dependant.path_params, *dependant.query_params, *dependant.header_params]
-    fields += [*dependant.cookie_params, *dependant.body_params]
-    specials = [
-        dependant.websocket_param_name,
-        dependant.http_connection_param_name,
-        dependant.response_param_name,
-    ]
-    specials += [dependant.background_tasks_param_name, dependant.security_scopes_param_name]
-    return {f.name for f in fields} | {sub.name for sub in dependant.dependencies} | set(specials)
+    subs = {sub.name for sub in dependant.dependencies}
+    return (
+        {f.name for f in _fields(dependant)}
+        | subs
+        | {*_specials(dependant), dependant.http_connection_param_name}
+    )
 
 
 #: One stand-in per endpoint, markers and request key: kept, so that rebuilding a route (every

@@ -56,13 +56,6 @@ class Tagged(AsyncProvide):  # type: ignore[misc] - Provide is untyped
         return f"{type(await super().__call__(connection)).__name__}@{x_tag}"
 
 
-@injected.get("/tagged")
-@inject
-async def tagged_route(tagged: Annotated[str, Depends(Tagged[Container.lifecycle], scope="request")]) -> str:
-    """A marker subclass with a parameter of its own."""
-    return tagged
-
-
 class Synchronous(AsyncProvide):  # type: ignore[misc] - Provide is untyped
     """A marker subclass with a sync ``__call__``: FastAPI runs it in its threadpool."""
 
@@ -84,29 +77,23 @@ class OwnCall(AsyncProvide):  # type: ignore[misc] - Provide is untyped
         return f"own:{type(await super().__call__(request)).__name__}"
 
 
-@injected.get("/synchronous")
-@inject
-async def synchronous_route(
-    value: Annotated[str, Depends(Synchronous[Container.lifecycle], scope="request")],
-) -> str:
-    """A sync marker subclass."""
-    return value
+def _marker_route(path: str, marker: type[AsyncProvide]) -> None:
+    """A route at ``path`` answering what a ``marker`` of ``lifecycle`` (a subclass) resolves to."""
+
+    async def route(value: Annotated[str, Depends(marker[Container.lifecycle], scope="request")]) -> str:
+        return value
+
+    route.__name__ = route.__qualname__ = f"{marker.__name__.lower()}_route"
+    injected.add_api_route(path, inject(route), methods=["GET"])
 
 
-@injected.get("/bare")
-@inject
-async def bare_route(value: Annotated[str, Depends(Bare[Container.lifecycle], scope="request")]) -> str:
-    """A marker subclass without a connection parameter."""
-    return value
-
-
-@injected.get("/own-call")
-@inject
-async def own_call_route(
-    value: Annotated[str, Depends(OwnCall[Container.lifecycle], scope="request")],
-) -> str:
-    """A marker subclass the stand-in can call."""
-    return value
+for _path, _subclass in {
+    "/tagged": Tagged,
+    "/synchronous": Synchronous,
+    "/bare": Bare,
+    "/own-call": OwnCall,
+}.items():
+    _marker_route(_path, _subclass)
 
 
 @injected.get("/limited")
