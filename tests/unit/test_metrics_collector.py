@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.metrics import disable_created_metrics, enable_created_metrics
 
 from app.observability.metrics import PEER, ClientMetrics, MetricFamilies, default_families
+from tests.support.threads import race
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ENDPOINT = (PEER, "http_request_method", "url_template")
@@ -280,7 +281,6 @@ def test_a_scrape_while_calls_add_series() -> None:
     """Scraping while other threads add series and count never fails, and ends with every count."""
     registry = CollectorRegistry()
     families = MetricFamilies(registry)
-    done = threading.Event()
     errors: list[BaseException] = []
 
     def calls(service: str) -> None:
@@ -293,20 +293,12 @@ def test_a_scrape_while_calls_add_series() -> None:
 
     def scrape() -> None:
         try:
-            while not done.is_set():
-                generate_latest(registry)
+            generate_latest(registry)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
+            raise
 
-    scraper = threading.Thread(target=scrape)
-    scraper.start()
-    writers = [threading.Thread(target=calls, args=(s,)) for s in ("a", "b")]
-    for t in writers:
-        t.start()
-    for t in writers:
-        t.join()
-    done.set()
-    scraper.join()
+    race([lambda: calls("a"), lambda: calls("b")], scrape)
     assert errors == []
     total = sum(
         s.value

@@ -21,6 +21,7 @@ from app.observability.observer import CallObserver
 from app.observability.rolling import RollingStats
 from app.observability.tally import HELD_PER_KIND
 from app.resilience.pipeline import CallRecord
+from tests.support.threads import race
 
 OPEN = CircuitBreakerOpenError(service_name="up", method="GET", endpoint="x", attempts=0)
 FULL = BulkheadFullError(service_name="up", method="GET", endpoint="x", attempts=0)
@@ -238,31 +239,21 @@ def test_calls_from_two_threads_while_scraping_are_all_counted() -> None:
     registry = CollectorRegistry()
     observer = CallObserver("up", log_calls=False, families=MetricFamilies(registry))  # the real clock
     per_thread = 20_000
-    done = threading.Event()
 
     def scrape() -> None:
-        while not done.is_set():
-            registry.get_sample_value(
-                "service_client_rejections_total", {"peer_service": "up", "reason": "breaker_open"}
-            )
+        registry.get_sample_value(
+            "service_client_rejections_total", {"peer_service": "up", "reason": "breaker_open"}
+        )
 
     def both(n: int) -> None:  # finished calls and refusals, one tally
         for _ in range(n):
             _refuse(observer, OPEN, 1)
             _finish(observer, 0.001)
 
-    threads = [threading.Thread(target=both, args=(per_thread,)) for _ in range(2)]
-    scraper = threading.Thread(target=scrape)
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # threads take turns as often as they can: a scrape lands mid-refusal
     try:
-        scraper.start()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        done.set()
-        scraper.join()
+        race([lambda: both(per_thread)] * 2, scrape)
     finally:
         sys.setswitchinterval(switch)
     total = 2 * per_thread
